@@ -1,0 +1,62 @@
+"""`brandsentry <command> [options] [key=value ...]`: a thin edge over the pipeline stages.
+
+Each command group is a module of this package with `register(subparsers)`, found at start-up; heavy imports
+(torch, faiss) happen inside the handlers so that `--help` stays fast. Tokens shaped like
+Hydra overrides (`key=value`, `+key=value`, `~key`) are split off before argparse sees the rest
+and are applied to the composed config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import re
+import sys
+
+_OVERRIDE = re.compile(r"^(\+{1,2}|~)?[A-Za-z_][\w.\-/@]*(=|$)")
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra-style overrides from ordinary arguments (flags and their values stay put)."""
+    plain, overrides = [], []
+    for token in argv:
+        is_override = "=" in token and not token.startswith("-") and _OVERRIDE.match(token)
+        is_deletion = token.startswith("~") and _OVERRIDE.match(token)
+        (overrides if is_override or is_deletion else plain).append(token)
+    return plain, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brandsentry",
+        description="Counterfeit screening for marketplaces. Append key=value to override any config value.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{module.name}").register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plain, overrides = split_overrides(argv)
+    parser = build_parser()
+    args = parser.parse_args(plain)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from brandsentry.errors import BrandsentryError
+
+    try:
+        return int(args.handler(args, overrides) or 0)
+    except BrandsentryError as exc:
+        print(f"brandsentry {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
