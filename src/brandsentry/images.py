@@ -29,6 +29,10 @@ class ImageDecodeError(BrandsentryError, ValueError):
         self.detail = detail
         super().__init__(f"{self.path}: {reason}" + (f" ({detail})" if detail else ""))
 
+    def __reduce__(self):
+        # decode workers (DataLoader, multiprocessing) send these back to the parent by pickle
+        return type(self), (self.path, self.reason, self.detail)
+
 
 @dataclass(frozen=True)
 class DecodeLimits:

@@ -1,0 +1,209 @@
+"""Cue features → calibrated probability of "counterfeit" → per-brand decision thresholds.
+
+The model is fitted on the training split, calibrated on a held-out part of it (grouped by product so
+calibration never sees a product the booster memorised), and thresholds are picked on the validation
+split for a target precision, per brand where a brand has enough labelled listings, else globally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from brandsentry.errors import BrandsentryError
+
+LABELS = ("authentic", "counterfeit")
+DECISIONS = ("flag", "review", "pass", "error")
+
+
+class TrainingDataError(BrandsentryError, ValueError):
+    """The labelled data cannot train or evaluate a model (one class only, unknown label, no rows)."""
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    kind: str = "hgb"  # hgb | logreg
+    calibration: str = "isotonic"  # isotonic | sigmoid
+    calibration_fraction: float = 0.3
+    target_precision: float = 0.95
+    min_brand_listings: int = 20  # a brand with fewer labelled validation listings uses the global threshold
+    review_factor: float = 0.5  # scores in [factor x threshold, threshold) go to human review
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> ClassifierSettings:
+        known = cls.__dataclass_fields__
+        values = {key: cfg[key] for key in cfg if key in known}
+        settings = cls(**values)
+        if settings.kind not in ("hgb", "logreg"):
+            raise ValueError(f"unknown classifier kind {settings.kind!r} (expected 'hgb' or 'logreg')")
+        if settings.calibration not in ("isotonic", "sigmoid"):
+            raise ValueError(f"unknown calibration {settings.calibration!r} (expected 'isotonic' or 'sigmoid')")
+        if not 0.0 < settings.target_precision < 1.0:
+            raise ValueError(f"target_precision must be in (0, 1), got {settings.target_precision!r}")
+        return settings
+
+
+def encode_labels(labels: pd.Series | np.ndarray) -> np.ndarray:
+    """authentic → 0, counterfeit → 1; anything else is an error naming the value."""
+    values = pd.Series(labels).astype(str).str.strip().str.lower()
+    unknown = sorted(set(values) - set(LABELS))
+    if unknown:
+        raise TrainingDataError(f"unknown label value(s) {unknown!r}; expected {LABELS}")
+    return (values == "counterfeit").to_numpy(dtype=np.int8)
+
+
+def _base_estimator(settings: ClassifierSettings):
+    if settings.kind == "hgb":
+        return HistGradientBoostingClassifier(
+            max_iter=settings.max_iter,
+            learning_rate=settings.learning_rate,
+            random_state=settings.seed,
+        )
+    return make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=2000, C=1.0, random_state=settings.seed),
+    )
+
+
+def threshold_for_precision(scores: np.ndarray, y: np.ndarray, target: float) -> float:
+    """Lowest score threshold whose precision on (scores, y) reaches `target`; 1.0 + eps if none does."""
+    if y.sum() == 0:
+        return float("inf")
+    precision, _, thresholds = precision_recall_curve(y, scores)
+    ok = np.flatnonzero(precision[:-1] >= target)
+    if ok.size == 0:
+        return float(np.nextafter(1.0, 2.0))
+    return float(thresholds[ok[0]])
+
+
+def recall_at_precision(scores: np.ndarray, y: np.ndarray, target: float) -> float:
+    """Best recall reachable at precision ≥ target (0 when unreachable)."""
+    if y.sum() == 0:
+        return float("nan")
+    precision, recall, _ = precision_recall_curve(y, scores)
+    ok = precision >= target
+    return float(recall[ok].max()) if ok.any() else 0.0
+
+
+@dataclass
+class CounterfeitClassifier:
+    """A fitted, calibrated classifier plus its decision thresholds; pickled into the model bundle."""
+
+    settings: ClassifierSettings
+    feature_names: list[str]
+    model: object = None
+    global_threshold: float = 0.5
+    brand_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, features: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> CounterfeitClassifier:
+        """Fit on part of the rows, calibrate on the held-out groups."""
+        if len(np.unique(y)) < 2:
+            raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
+        X = self._matrix(features)
+        splitter = GroupShuffleSplit(
+            n_splits=1, test_size=self.settings.calibration_fraction, random_state=self.settings.seed
+        )
+        fit_idx, cal_idx = next(splitter.split(X, y, groups))
+        if len(np.unique(y[fit_idx])) < 2 or len(np.unique(y[cal_idx])) < 2:
+            fit_idx = cal_idx = np.arange(len(y))  # too few groups to hold some out: calibrate in-sample
+        base = _base_estimator(self.settings).fit(X[fit_idx], y[fit_idx])
+        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method=self.settings.calibration)
+        self.model = calibrated.fit(X[cal_idx], y[cal_idx])
+        return self
+
+    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+        missing = [name for name in self.feature_names if name not in features.columns]
+        if missing:
+            raise TrainingDataError(f"feature column(s) missing: {missing}")
+        return features[self.feature_names].to_numpy(dtype=np.float64)
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability that each row is a counterfeit."""
+        if self.model is None:
+            raise TrainingDataError("classifier is not fitted")
+        return self.model.predict_proba(self._matrix(features))[:, 1]
+
+    def choose_thresholds(self, scores: np.ndarray, y: np.ndarray, brands: np.ndarray) -> None:
+        """Per-brand thresholds for the target precision on validation data, global fallback."""
+        target = self.settings.target_precision
+        self.global_threshold = threshold_for_precision(scores, y, target)
+        self.brand_thresholds = {}
+        for brand in np.unique(brands):
+            mask = brands == brand
+            if mask.sum() >= self.settings.min_brand_listings and 0 < y[mask].sum() < mask.sum():
+                self.brand_thresholds[str(brand)] = threshold_for_precision(scores[mask], y[mask], target)
+
+    def threshold_for(self, brand: str) -> float:
+        return self.brand_thresholds.get(str(brand), self.global_threshold)
+
+    def decide(self, scores: np.ndarray, brands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(decision, threshold) per row: flag at or above the threshold, review in the band below it."""
+        thresholds = np.array([self.threshold_for(b) for b in brands], dtype=np.float64)
+        review_floor = thresholds * self.settings.review_factor
+        decisions = np.where(scores >= thresholds, "flag", np.where(scores >= review_floor, "review", "pass"))
+        return decisions.astype(object), thresholds
+
+
+def classification_metrics(
+    y: np.ndarray, scores: np.ndarray, brands: np.ndarray | None = None, kinds: np.ndarray | None = None
+) -> dict[str, float]:
+    """ROC-AUC, PR-AUC and recall at fixed precisions; per brand and per counterfeit kind.
+
+    Per kind: that kind's counterfeits against all authentic listings, so each kind's difficulty shows.
+    """
+    if len(np.unique(y)) < 2:
+        raise TrainingDataError("evaluation data holds one class only")
+    metrics = {
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "pr_auc": float(average_precision_score(y, scores)),
+        "n": float(len(y)),
+        "positives": float(y.sum()),
+    }
+    for target in (0.90, 0.95, 0.99):
+        metrics[f"recall_at_p{round(target * 100)}"] = recall_at_precision(scores, y, target)
+    groups = {"brand": brands, "kind": kinds}
+    for prefix, values in groups.items():
+        if values is None:
+            continue
+        values = np.asarray(values).astype(str)
+        for value in sorted(set(values[y == 1])):
+            # a kind is judged against every authentic listing; a brand against its own listings
+            mask = (values == value) | (y == 0) if prefix == "kind" else values == value
+            if len(np.unique(y[mask])) < 2:
+                continue
+            key = f"{prefix}.{value}"
+            metrics[f"{key}.roc_auc"] = float(roc_auc_score(y[mask], scores[mask]))
+            metrics[f"{key}.recall_at_p95"] = recall_at_precision(scores[mask], y[mask], 0.95)
+    return metrics
+
+
+def decision_metrics(decisions: np.ndarray, y: np.ndarray, kinds: np.ndarray | None = None) -> dict[str, float]:
+    """What the thresholds actually do: precision and recall of `flag`, and recall per counterfeit kind."""
+    flagged = np.asarray(decisions) == "flag"
+    true_flags = int((flagged & (y == 1)).sum())
+    metrics = {
+        "flag_precision": true_flags / flagged.sum() if flagged.any() else float("nan"),
+        "flag_recall": true_flags / y.sum() if y.any() else float("nan"),
+        "flag_rate": float(flagged.mean()) if len(flagged) else float("nan"),
+    }
+    if kinds is not None:
+        kinds = np.asarray(kinds).astype(str)
+        for kind in sorted(set(kinds[y == 1])):
+            mask = (kinds == kind) & (y == 1)
+            metrics[f"kind.{kind}.flag_recall"] = float(flagged[mask].mean())
+    return {key: float(value) for key, value in metrics.items()}

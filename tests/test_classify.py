@@ -1,0 +1,103 @@
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from brandsentry.classify import (
+    ClassifierSettings,
+    CounterfeitClassifier,
+    TrainingDataError,
+    classification_metrics,
+    decision_metrics,
+    encode_labels,
+    threshold_for_precision,
+)
+
+
+def make_listings(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Two informative features (one with missing values), one noise feature, 20 product groups."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.35).astype(np.int8)
+    similarity = rng.normal(0.8 - 0.25 * y, 0.08)
+    inliers = rng.poisson(30 - 22 * y).astype(float)
+    inliers[rng.random(n) < 0.2] = np.nan
+    features = pd.DataFrame({"similarity": similarity, "logo_inliers": inliers, "noise": rng.normal(size=n)})
+    groups = rng.integers(0, 20, n)
+    brands = np.array(["alpha", "beta"])[rng.integers(0, 2, n)]
+    return features, y, groups, brands
+
+
+@pytest.mark.parametrize("kind", ["hgb", "logreg"])
+def test_classifier_beats_dummy_and_meets_target_precision(kind):
+    settings = ClassifierSettings(kind=kind, target_precision=0.9, min_brand_listings=50)
+    X, y, groups, _ = make_listings(1200, seed=1)
+    model = CounterfeitClassifier(settings, list(X.columns)).fit(X, y, groups)
+    Xv, yv, _, brands_v = make_listings(800, seed=2)
+    scores_v = model.predict_proba(Xv)
+    assert ((scores_v >= 0) & (scores_v <= 1)).all()
+    metrics = classification_metrics(yv, scores_v, brands_v)
+    assert metrics["roc_auc"] > 0.9  # a dummy scores 0.5
+    assert set(model.brand_thresholds) == set()
+    model.choose_thresholds(scores_v, yv, brands_v)
+    assert set(model.brand_thresholds) == {"alpha", "beta"}
+    decisions, thresholds = model.decide(scores_v, brands_v)
+    flagged = decisions == "flag"
+    assert (yv[flagged] == 1).mean() >= 0.9
+    assert set(np.unique(decisions)) <= {"flag", "review", "pass"}
+    assert np.all(thresholds == [model.threshold_for(b) for b in brands_v])
+
+
+def test_calibrated_probabilities_track_the_observed_rate():
+    X, y, groups, _ = make_listings(3000, seed=3)
+    model = CounterfeitClassifier(ClassifierSettings(), list(X.columns)).fit(X, y, groups)
+    Xt, yt, _, _ = make_listings(3000, seed=4)
+    scores = model.predict_proba(Xt)
+    assert abs(scores.mean() - yt.mean()) < 0.05
+    high = scores > 0.8
+    assert yt[high].mean() > 0.8
+
+
+def test_brand_with_few_listings_falls_back_to_global_threshold():
+    X, y, groups, _ = make_listings(600, seed=5)
+    model = CounterfeitClassifier(ClassifierSettings(min_brand_listings=30), list(X.columns)).fit(X, y, groups)
+    brands = np.array(["big"] * 590 + ["tiny"] * 10)
+    model.choose_thresholds(model.predict_proba(X), y, brands)
+    assert "tiny" not in model.brand_thresholds
+    assert model.threshold_for("tiny") == model.global_threshold
+    assert model.threshold_for("never-seen") == model.global_threshold
+
+
+def test_threshold_for_precision_is_exact_on_a_hand_example():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    y = np.array([0, 0, 1, 0, 1, 1])
+    assert threshold_for_precision(scores, y, 0.99) == 0.5
+    assert threshold_for_precision(scores, y, 0.7) == 0.3
+
+
+def test_bad_labels_and_single_class_are_refused():
+    with pytest.raises(TrainingDataError, match="fake"):
+        encode_labels(["authentic", "fake"])
+    X, _, groups, _ = make_listings(50, seed=6)
+    with pytest.raises(TrainingDataError, match="one class"):
+        CounterfeitClassifier(ClassifierSettings(), list(X.columns)).fit(X, np.zeros(50, np.int8), groups)
+    with pytest.raises(TrainingDataError, match="missing"):
+        model = CounterfeitClassifier(ClassifierSettings(), ["absent"])
+        model.fit(X, (np.arange(50) % 2).astype(np.int8), groups)
+
+
+def test_settings_from_config_validate_names():
+    settings = ClassifierSettings.from_config(OmegaConf.create({"kind": "logreg", "target_precision": 0.9}))
+    assert settings.kind == "logreg" and settings.target_precision == 0.9
+    with pytest.raises(ValueError, match="'forest'"):
+        ClassifierSettings.from_config(OmegaConf.create({"kind": "forest"}))
+
+
+def test_decision_metrics_per_kind():
+    decisions = np.array(["flag", "pass", "flag", "review", "flag"], dtype=object)
+    y = np.array([1, 1, 0, 1, 1])
+    kinds = np.array(["a", "a", "", "b", "b"])
+    metrics = decision_metrics(decisions, y, kinds)
+    assert metrics["flag_precision"] == pytest.approx(2 / 3)
+    assert metrics["flag_recall"] == pytest.approx(2 / 4)
+    assert metrics["kind.a.flag_recall"] == 0.5
+    assert metrics["kind.b.flag_recall"] == 0.5
