@@ -1,0 +1,211 @@
+"""Run the cue groups for one listing: cheap ones always, expensive ones (logo, OCR) when asked.
+
+The scorer runs the cascade: `cheap_cues` for every listing, its cheap model's probability, then
+`expensive_cues` only where `cfg.needs_expensive(probability)`; `compute_cues` does both in one call.
+Every result carries every column of `feature_names(cfg)`, whatever happened: a cue that failed or was
+not run is NaN with its reason, so rows always line up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from brandsentry.cues import logo, packaging, quality, seller, similarity, text
+from brandsentry.cues.assets import BrandAssets
+from brandsentry.cues.config import CueConfig
+from brandsentry.cues.imagestats import to_grey
+from brandsentry.cues.records import CueResult, Neighbours, ReferenceImages
+
+ReferenceLookup = Callable[[int], np.ndarray]
+
+
+@dataclass
+class _Listing:
+    """Everything the cue groups of one listing read, with the greyscale image computed once."""
+
+    rgb: np.ndarray
+    neighbours: Neighbours
+    claimed_brand: str
+    claimed_product: str | None
+    seller_id: str | None
+    assets: BrandAssets | None
+    references: ReferenceImages
+    cfg: CueConfig
+    grey: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.grey = to_grey(self.rgb)
+
+
+@dataclass(frozen=True)
+class _Group:
+    name: str
+    features: tuple[str, ...]
+    expensive: bool
+    enabled: Callable[[CueConfig], bool]
+    run: Callable[[_Listing], CueResult]
+
+
+GROUPS = (
+    _Group(
+        "similarity",
+        similarity.FEATURES,
+        False,
+        lambda cfg: cfg.similarity.enabled,
+        lambda x: similarity.similarity_cues(
+            x.neighbours, x.claimed_brand, x.claimed_product, x.cfg.similarity
+        ),
+    ),
+    _Group(
+        "quality",
+        quality.FEATURES,
+        False,
+        lambda cfg: cfg.quality.enabled,
+        lambda x: quality.quality_cues(x.grey, x.cfg.quality),
+    ),
+    _Group(
+        "seller",
+        seller.FEATURES,
+        False,
+        lambda cfg: cfg.seller.enabled,
+        lambda x: seller.seller_cues(
+            x.rgb, x.neighbours, x.claimed_brand, x.seller_id, x.assets, x.references, x.cfg.seller
+        ),
+    ),
+    _Group(
+        "packaging",
+        packaging.FEATURES,
+        False,
+        lambda cfg: cfg.packaging.enabled,
+        lambda x: packaging.packaging_cues(
+            x.rgb, x.grey, x.neighbours, x.claimed_brand, x.claimed_product, x.references, x.cfg.packaging
+        ),
+    ),
+    _Group(
+        "logo",
+        logo.FEATURES,
+        True,
+        lambda cfg: cfg.logo.enabled,
+        lambda x: logo.logo_cues(x.rgb, x.grey, x.assets, x.claimed_brand, x.cfg.logo, x.cfg.packaging),
+    ),
+    _Group(
+        "text",
+        text.FEATURES,
+        True,
+        lambda cfg: cfg.text.enabled,
+        lambda x: text.text_cues(x.rgb, x.assets, x.claimed_brand, x.cfg.text),
+    ),
+)
+
+
+def feature_names(cfg: CueConfig, expensive: bool | None = None) -> tuple[str, ...]:
+    """The columns of every enabled cue, in a fixed order; only cheap (False) or expensive (True) ones if asked."""
+    return tuple(
+        name
+        for group in GROUPS
+        if group.enabled(cfg) and (expensive is None or group.expensive == expensive)
+        for name in group.features
+    )
+
+
+def cheap_cues(
+    listing_rgb: np.ndarray,
+    neighbours: Neighbours,
+    claimed_brand: str,
+    claimed_product: str | None,
+    seller_id: str | None,
+    assets: BrandAssets | None,
+    reference_lookup: ReferenceLookup,
+    cfg: CueConfig,
+) -> CueResult:
+    """Similarity, quality, seller and packaging cues (a few ms plus up to `max_references` lookups)."""
+    args = (listing_rgb, neighbours, claimed_brand, claimed_product, seller_id, assets, reference_lookup, cfg)
+    return _run(False, *args)
+
+
+def expensive_cues(
+    listing_rgb: np.ndarray,
+    neighbours: Neighbours,
+    claimed_brand: str,
+    claimed_product: str | None,
+    seller_id: str | None,
+    assets: BrandAssets | None,
+    reference_lookup: ReferenceLookup,
+    cfg: CueConfig,
+) -> CueResult:
+    """Logo verification and OCR (hundreds of ms to ~1 s): for the listings the cheap model is unsure of."""
+    args = (listing_rgb, neighbours, claimed_brand, claimed_product, seller_id, assets, reference_lookup, cfg)
+    return _run(True, *args)
+
+
+def compute_cues(
+    listing_rgb: np.ndarray,
+    neighbours: Neighbours,
+    claimed_brand: str,
+    claimed_product: str | None,
+    seller_id: str | None,
+    assets: BrandAssets | None,
+    reference_lookup: ReferenceLookup,
+    cfg: CueConfig,
+    expensive: bool,
+) -> CueResult:
+    """All of `feature_names(cfg)`: the cheap cues, and the expensive ones when `expensive` (else NaN, skipped)."""
+    args = (listing_rgb, neighbours, claimed_brand, claimed_product, seller_id, assets, reference_lookup, cfg)
+    cheap = _run(False, *args)
+    if expensive:
+        return cheap.merged(_run(True, *args))
+    return cheap.merged(CueResult.missing(feature_names(cfg, expensive=True), "skipped by the cascade"))
+
+
+def _run(
+    expensive: bool,
+    listing_rgb: np.ndarray,
+    neighbours: Neighbours,
+    claimed_brand: str,
+    claimed_product: str | None,
+    seller_id: str | None,
+    assets: BrandAssets | None,
+    reference_lookup: ReferenceLookup,
+    cfg: CueConfig,
+) -> CueResult:
+    groups = [g for g in GROUPS if g.expensive == expensive and g.enabled(cfg)]
+    names = [name for g in groups for name in g.features]
+    rgb = np.asarray(listing_rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
+        return CueResult.missing(names, f"listing image is not HxWx3 uint8 (got {rgb.shape} {rgb.dtype})")
+    listing = _Listing(
+        np.ascontiguousarray(rgb),
+        neighbours,
+        claimed_brand,
+        claimed_product,
+        seller_id,
+        assets,
+        ReferenceImages(reference_lookup),
+        cfg,
+    )
+    result = CueResult({})
+    for group in groups:
+        started = time.perf_counter()
+        try:
+            produced = group.run(listing)
+            _check_columns(group, produced)
+        # batch edge: a failing cue is NaN + reason in its own columns, never a lost row
+        except Exception as exc:
+            reason = f"{group.name} cue failed: {type(exc).__name__}: {exc}"
+            produced = CueResult.missing(group.features, reason)
+        elapsed = (time.perf_counter() - started) * 1000
+        result = result.merged(
+            CueResult(produced.values, produced.reasons, produced.evidence, {group.name: elapsed})
+        )
+    return result
+
+
+def _check_columns(group: _Group, produced: CueResult) -> None:
+    if set(produced.values) != set(group.features):
+        raise RuntimeError(
+            f"{group.name} cue produced {sorted(produced.values)}, expected {sorted(group.features)}"
+        )
