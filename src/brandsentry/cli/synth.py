@@ -1,0 +1,78 @@
+"""`brandsentry synth world|sheet`: the bundled synthetic marketplace (configs/synth/, preset `synth=tiny|demo`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Shorthands of the issue's command lines: `out=DIR day=N` mean `synth.out=DIR synth.day=N`.
+_SHORTHANDS = ("out", "day")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="generate the synthetic marketplace (brands, references, daily listings with counterfeits)",
+        description="Synthetic marketplace. Presets: synth=tiny (tests, seconds) | synth=demo (default).",
+    )
+    commands = parser.add_subparsers(dest="synth_command", required=True, metavar="SUBCOMMAND")
+    world = commands.add_parser(
+        "world",
+        help="write a world and its day 1 (day=N>1: another day's listings for the world in out=DIR)",
+        description="Write brands, references, authorised sellers and listings_day1.csv under out=DIR; "
+        "with day=N (N > 1) add listings_day{N}.csv to the world already there (made first if missing). "
+        "Any synth.* value can be overridden, e.g. synth=tiny synth.listings=120 seed=3.",
+    )
+    world.set_defaults(handler=_world)
+    sheet = commands.add_parser(
+        "sheet",
+        help="contact sheet PNG of one day: authentic listings beside every counterfeit kind",
+        description="Write a contact sheet of day=N of the world in out=DIR.",
+    )
+    sheet.add_argument(
+        "--output", type=Path, default=None, help="PNG path (default: OUT/contact_sheet_day{N}.png)"
+    )
+    sheet.add_argument("--columns", type=int, default=5, help="samples per row (default 5)")
+    sheet.add_argument("--thumb", type=int, default=150, help="thumbnail side in px (default 150)")
+    sheet.set_defaults(handler=_sheet)
+
+
+def _config(overrides: list[str]):
+    from brandsentry.config import load_config
+
+    expanded = [f"synth.{token}" if token.split("=", 1)[0] in _SHORTHANDS else token for token in overrides]
+    return load_config(expanded)
+
+
+def _world(args: argparse.Namespace, overrides: list[str]) -> int:
+    from brandsentry.config import require
+    from brandsentry.synth import generate_day, generate_world
+
+    cfg = _config(overrides)
+    out = Path(str(require(cfg, "synth.out")))
+    day = int(require(cfg, "synth.day"))
+    if day == 1 or not (out / "world.json").is_file():
+        summary = generate_world(out, cfg.synth)
+        kinds = ", ".join(f"{kind or 'authentic'} {count}" for kind, count in summary.kinds.items())
+        print(
+            f"world in {out}: {summary.brands} brands, {summary.products} products, {summary.references} "
+            f"references ({summary.references_manifest.name}), {summary.listings} listings on day 1 "
+            f"({summary.listings_manifest.name}: {kinds}) in {summary.seconds:.1f} s"
+        )
+    if day > 1:
+        manifest = generate_day(out, cfg.synth, day)
+        print(f"day {day}: {manifest}")
+    return 0
+
+
+def _sheet(args: argparse.Namespace, overrides: list[str]) -> int:
+    from brandsentry.config import require
+    from brandsentry.synth import contact_sheet
+
+    cfg = _config(overrides)
+    out = Path(str(require(cfg, "synth.out")))
+    path = contact_sheet(
+        out, int(require(cfg, "synth.day")), args.output, columns=args.columns, thumb=args.thumb
+    )
+    print(f"contact sheet: {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
