@@ -51,14 +51,16 @@ class DecodeLimits:
         )
 
 
-def read_bytes(source: str | Path | bytes, limits: DecodeLimits = DecodeLimits()) -> bytes:
-    """The raw bytes of `source`, refusing missing, empty and oversized files."""
+def read_bytes(
+    source: str | Path | bytes, limits: DecodeLimits = DecodeLimits(), name: str | None = None
+) -> bytes:
+    """The raw bytes of `source`, refusing missing, empty and oversized files; errors name `name` if given."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
-        name = "<bytes>"
+        name = name or "<bytes>"
     else:
         path = Path(source)
-        name = str(path)
+        name = name or str(path)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -93,7 +95,7 @@ def decode_image(
     failure: missing, empty, oversized, truncated, corrupt, unsupported, decompression bomb.
     """
     label = name or (str(source) if not isinstance(source, bytes | bytearray | memoryview) else "<bytes>")
-    data = read_bytes(source, limits)
+    data = read_bytes(source, limits, label)
     return decode_pil(open_image(data, label, limits), label, limits, target_size)
 
 
@@ -108,7 +110,7 @@ def open_image(data: bytes, label: str, limits: DecodeLimits) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageDecodeError(label, "unsupported_format", "not a recognised image") from None
     except Exception as exc:  # PIL raises a zoo of types for corrupt headers
-        raise ImageDecodeError(label, "corrupt", f"{type(exc).__name__}: {exc}") from None
+        raise ImageDecodeError(label, _failure_reason(exc), f"{type(exc).__name__}: {exc}") from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(label, "corrupt", f"declared size {width}x{height}")
@@ -132,13 +134,21 @@ def decode_pil(image: Image.Image, label: str, limits: DecodeLimits, target_size
     except ImageDecodeError:
         raise
     except OSError as exc:
-        message = str(exc)
-        reason = "truncated" if "truncat" in message.lower() or "premature" in message.lower() else "corrupt"
-        raise ImageDecodeError(label, reason, message) from None
+        raise ImageDecodeError(label, _failure_reason(exc), str(exc)) from None
     except Exception as exc:
         raise ImageDecodeError(label, "corrupt", f"{type(exc).__name__}: {exc}") from None
     rgb = bound_size(rgb, limits.max_side)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _failure_reason(exc: Exception) -> str:
+    """'truncated' when PIL ran out of data (in the header or the pixels), else 'corrupt'."""
+    message = str(exc).lower()
+    return (
+        "truncated"
+        if isinstance(exc, OSError) and ("truncat" in message or "premature" in message)
+        else "corrupt"
+    )
 
 
 def _draft_jpeg(image: Image.Image, limits: DecodeLimits, target_size: int | None) -> None:

@@ -1,0 +1,86 @@
+"""Instance retrieval on a folder-per-product image set (GroZi-120): R@1, R@5 and mAP by exact search.
+
+Every 7th frame of a product (by sorted filename, index 0, 7, 14, ...) is a reference, the others are
+queries. Usage:
+
+    .venv/bin/python scripts/eval_retrieval.py /work/shared/data/grozi120 [embedder=lite1 embedder.batch_size=64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from brandsentry.config import load_config
+from brandsentry.embed import Embedder
+from brandsentry.images import DecodeLimits
+from brandsentry.metrics import retrieval_report
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def folder_split(data_dir: Path, every: int = 7) -> tuple[list[Path], list[str], list[bool]]:
+    """All images under `data_dir/<label>/`, their labels, and whether each is a reference (index % every == 0)."""
+    paths, labels, is_reference = [], [], []
+    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for position, path in enumerate(files):
+            paths.append(path)
+            labels.append(folder.name)
+            is_reference.append(position % every == 0)
+    if not paths:
+        raise SystemExit(f"no images in label folders under {data_dir}")
+    return paths, labels, is_reference
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. embedder=lite1 embedder.threads=2"
+    )
+    parser.add_argument("--every", type=int, default=7, help="every N-th frame of a product is a reference")
+    args = parser.parse_args()
+
+    cfg = load_config(args.overrides)
+    started = time.perf_counter()
+    embedder = Embedder.from_config(cfg.embedder)
+    paths, labels, is_reference = folder_split(args.data_dir, args.every)
+    embeddings, failures = embedder.embed_files(
+        paths, limits=DecodeLimits.from_config(cfg.images), progress=True
+    )
+    embed_seconds = time.perf_counter() - started
+    for _, error in failures:
+        print(f"failed: {error}")
+
+    labels_kept = np.asarray(labels)[embeddings.ids]
+    reference_mask = np.asarray(is_reference)[embeddings.ids]
+    report = retrieval_report(
+        embeddings.vectors[reference_mask],
+        labels_kept[reference_mask],
+        embeddings.vectors[~reference_mask],
+        labels_kept[~reference_mask],
+    )
+    total_seconds = time.perf_counter() - started
+    print(
+        f"embedder {embedder.identity.arch} ({embedder.identity.key()}), input {embedder.identity.input_size}, "
+        f"batch {embedder.batch_size}, workers {embedder.num_workers}, device {embedder.device}"
+    )
+    print(
+        f"images {len(paths)} (failed {len(failures)}), labels {len(set(labels))}, "
+        f"references {int(reference_mask.sum())}, queries {int((~reference_mask).sum())}"
+    )
+    print("  ".join(f"{name} {value:.4f}" for name, value in report.items()))
+    print(
+        f"wall {total_seconds:.1f} s (embedding {embed_seconds:.1f} s, {len(paths) / embed_seconds:.1f} img/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

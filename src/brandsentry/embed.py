@@ -1,0 +1,462 @@
+"""The embedding stage: a timm backbone with its own preprocessing turns images into L2-normalised vectors.
+
+Weights come only from local files (a PyPI weights package, a state dict path) or an explicit `random`
+init: nothing is ever downloaded, and a missing or ill-fitting weights file is an error, never a silent
+random init. `EmbedderIdentity` says exactly which vectors these are; an index records it and refuses
+vectors of another identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import pickle
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm import tqdm
+
+from brandsentry.config import require
+from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+DEFAULT_LIMITS = DecodeLimits()
+
+
+class WeightsError(BrandsentryError):
+    """A weights file is missing, unreadable or does not fit the architecture."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """timm's eval transform: resize the shorter side to floor(input_size / crop_pct), centre-crop, normalise.
+
+    Only the centre crop is resampled (PIL `box`), which gives the same pixels as resize-then-crop
+    without materialising a huge intermediate for extreme aspect ratios.
+    """
+
+    input_size: int
+    crop_pct: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+    def __post_init__(self):
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"unknown interpolation {self.interpolation!r}; one of {sorted(_INTERPOLATIONS)}"
+            )
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter side after the resize; also the size the decoder must at least deliver."""
+        return math.floor(self.input_size / self.crop_pct)
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (3, input_size, input_size) float32, normalised."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+        image = Image.fromarray(rgb)
+        width, height = image.size
+        short = self.resize_size
+        if width <= height:
+            resized = (short, int(short * height / width))
+        else:
+            resized = (int(short * width / height), short)
+        size = self.input_size
+        left = int(round((resized[0] - size) / 2.0))
+        top = int(round((resized[1] - size) / 2.0))
+        scale_x, scale_y = width / resized[0], height / resized[1]
+        box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
+        crop = image.resize((size, size), _INTERPOLATIONS[self.interpolation], box=box)
+        scale = np.float32(1.0 / 255.0) / np.asarray(self.std, dtype=np.float32)
+        shift = np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
+        pixels = np.asarray(crop, dtype=np.float32) * scale - shift
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+
+@dataclass(frozen=True)
+class EmbedderIdentity:
+    """Everything that decides what an embedding vector means; two embedders with equal identities agree."""
+
+    arch: str
+    weights_sha256: str
+    input_size: int
+    crop_pct: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    dim: int
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EmbedderIdentity:
+        expected = {f.name for f in fields(cls)}
+        if set(data) != expected:
+            raise ValueError(
+                f"embedder identity fields differ: missing {sorted(expected - set(data))}, "
+                f"unexpected {sorted(set(data) - expected)}"
+            )
+        return cls(
+            arch=str(data["arch"]),
+            weights_sha256=str(data["weights_sha256"]),
+            input_size=int(data["input_size"]),
+            crop_pct=float(data["crop_pct"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data["interpolation"]),
+            dim=int(data["dim"]),
+        )
+
+    def key(self) -> str:
+        """Short stable hash, e.g. for file names and log lines."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.input_size, self.crop_pct, self.mean, self.std, self.interpolation)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors handed to the index: row i of `vectors` (float32, L2-normalised) belongs to `ids[i]`."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    def __post_init__(self):
+        if self.vectors.ndim != 2 or self.vectors.dtype != np.float32 or len(self.ids) != len(self.vectors):
+            raise ValueError(
+                f"embeddings need float32 (n, d) vectors and n ids, got {self.vectors.shape} "
+                f"{self.vectors.dtype} and {len(self.ids)} ids"
+            )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights_file(weights: str) -> Path:
+    """`pypi:<stem>` -> the file shipped by the `<stem>-pytorch-model` package; anything else is a path."""
+    if weights.startswith("pypi:"):
+        stem = weights.removeprefix("pypi:")
+        module_name = stem.replace("-", "_") + "_pytorch_model"
+        class_name = "".join(part.capitalize() for part in stem.split("-")) + "ModelFile"
+        try:
+            path = Path(getattr(importlib.import_module(module_name), class_name).get_model_file_path())
+        except (ImportError, AttributeError):
+            raise WeightsError(
+                f"weights {weights!r}: package {stem}-pytorch-model is not installed "
+                f"(no {module_name}.{class_name})"
+            ) from None
+    else:
+        path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    return path
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A tensor mapping from a `torch.save` file (plain, or wrapped under 'state_dict'), safely unpickled."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise WeightsError(f"weights file {path} is not a readable state dict: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+def lukemelas_to_timm(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch (lukemelas) state dict to timm's EfficientNet layout.
+
+    `_blocks.N` walks timm's stages in order; depthwise-separable blocks (no expansion conv) and
+    inverted-residual blocks name their layers differently.
+    """
+    blocks = [
+        (s, i, block) for s, stage in enumerate(getattr(model, "blocks", [])) for i, block in enumerate(stage)
+    ]
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
+    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    inverted = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
+    renamed = {}
+    for key, tensor in state.items():
+        module, _, rest = key.partition(".")
+        try:
+            if module == "_blocks":
+                number, layer, param = rest.split(".", 2)
+                stage, index, block = blocks[int(number)]
+                names = inverted if hasattr(block, "conv_pwl") else separable
+                renamed[f"blocks.{stage}.{index}.{names[layer]}.{param}"] = tensor
+            else:
+                renamed[f"{top[module]}.{rest}"] = tensor
+        except (KeyError, IndexError, ValueError):
+            raise WeightsError(
+                f"key {key!r} has no place in {type(model).__name__} with {len(blocks)} blocks"
+            ) from None
+    return renamed
+
+
+def create_full_model(arch: str, weights: str, seed: int = 0) -> tuple[torch.nn.Module, str]:
+    """The timm model with the classifier its weights carry (eval mode) and the weights' sha256.
+
+    `weights`: `pypi:<stem>`, a state-dict path, or `random` (seeded, identity `random:<seed>`).
+    Weights load strictly, so a renaming or architecture mismatch cannot pass unnoticed.
+    """
+    if not timm.is_model(arch):
+        raise ValueError(f"unknown backbone {arch!r}")
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = timm.create_model(arch, pretrained=False)
+        return model.eval(), f"random:{seed}"
+    path = resolve_weights_file(weights)
+    state = read_state_dict(path)
+    model = timm.create_model(arch, pretrained=False)
+    if "_conv_stem.weight" in state:
+        state = lukemelas_to_timm(state, model)
+    classifier = model.pretrained_cfg.get("classifier")
+    if isinstance(classifier, str):
+        head = state.get(f"{classifier}.weight")
+        num_classes = 0 if head is None else int(head.shape[0])
+        if num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights file {path} does not fit {arch!r}: {str(exc)[:500]}") from None
+    return model.eval(), file_sha256(path)
+
+
+def create_backbone(arch: str, weights: str, seed: int = 0) -> tuple[torch.nn.Module, str]:
+    """The timm model without classifier (it returns pooled features) and the weights' sha256."""
+    model, weights_sha256 = create_full_model(arch, weights, seed)
+    model.reset_classifier(0)
+    return model, weights_sha256
+
+
+def preprocessing_for(model: torch.nn.Module, input_size: int | None = None) -> Preprocessing:
+    """The eval preprocessing timm's pretrained config prescribes for `model`, optionally at another size."""
+    data = timm.data.resolve_model_data_config(model)
+    return Preprocessing(
+        input_size=int(input_size or data["input_size"][-1]),
+        crop_pct=float(data["crop_pct"]),
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+        interpolation=str(data["interpolation"]),
+    )
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """What a decode worker hands the model: the good items stacked, the failed ones with their error."""
+
+    indices: np.ndarray
+    tensor: torch.Tensor
+    errors: list[tuple[int, ImageDecodeError]]
+
+    def pin_memory(self) -> DecodedBatch:
+        """Called by the DataLoader when pin_memory is on (CUDA): faster, asynchronous host-to-device copy."""
+        return replace(self, tensor=self.tensor.pin_memory())
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Files -> (index, preprocessed tensor or None, ImageDecodeError or None); never raises for a bad file."""
+
+    def __init__(
+        self, paths: Sequence[str | Path], preprocessing: Preprocessing, limits: DecodeLimits = DEFAULT_LIMITS
+    ):
+        self.paths = list(paths)
+        self.preprocessing = preprocessing
+        self.limits = limits
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, ImageDecodeError | None]:
+        try:
+            rgb = decode_image(self.paths[index], self.limits, target_size=self.preprocessing.resize_size)
+        except ImageDecodeError as error:
+            return index, None, error
+        return index, self.preprocessing(rgb), None
+
+    @staticmethod
+    def collate(items: list[tuple[int, torch.Tensor | None, ImageDecodeError | None]]) -> DecodedBatch:
+        good = [(index, tensor) for index, tensor, error in items if error is None]
+        return DecodedBatch(
+            indices=np.array([index for index, _ in good], dtype=np.int64),
+            tensor=torch.stack([tensor for _, tensor in good]) if good else torch.empty(0),
+            errors=[(index, error) for index, _, error in items if error is not None],
+        )
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("embedder.device='cuda' but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown embedder.device {name!r}; one of auto, cpu, cuda")
+    return torch.device(name)
+
+
+class Embedder:
+    """A backbone plus its preprocessing; batched, `inference_mode`, AMP on CUDA, unit-norm float32 output."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        arch: str,
+        weights_sha256: str,
+        preprocessing: Preprocessing,
+        device: torch.device,
+        batch_size: int = 32,
+        amp: bool = True,
+        channels_last: bool = True,
+        num_workers: int = 0,
+    ):
+        self.device = device
+        self.batch_size = batch_size
+        self.amp = amp and device.type == "cuda"
+        self.channels_last = channels_last
+        self.num_workers = num_workers
+        self.preprocessing = preprocessing
+        self.model = model.eval().to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        size = preprocessing.input_size
+        self.identity = EmbedderIdentity(
+            arch=arch,
+            weights_sha256=weights_sha256,
+            input_size=preprocessing.input_size,
+            crop_pct=preprocessing.crop_pct,
+            mean=preprocessing.mean,
+            std=preprocessing.std,
+            interpolation=preprocessing.interpolation,
+            dim=int(self.embed_batch(torch.zeros(1, 3, size, size)).shape[1]),
+        )
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | dict) -> Embedder:
+        """Build from the `embedder` config group (arch, weights, input_size, batch_size, device, amp, ...)."""
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        arch, weights = str(require(cfg, "arch")), str(require(cfg, "weights"))
+        batch_size = int(cfg.get("batch_size", 32))
+        if batch_size < 1:
+            raise ConfigError(f"embedder.batch_size must be >= 1, got {batch_size}")
+        device = _resolve_device(str(cfg.get("device", "auto")))
+        threads = cfg.get("threads")
+        if threads is not None and device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        model, weights_sha256 = create_backbone(arch, weights, int(cfg.get("seed", 0)))
+        return cls(
+            model,
+            arch,
+            weights_sha256,
+            preprocessing_for(model, cfg.get("input_size")),
+            device,
+            batch_size=batch_size,
+            amp=bool(cfg.get("amp", True)),
+            channels_last=bool(cfg.get("channels_last", True)),
+            num_workers=int(cfg.get("num_workers", 0)),
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        return self.preprocessing(rgb)
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """(n, 3, S, S) preprocessed tensor -> (n, dim) float32 unit vectors."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            features = self.model(batch)
+        return torch.nn.functional.normalize(features.float(), dim=1).cpu().numpy()
+
+    def embed_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded RGB arrays -> (n, dim) float32 unit vectors, in order."""
+        chunks = [
+            self.embed_batch(
+                torch.stack([self.preprocess(rgb) for rgb in images[start : start + self.batch_size]])
+            )
+            for start in range(0, len(images), self.batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.empty((0, self.dim), dtype=np.float32)
+
+    def loader(self, paths: Sequence[str | Path], limits: DecodeLimits) -> torch.utils.data.DataLoader:
+        """Decode and preprocess in `num_workers` processes (JPEG draft to the resize size), in order."""
+        return torch.utils.data.DataLoader(
+            ImageDataset(paths, self.preprocessing, limits),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=ImageDataset.collate,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def embed_files(
+        self,
+        paths: Sequence[str | Path],
+        ids: Sequence | None = None,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+        progress: bool = False,
+    ) -> tuple[Embeddings, list[tuple[object, ImageDecodeError]]]:
+        """Embed image files; every file ends up either in the embeddings or in the failures, in input order."""
+        id_array = np.arange(len(paths)) if ids is None else np.asarray(ids)
+        if len(id_array) != len(paths):
+            raise ValueError(f"{len(id_array)} ids for {len(paths)} paths")
+        id_list = id_array.tolist()
+        vectors = np.empty((len(paths), self.dim), dtype=np.float32)
+        embedded = np.zeros(len(paths), dtype=bool)
+        failures = []
+        with tqdm(total=len(paths), unit="img", desc="embed", disable=not progress) as bar:
+            for batch in self.loader(paths, limits):
+                if len(batch.indices):
+                    vectors[batch.indices] = self.embed_batch(batch.tensor)
+                    embedded[batch.indices] = True
+                failures.extend((id_list[index], error) for index, error in batch.errors)
+                bar.update(len(batch.indices) + len(batch.errors))
+        return Embeddings(ids=id_array[embedded], vectors=vectors[embedded]), failures

@@ -1,0 +1,273 @@
+"""The embedder: real weights load strictly and recognise things; vectors are unit-norm, ordered, reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from skimage.data import coffee
+
+from brandsentry.config import load_config
+from brandsentry.embed import (
+    Embedder,
+    EmbedderIdentity,
+    Embeddings,
+    ImageDataset,
+    Preprocessing,
+    WeightsError,
+    create_backbone,
+    create_full_model,
+    file_sha256,
+    preprocessing_for,
+    resolve_weights_file,
+)
+from brandsentry.errors import ConfigError
+from brandsentry.images import ImageDecodeError, decode_image
+
+ESPRESSO = 967
+LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+
+
+def embedder_config(name: str, *overrides: str):
+    return load_config([f"embedder={name}", *overrides]).embedder
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Embedder.from_config(embedder_config("tiny_random"))
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return Embedder.from_config(embedder_config("lite0", "embedder.num_workers=0"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", LITES)
+def test_real_weights_load_strictly_and_recognise_an_espresso(arch):
+    weights = "pypi:" + arch.removeprefix("tf_")
+    weights = weights.replace("efficientnet_", "efficientnet-")
+    model, sha256 = create_full_model(arch, weights)
+    path = resolve_weights_file(weights)
+    assert sha256 == file_sha256(path)
+    assert path.stem.split("-")[-1] == sha256[:8]  # the file names its own hash prefix
+    assert model.num_classes == 1000
+    with torch.inference_mode():
+        logits = model(preprocessing_for(model)(coffee())[None])
+    assert ESPRESSO in logits.topk(5).indices[0].tolist()
+
+
+def test_preprocessing_is_timms_eval_transform(photo_array):
+    for arch, input_size in (
+        ("tf_efficientnet_lite0", None),
+        ("tf_efficientnet_lite2", None),
+        ("resnet18", 96),
+    ):
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
+        ours = preprocessing_for(model, input_size)
+        data = timm.data.resolve_model_data_config(model)
+        if input_size:
+            data["input_size"] = (3, input_size, input_size)
+        theirs = timm.data.create_transform(**data)
+        for width, height in ((640, 480), (300, 701), (257, 256), (40, 30)):
+            rgb = photo_array(width, height)
+            expected = theirs(Image.fromarray(rgb))
+            got = ours(rgb)
+            assert got.shape == expected.shape == (3, ours.input_size, ours.input_size)
+            assert got.dtype == torch.float32
+            # resampling only the crop box may round a rare pixel the other way: at most one uint8 step
+            step = 1 / 255 / min(ours.std) + 1e-5
+            differs = (got - expected).abs()
+            assert differs.max() <= step and (differs > 1e-5).float().mean() < 0.01, (arch, width, height)
+
+
+def test_preprocessing_refuses_non_rgb_arrays(lite0):
+    with pytest.raises(ValueError, match="uint8"):
+        lite0.preprocess(np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        lite0.preprocess(np.zeros((10, 10, 3), dtype=np.float32))
+
+
+def test_lite0_embeddings_are_unit_float32_and_reproducible(lite0, photo_array):
+    images = [coffee(), photo_array(320, 240, seed=1), photo_array(240, 320, seed=2)]
+    vectors = lite0.embed_arrays(images)
+    assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors, lite0.embed_arrays(images))
+    again = Embedder.from_config(embedder_config("lite0", "embedder.num_workers=0"))
+    assert np.allclose(vectors, again.embed_arrays(images), atol=1e-6)
+    assert lite0.dim == lite0.identity.dim == 1280
+    assert lite0.device == torch.device("cpu")
+    assert lite0.embed_arrays([]).shape == (0, 1280)
+
+
+def test_lite0_identity_records_the_timm_preprocessing(lite0):
+    identity = lite0.identity
+    assert identity.arch == "tf_efficientnet_lite0"
+    assert (identity.input_size, identity.crop_pct, identity.interpolation) == (224, 0.875, "bicubic")
+    assert identity.mean == identity.std == (0.5, 0.5, 0.5)
+    assert len(identity.weights_sha256) == 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,input_size", [("lite1", 240), ("lite2", 260)])
+def test_lite_configs_use_their_native_resolution(config, input_size):
+    embedder = Embedder.from_config(embedder_config(config))
+    assert embedder.identity.input_size == input_size
+    assert embedder.embed_arrays([coffee()]).shape == (1, 1280)
+
+
+def test_identity_round_trips_and_its_key_tells_embedders_apart(lite0, tiny):
+    for identity in (lite0.identity, tiny.identity):
+        data = json.loads(json.dumps(identity.to_dict()))
+        assert EmbedderIdentity.from_dict(data) == identity
+        assert EmbedderIdentity.from_dict(data).key() == identity.key()
+    assert lite0.identity.key() != tiny.identity.key()
+    reseeded = Embedder.from_config(embedder_config("tiny_random", "embedder.seed=1"))
+    assert reseeded.identity.weights_sha256 == "random:1" and tiny.identity.weights_sha256 == "random:0"
+    assert reseeded.identity.key() != tiny.identity.key()
+    assert len(tiny.identity.key()) == 16
+
+
+def test_identity_from_dict_names_missing_and_unexpected_fields(tiny):
+    data = tiny.identity.to_dict()
+    del data["dim"]
+    data["colour"] = "blue"
+    with pytest.raises(ValueError, match=r"missing \['dim'\], unexpected \['colour'\]"):
+        EmbedderIdentity.from_dict(data)
+
+
+def test_random_tiny_backbone_is_seeded_and_leaves_the_global_rng_alone(tiny, photo_array):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    model_a, tag_a = create_backbone("test_efficientnet.r160_in1k", "random", seed=0)
+    assert torch.equal(torch.rand(1), expected_next)
+    model_b, _ = create_backbone("test_efficientnet.r160_in1k", "random", seed=0)
+    model_c, _ = create_backbone("test_efficientnet.r160_in1k", "random", seed=1)
+    assert tag_a == "random:0"
+    state_a, state_b, state_c = model_a.state_dict(), model_b.state_dict(), model_c.state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert not all(torch.equal(state_a[k], state_c[k]) for k in state_a)
+    vectors = tiny.embed_arrays([photo_array(100, 80)])
+    assert vectors.shape == (1, tiny.dim) and tiny.identity.input_size == 64
+    plain = Embedder.from_config(OmegaConf.to_container(embedder_config("tiny_random")))
+    assert plain.identity == tiny.identity
+    assert np.array_equal(plain.embed_arrays([photo_array(100, 80)]), vectors)
+
+
+def test_a_state_dict_path_loads_any_timm_arch(tmp_path, tiny, photo_array):
+    model, _ = create_full_model("test_efficientnet.r160_in1k", "random", seed=0)
+    path = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    from_file = Embedder.from_config(embedder_config("tiny_random", f"embedder.weights={path}"))
+    assert from_file.identity.weights_sha256 == file_sha256(path)
+    assert from_file.identity.key() != tiny.identity.key()
+    images = [photo_array(90, 70, seed=s) for s in range(3)]
+    assert np.allclose(from_file.embed_arrays(images), tiny.embed_arrays(images), atol=1e-6)
+    headless = tmp_path / "headless.pth"
+    torch.save(
+        {"state_dict": create_backbone("test_efficientnet.r160_in1k", "random")[0].state_dict()}, headless
+    )
+    backbone, _ = create_backbone("test_efficientnet.r160_in1k", str(headless))
+    assert backbone.num_classes == 0
+
+
+def test_missing_weights_are_an_error_not_a_random_init(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        create_backbone("tf_efficientnet_lite0", str(tmp_path / "absent.pth"))
+    with pytest.raises(WeightsError, match="efficientnet-lite9-pytorch-model is not installed"):
+        create_backbone("tf_efficientnet_lite0", "pypi:efficientnet-lite9")
+
+
+def test_incompatible_or_unreadable_weights_are_refused(tmp_path):
+    tiny_state = tmp_path / "tiny.pth"
+    torch.save(create_full_model("test_efficientnet.r160_in1k", "random")[0].state_dict(), tiny_state)
+    with pytest.raises(WeightsError, match="does not fit 'tf_efficientnet_lite0'"):
+        create_backbone("tf_efficientnet_lite0", str(tiny_state))
+    with pytest.raises(WeightsError, match="does not fit 'tf_efficientnet_lite1'"):
+        create_backbone("tf_efficientnet_lite1", "pypi:efficientnet-lite0")  # same key layout, other shapes
+    with pytest.raises(WeightsError, match="has no place"):
+        create_backbone("tf_efficientnet_lite0", "pypi:efficientnet-lite2")  # more blocks than lite0 has
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match="not a readable state dict"):
+        create_backbone("tf_efficientnet_lite0", str(garbage))
+    not_tensors = tmp_path / "dict.pth"
+    torch.save({"epoch": 3}, not_tensors)
+    with pytest.raises(WeightsError, match="state dict of tensors"):
+        create_backbone("tf_efficientnet_lite0", str(not_tensors))
+
+
+def test_unknown_arch_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown backbone 'efficientnet_b99'"):
+        create_backbone("efficientnet_b99", "random")
+
+
+def test_bad_device_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="'gpu'"):
+        Embedder.from_config(embedder_config("tiny_random", "embedder.device=gpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            Embedder.from_config(embedder_config("tiny_random", "embedder.device=cuda"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_embed_files_reports_bad_files_and_keeps_good_ones_in_order(
+    tmp_path, image_file, photo_array, tiny, workers
+):
+    good = [image_file(f"good{i}.jpg", photo_array(160 + 20 * i, 120, seed=i), quality=90) for i in range(5)]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:400])
+    paths = [good[0], truncated, good[1], good[2], tmp_path / "missing.png", good[3], good[4]]
+    ids = ["a", "bad", "b", "c", "gone", "d", "e"]
+    embedder = Embedder(
+        tiny.model, "test_efficientnet.r160_in1k", "random:0", tiny.preprocessing, tiny.device,
+        batch_size=3, amp=False, channels_last=False, num_workers=workers,
+    )  # fmt: skip
+    embeddings, failures = embedder.embed_files(paths, ids=ids)
+    assert isinstance(embeddings, Embeddings)
+    assert embeddings.ids.tolist() == ["a", "b", "c", "d", "e"]
+    assert [(id_, error.reason) for id_, error in failures] == [
+        ("bad", "truncated"),
+        ("gone", "missing_file"),
+    ]
+    assert all(isinstance(error, ImageDecodeError) and error.path in map(str, paths) for _, error in failures)
+    decoded = [decode_image(path, target_size=tiny.preprocessing.resize_size) for path in good]
+    assert np.allclose(embeddings.vectors, tiny.embed_arrays(decoded), atol=1e-5)
+    default_ids, _ = embedder.embed_files(paths)
+    assert default_ids.ids.tolist() == [0, 2, 3, 5, 6]
+
+
+def test_dataset_items_carry_index_tensor_or_error(tmp_path, image_file, photo_array, tiny):
+    dataset = ImageDataset(
+        [image_file("ok.png", photo_array(50, 40)), tmp_path / "no.png"], tiny.preprocessing
+    )
+    index, tensor, error = dataset[0]
+    assert (index, error) == (0, None) and tensor.shape == (3, 64, 64)
+    index, tensor, error = dataset[1]
+    assert (index, tensor, error.reason) == (1, None, "missing_file")
+    batch = ImageDataset.collate([dataset[0], dataset[1], dataset[0]])
+    assert batch.indices.tolist() == [0, 0] and batch.tensor.shape == (2, 3, 64, 64)
+    assert [(i, e.reason) for i, e in batch.errors] == [(1, "missing_file")]
+
+
+def test_preprocessing_refuses_unknown_interpolation():
+    with pytest.raises(ValueError, match="unknown interpolation 'cubic'"):
+        Preprocessing(224, 0.875, (0.5,) * 3, (0.5,) * 3, "cubic")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_amp_embeddings_agree_with_cpu_fp32(lite0, photo_array):
+    images = [coffee(), photo_array(320, 240, seed=1)]
+    cuda = Embedder.from_config(embedder_config("lite0", "embedder.device=cuda", "embedder.amp=true"))
+    assert cuda.device.type == "cuda" and cuda.amp
+    assert cuda.identity == lite0.identity
+    cosine = np.sum(cuda.embed_arrays(images) * lite0.embed_arrays(images), axis=1)
+    assert np.all(cosine > 0.999)
