@@ -116,6 +116,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reference_checks_reference ON reference_checks(reference_id);
     """,
+    # 3: brand assets the cues read: known wordmarks (text cue) and authorised sellers (seller cue).
+    """
+    CREATE TABLE brand_wordmarks (
+        brand TEXT NOT NULL,
+        wordmark TEXT NOT NULL,
+        PRIMARY KEY (brand, wordmark)
+    );
+    CREATE TABLE authorized_sellers (
+        brand TEXT NOT NULL,
+        seller_id TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        PRIMARY KEY (brand, seller_id)
+    );
+    """,
 ]
 
 _COLUMNS = (
@@ -583,3 +597,44 @@ class Catalog:
     def to_remove(self) -> list[Reference]:
         """Withdrawn references that the index may still hold."""
         return self._select("WHERE status = 'withdrawn' AND in_index = 1")
+
+    def set_wordmarks(self, brand: str, wordmarks: Iterable[str]) -> None:
+        """Replace the brand's known wordmarks (what the OCR cue compares listing text with)."""
+        cleaned = sorted({w.strip() for w in wordmarks if w and w.strip()})
+        if not brand.strip():
+            raise CatalogError("brand name is empty")
+        with self.write() as connection:
+            connection.execute("DELETE FROM brand_wordmarks WHERE brand = ?", (brand,))
+            connection.executemany(
+                "INSERT INTO brand_wordmarks (brand, wordmark) VALUES (?, ?)", [(brand, w) for w in cleaned]
+            )
+
+    def wordmarks(self) -> dict[str, list[str]]:
+        """Every brand's wordmarks."""
+        result: dict[str, list[str]] = {}
+        for brand, wordmark in self.connection().execute(
+            "SELECT brand, wordmark FROM brand_wordmarks ORDER BY brand, wordmark"
+        ):
+            result.setdefault(brand, []).append(wordmark)
+        return result
+
+    def add_authorized_sellers(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Record (brand, seller_id) pairs; returns how many were new."""
+        rows = [(b.strip(), str(s).strip()) for b, s in pairs]
+        bad = [pair for pair in rows if not pair[0] or not pair[1]]
+        if bad:
+            raise CatalogError(f"empty brand or seller_id in {bad[:3]!r}")
+        with self.write() as connection:
+            before = connection.total_changes
+            connection.executemany(
+                "INSERT OR IGNORE INTO authorized_sellers (brand, seller_id, added_at) VALUES (?, ?, ?)",
+                [(b, s, utc_now()) for b, s in rows],
+            )
+            return connection.total_changes - before
+
+    def authorized_sellers(self) -> dict[str, frozenset[str]]:
+        """Each brand's authorised sellers; a brand absent here has no list (the seller cue is then NaN)."""
+        result: dict[str, set[str]] = {}
+        for brand, seller in self.connection().execute("SELECT brand, seller_id FROM authorized_sellers"):
+            result.setdefault(brand, set()).add(seller)
+        return {brand: frozenset(sellers) for brand, sellers in result.items()}

@@ -1,0 +1,75 @@
+"""`brandsentry index build|update|info|search`: the workspace's FAISS index of reference embeddings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    index = commands.add_parser("index", help="build, update, inspect and query the reference index")
+    actions = index.add_subparsers(dest="action", required=True)
+    build = actions.add_parser(
+        "build", help="embed every approved reference into a fresh index (index=flat|hnsw|ivfpq)"
+    )
+    build.set_defaults(handler=run_update, rebuild=True)
+    update = actions.add_parser("update", help="add newly approved references, remove withdrawn ones")
+    update.set_defaults(handler=run_update, rebuild=False)
+    info = actions.add_parser("info", help="print the current index manifest")
+    info.set_defaults(handler=run_info)
+    search = actions.add_parser("search", help="nearest references of query images")
+    search.add_argument("images", nargs="+", type=Path)
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--brand", help="restrict the search to one brand's references")
+    search.set_defaults(handler=run_search)
+
+
+def run_update(args, overrides: list[str]) -> int:
+    from brandsentry.config import load_config
+    from brandsentry.index import update_from_catalog
+
+    report = update_from_catalog(load_config(overrides), rebuild=args.rebuild, progress=True)
+    print(report.format())
+    return 1 if report.failed else 0
+
+
+def run_info(args, overrides: list[str]) -> int:
+    from brandsentry.config import Workspace, load_config
+    from brandsentry.index import latest_manifest, saved_versions
+
+    workspace = Workspace.from_config(load_config(overrides))
+    manifest = latest_manifest(workspace.index_dir)
+    print(f"versions: {', '.join(f'v{v:06d}' for v in saved_versions(workspace.index_dir))}")
+    for key, value in manifest.__dict__.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def run_search(args, overrides: list[str]) -> int:
+    from brandsentry.catalog import Catalog
+    from brandsentry.config import Workspace, load_config
+    from brandsentry.embed import Embedder
+    from brandsentry.images import DecodeLimits
+    from brandsentry.index import IndexParams, ReferenceIndex
+
+    cfg = load_config(overrides)
+    workspace = Workspace.from_config(cfg)
+    embedder = Embedder.from_config(cfg.embedder)
+    index = ReferenceIndex.load(
+        workspace.index_dir, embedder.identity.to_dict(), IndexParams.from_config(cfg.index)
+    )
+    embeddings, failures = embedder.embed_files(args.images, limits=DecodeLimits.from_config(cfg.images))
+    for _, error in failures:
+        print(f"{error.path}: not searched: {error.reason} {error.detail}".rstrip())
+    with Catalog.open(workspace) as catalog:
+        allowed = catalog.ids_for_brand(args.brand, ("indexed",)) if args.brand else None
+        result = index.search(embeddings.vectors, args.k, allowed_ids=allowed)
+        refs = catalog.get_many(int(i) for i in result.ids.ravel() if i >= 0)
+    for query, ids, scores in zip(embeddings.ids, result.ids, result.scores, strict=True):
+        print(f"{args.images[int(query)]}:")
+        for rank, (ref_id, score) in enumerate(zip(ids, scores, strict=True), 1):
+            if ref_id < 0:
+                break
+            ref = refs[int(ref_id)]
+            print(f"  {rank}. {score:.3f}  ref {ref_id}  {ref.brand} / {ref.product} ({ref.view})")
+    return 1 if failures else 0

@@ -1,0 +1,335 @@
+"""Listings → cue features: decode, embed, search the reference index, compute cues.
+
+Training and scoring both go through `ScoringContext`, so a model is always scored on features built
+exactly as it was trained on. A listing that cannot be featurised (undecodable image, unknown claimed
+brand) gets an error reason instead of features; it is never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from brandsentry.catalog import Catalog
+from brandsentry.config import Workspace
+from brandsentry.cues import (
+    BrandAssetCache,
+    BrandAssets,
+    CueConfig,
+    CueResult,
+    Neighbours,
+    build_brand_assets,
+    cheap_cues,
+    expensive_cues,
+    feature_names,
+)
+from brandsentry.embed import Embedder
+from brandsentry.errors import BrandsentryError
+from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.index import IndexParams, ReferenceIndex
+
+log = logging.getLogger(__name__)
+
+REQUIRED_LISTING_COLUMNS = ("listing_id", "image_path", "claimed_brand")
+OPTIONAL_LISTING_COLUMNS = ("claimed_product", "title", "price", "seller_id")
+
+
+class ListingManifestError(BrandsentryError, ValueError):
+    """A listings manifest that cannot be scored at all: missing file or columns, duplicate ids, no rows."""
+
+
+def read_listings(manifest: str | Path) -> pd.DataFrame:
+    """A listings manifest (CSV or Parquet) with `image_path` resolved against the manifest's folder.
+
+    Problems with the manifest itself stop everything before any work, with a message naming them.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ListingManifestError(f"listings manifest {manifest} does not exist")
+    try:
+        if manifest.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(manifest)
+        else:
+            frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, ValueError, OSError) as exc:
+        raise ListingManifestError(f"listings manifest {manifest} cannot be read: {exc}") from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    missing = [column for column in REQUIRED_LISTING_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ListingManifestError(f"listings manifest {manifest} lacks column(s) {missing}")
+    if frame.empty:
+        raise ListingManifestError(f"listings manifest {manifest} has no rows")
+    frame["listing_id"] = frame["listing_id"].astype(str).str.strip()
+    duplicated = frame["listing_id"][frame["listing_id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise ListingManifestError(f"listings manifest {manifest} repeats listing_id(s) {duplicated[:10]}")
+    blank = frame.index[frame["listing_id"] == ""].tolist()
+    if blank:
+        raise ListingManifestError(
+            f"listings manifest {manifest} has empty listing_id on row(s) {blank[:10]}"
+        )
+    for column in OPTIONAL_LISTING_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    base = manifest.resolve().parent
+    frame["image_path"] = [_resolve(base, str(p)) for p in frame["image_path"]]
+    return frame.reset_index(drop=True)
+
+
+def _resolve(base: Path, image_path: str) -> str:
+    if "://" in image_path and not image_path.startswith("file://"):
+        return image_path  # a URI the decoder will refuse with a reason, not a crash
+    path = Path(image_path.removeprefix("file://"))
+    return str(path if path.is_absolute() else base / path)
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Features of a batch of listings, row-aligned with the input; failed rows carry `error`."""
+
+    listing_ids: np.ndarray
+    features: pd.DataFrame
+    errors: np.ndarray  # object: None or a short reason code
+    error_details: np.ndarray  # object: '' or a longer explanation
+    top_ids: np.ndarray  # (n, k) int64, -1 padded
+    top_scores: np.ndarray  # (n, k) float32
+    embeddings: np.ndarray  # (n, d) float32, NaN rows for failures
+    evidence: list[dict]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.array([error is None for error in self.errors], dtype=bool)
+
+    @staticmethod
+    def concat(tables: Iterable[FeatureTable]) -> FeatureTable:
+        tables = list(tables)
+        return FeatureTable(
+            listing_ids=np.concatenate([t.listing_ids for t in tables]),
+            features=pd.concat([t.features for t in tables], ignore_index=True),
+            errors=np.concatenate([t.errors for t in tables]),
+            error_details=np.concatenate([t.error_details for t in tables]),
+            top_ids=np.concatenate([t.top_ids for t in tables]),
+            top_scores=np.concatenate([t.top_scores for t in tables]),
+            embeddings=np.concatenate([t.embeddings for t in tables]),
+            evidence=[e for t in tables for e in t.evidence],
+        )
+
+
+class ScoringContext:
+    """Embedder + reference index + reference metadata + brand assets: everything cues need."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: ReferenceIndex,
+        references: pd.DataFrame,
+        image_root: Path,
+        cue_cfg: CueConfig,
+        wordmarks: dict[str, list[str]],
+        sellers: dict[str, frozenset[str]],
+        limits: DecodeLimits,
+        k: int,
+        workers: int = 2,
+        reference_cache: int = 512,
+    ):
+        self.embedder = embedder
+        self.index = index
+        self.references = references  # indexed by reference id: brand, product, view, stored_path, phash
+        self.image_root = Path(image_root)
+        self.cue_cfg = cue_cfg
+        self.wordmarks = {b.casefold(): w for b, w in wordmarks.items()}
+        self.sellers = {b.casefold(): s for b, s in sellers.items()}
+        self.limits = limits
+        self.k = k
+        self.workers = max(1, int(workers))
+        self._brand_of = references["brand"].to_dict()
+        self._product_of = references["product"].to_dict()
+        self.known_brands = {b.casefold(): b for b in references["brand"].unique()}
+        self.reference_image = lru_cache(maxsize=reference_cache)(self._load_reference)
+        self.assets = BrandAssetCache(self._build_assets)
+        self.feature_names = list(feature_names(cue_cfg))
+        self.cheap_feature_names = list(feature_names(cue_cfg, expensive=False))
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, embedder: Embedder | None = None) -> ScoringContext:
+        """The workspace's catalog snapshot and current index, with the configured embedder."""
+        workspace = Workspace.from_config(cfg)
+        embedder = embedder or Embedder.from_config(cfg.embedder)
+        index = ReferenceIndex.load(
+            workspace.index_dir, embedder.identity.to_dict(), IndexParams.from_config(cfg.index)
+        )
+        with Catalog.open(workspace) as catalog:
+            references = references_frame(catalog, index.live_ids())
+            wordmarks, sellers = catalog.wordmarks(), catalog.authorized_sellers()
+        return cls(
+            embedder,
+            index,
+            references,
+            workspace.image_store,
+            CueConfig.from_config(cfg.cues),
+            wordmarks,
+            sellers,
+            DecodeLimits.from_config(cfg.images),
+            k=int(cfg.index.k),
+            workers=int(cfg.get("features", {}).get("workers", 2)),
+        )
+
+    # ---- per-reference and per-brand lookups ---------------------------------------------------------
+    def _load_reference(self, ref_id: int) -> np.ndarray:
+        stored = self.references.at[int(ref_id), "stored_path"]
+        return decode_image(self.image_root / stored, self.limits)
+
+    def _build_assets(self, brand: str) -> BrandAssets | None:
+        refs = self.references
+        logo_ids = refs.index[(refs["brand"].str.casefold() == brand.casefold()) & (refs["view"] == "logo")]
+        logos = {}
+        for ref_id in logo_ids:
+            try:
+                logos[int(ref_id)] = self.reference_image(int(ref_id))
+            except ImageDecodeError as error:
+                log.warning("logo reference %s of %s unusable: %s", ref_id, brand, error)
+        return build_brand_assets(
+            brand,
+            self.wordmarks.get(brand.casefold(), []),
+            logos,
+            self.cue_cfg,
+            self.sellers.get(brand.casefold()),
+        )
+
+    def canonical_brand(self, claimed: str) -> str | None:
+        return self.known_brands.get(str(claimed).strip().casefold())
+
+    def neighbours(self, ids_row: np.ndarray, sims_row: np.ndarray) -> Neighbours:
+        return Neighbours.from_search(ids_row, sims_row, self._brand_of, self._product_of)
+
+    # ---- cues for one decoded, searched listing --------------------------------------------------------
+    def cues(self, row: dict, rgb: np.ndarray, ids_row, sims_row, expensive: bool) -> CueResult:
+        """Cheap cues, or the expensive ones, for one listing (the caller runs the cascade)."""
+        brand = self.canonical_brand(row["claimed_brand"])
+        args = (
+            rgb,
+            self.neighbours(ids_row, sims_row),
+            brand,
+            _blank_to_none(row.get("claimed_product")),
+            _blank_to_none(row.get("seller_id")),
+            self.assets(brand),
+            self.reference_image,
+            self.cue_cfg,
+        )
+        return expensive_cues(*args) if expensive else cheap_cues(*args)
+
+    # ---- a batch of listings ------------------------------------------------------------------------
+    def decode(self, rows: pd.DataFrame) -> tuple[list[np.ndarray | None], list[tuple[str, str] | None]]:
+        """Decoded images, or (reason, detail) for each row that cannot be scored."""
+        images: list[np.ndarray | None] = []
+        errors: list[tuple[str, str] | None] = []
+        for row in rows.itertuples(index=False):
+            if self.canonical_brand(row.claimed_brand) is None:
+                images.append(None)
+                errors.append(("unknown_brand", f"claimed brand {row.claimed_brand!r} has no references"))
+                continue
+            try:
+                images.append(decode_image(row.image_path, self.limits))
+                errors.append(None)
+            except ImageDecodeError as error:
+                images.append(None)
+                errors.append((error.reason, error.detail))
+        return images, errors
+
+    def featurize(self, rows: pd.DataFrame, expensive: bool = True) -> FeatureTable:
+        """Decode, embed, search and compute the cues of `rows` (expensive cues for all when asked)."""
+        images, errors = self.decode(rows)
+        return self.featurize_decoded(rows, images, errors, expensive)
+
+    def featurize_decoded(
+        self,
+        rows: pd.DataFrame,
+        images: list[np.ndarray | None],
+        errors: list[tuple[str, str] | None],
+        expensive: bool,
+        vectors: np.ndarray | None = None,
+    ) -> FeatureTable:
+        """Like `featurize`, for images already decoded (and optionally already embedded)."""
+        n, good = len(rows), [i for i, image in enumerate(images) if image is not None]
+        embeddings = np.full((n, self.embedder.dim), np.nan, dtype=np.float32)
+        if good:
+            embeddings[good] = (
+                vectors[good]
+                if vectors is not None
+                else self.embedder.embed_arrays([images[i] for i in good])
+            )
+        top_ids = np.full((n, self.k), -1, dtype=np.int64)
+        top_scores = np.full((n, self.k), np.nan, dtype=np.float32)
+        if good:
+            found = self.index.search(embeddings[good], self.k)
+            top_ids[good], top_scores[good] = found.ids, found.scores
+        records = rows.to_dict(orient="records")
+
+        def one(i: int) -> CueResult:
+            cheap = self.cues(records[i], images[i], top_ids[i], top_scores[i], expensive=False)
+            if expensive:
+                return cheap.merged(
+                    self.cues(records[i], images[i], top_ids[i], top_scores[i], expensive=True)
+                )
+            return cheap
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            results = dict(zip(good, pool.map(one, good), strict=True))
+        names = self.feature_names if expensive else self.cheap_feature_names
+        matrix = np.full((n, len(names)), np.nan, dtype=np.float64)
+        evidence: list[dict] = [{} for _ in range(n)]
+        for i, result in results.items():
+            matrix[i] = result.row(names)
+            evidence[i] = {"cues": dict(result.evidence), "reasons": dict(result.reasons)}
+        return FeatureTable(
+            listing_ids=rows["listing_id"].astype(str).to_numpy(dtype=object),
+            features=pd.DataFrame(matrix, columns=names),
+            errors=np.array([e[0] if e else None for e in errors], dtype=object),
+            error_details=np.array([e[1] if e else "" for e in errors], dtype=object),
+            top_ids=top_ids,
+            top_scores=top_scores,
+            embeddings=embeddings,
+            evidence=evidence,
+        )
+
+    def featurize_all(
+        self, listings: pd.DataFrame, expensive: bool = True, progress: bool = False
+    ) -> FeatureTable:
+        """`featurize` in embedder-sized chunks, with a progress bar."""
+        from tqdm import tqdm
+
+        chunk = max(self.embedder.batch_size, 32)
+        tables = []
+        with tqdm(total=len(listings), unit="listing", desc="features", disable=not progress) as bar:
+            for start in range(0, len(listings), chunk):
+                rows = listings.iloc[start : start + chunk]
+                tables.append(self.featurize(rows, expensive))
+                bar.update(len(rows))
+        return FeatureTable.concat(tables)
+
+
+def references_frame(catalog: Catalog, ids: np.ndarray | None = None) -> pd.DataFrame:
+    """Reference metadata by id (brand, product, view, stored_path, phash): the index's ids explained."""
+    refs = catalog.list_references(status=["approved", "indexed", "pending", "withdrawn"])
+    frame = pd.DataFrame(
+        [(r.id, r.brand, r.product, r.view, r.stored_path, r.phash) for r in refs],
+        columns=["id", "brand", "product", "view", "stored_path", "phash"],
+    ).set_index("id")
+    if ids is not None:
+        frame = frame.loc[frame.index.intersection(pd.Index(np.asarray(ids, dtype=np.int64)))]
+    return frame
+
+
+def _blank_to_none(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
