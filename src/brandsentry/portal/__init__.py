@@ -1,0 +1,1 @@
+"""The brand portal: web pages and a JSON API over the catalog for brand representatives and admins."""

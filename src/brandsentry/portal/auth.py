@@ -1,0 +1,290 @@
+"""Who may do what in the portal: API tokens, signed session cookies, CSRF tokens and the audit log.
+
+Tokens look like `bst_<key id>_<secret>`. The key id (public, 12 hex digits) finds the row; only a salted
+SHA-256 of the 256-bit random secret is stored. A slow password hash would buy nothing for secrets of that
+entropy and would cost every API call. Sessions are a cookie signed with HMAC-SHA256 under a secret kept in
+the workspace; the cookie names the token's key id, so revoking a token ends its sessions at the next request.
+The tables live in the catalog database (see its migrations) so that a change and its audit row can share
+one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from brandsentry.catalog import Catalog, utc_now
+from brandsentry.errors import BrandsentryError
+
+ROLES = ("brand", "admin")
+_TOKEN = re.compile(r"^bst_([0-9a-f]{12})_([0-9a-f]{64})$")
+_KEY_ID = re.compile(r"^[0-9a-f]{12}$")
+_TOKEN_COLUMNS = "key_id, name, role, brand, created_at, revoked_at"
+_AUDIT_COLUMNS = "id, at, actor, brand, action, target, outcome, detail"
+
+
+class TokenError(BrandsentryError, ValueError):
+    """A token operation that cannot be done (unknown key id, empty name, brand token without a brand)."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as stored, without its secret."""
+
+    key_id: str
+    name: str
+    role: str
+    brand: str | None
+    created_at: str
+    revoked_at: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    key_id: str
+    name: str
+    role: str
+    brand: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"{self.role}:{self.name}#{self.key_id}"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: str
+    actor: str
+    brand: str | None
+    action: str
+    target: str | None
+    outcome: str
+    detail: dict
+
+
+def _secret_hash(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+class TokenStore:
+    """Create, verify, list and revoke portal tokens held in the catalog database."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def create(self, *, name: str, brand: str | None = None, admin: bool = False) -> tuple[str, TokenRecord]:
+        """A new token: the plaintext (shown once, never stored) and its record."""
+        name = (name or "").strip()
+        brand = (brand or "").strip() or None
+        if not name:
+            raise TokenError("a token needs a --name (who holds it)")
+        if admin and brand:
+            raise TokenError(f"an admin token serves every brand; drop --brand {brand!r}")
+        if not admin and not brand:
+            raise TokenError("a brand token needs --brand (or pass --admin for an admin token)")
+        key_id, secret, salt = secrets.token_hex(6), secrets.token_hex(32), secrets.token_hex(16)
+        role = "admin" if admin else "brand"
+        with self.catalog.write() as connection:
+            row = connection.execute(
+                f"""INSERT INTO portal_tokens (key_id, name, role, brand, salt, secret_hash, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}""",
+                (key_id, name, role, brand, salt, _secret_hash(salt, secret), utc_now()),
+            ).fetchone()
+        return f"bst_{key_id}_{secret}", TokenRecord(*row)
+
+    def verify(self, token: str | None) -> Principal | None:
+        """The principal of a valid, unrevoked token; None for anything else (malformed, unknown, wrong)."""
+        match = _TOKEN.match((token or "").strip())
+        if match is None:
+            return None
+        key_id, secret = match.groups()
+        cursor = self.catalog.connection().execute(
+            "SELECT name, role, brand, salt, secret_hash FROM portal_tokens "
+            "WHERE key_id = ? AND revoked_at IS NULL",
+            (key_id,),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        name, role, brand, salt, stored = row
+        if not hmac.compare_digest(_secret_hash(salt, secret), stored):
+            return None
+        return Principal(key_id=key_id, name=name, role=role, brand=brand)
+
+    def principal(self, key_id: str) -> Principal | None:
+        """The principal of an unrevoked token by key id (a signed session names only the key id)."""
+        cursor = self.catalog.connection().execute(
+            "SELECT name, role, brand FROM portal_tokens WHERE key_id = ? AND revoked_at IS NULL",
+            (key_id,),
+        )
+        row = cursor.fetchone()
+        return None if row is None else Principal(key_id, *row)
+
+    def list(self, brand: str | None = None, include_revoked: bool = True) -> list[TokenRecord]:
+        clauses, params = [], []
+        if brand is not None:
+            clauses.append("brand = ?")
+            params.append(brand)
+        if not include_revoked:
+            clauses.append("revoked_at IS NULL")
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        cursor = self.catalog.connection().execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM portal_tokens {where} ORDER BY created_at, key_id", params
+        )
+        rows = cursor.fetchall()
+        return [TokenRecord(*row) for row in rows]
+
+    def revoke(self, key_id: str) -> TokenRecord:
+        """Revoke a token (idempotent: revoking twice keeps the first revocation time)."""
+        key_id = key_id.strip()
+        match = _TOKEN.match(key_id)
+        key_id = match.group(1) if match else key_id  # a whole token names its key id too
+        if not _KEY_ID.match(key_id):
+            raise TokenError(f"not a token key id: {key_id!r} (12 hex digits, as `tokens list` shows)")
+        with self.catalog.write() as connection:
+            row = connection.execute(
+                f"""UPDATE portal_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?
+                    RETURNING {_TOKEN_COLUMNS}""",
+                (utc_now(), key_id),
+            ).fetchone()
+        if row is None:
+            raise TokenError(f"unknown token key id {key_id!r}")
+        return TokenRecord(*row)
+
+
+class AuditLog:
+    """Append-only record of every portal action and refusal: who, what, when, outcome."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        brand: str | None = None,
+        target: str | int | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        """Append one row; joins the caller's write transaction when there is one (atomic with the change)."""
+        with self.catalog.write() as connection:
+            connection.execute(
+                "INSERT INTO audit_log (at, actor, brand, action, target, outcome, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    utc_now(),
+                    actor,
+                    brand,
+                    action,
+                    None if target is None else str(target),
+                    outcome,
+                    json.dumps(detail or {}, sort_keys=True, default=str),
+                ),
+            )
+
+    def entries(
+        self, brand: str | None = None, action: str | None = None, limit: int = 200
+    ) -> list[AuditEntry]:
+        """The most recent entries first."""
+        clauses, params = [], []
+        if brand is not None:
+            clauses.append("brand = ?")
+            params.append(brand)
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        cursor = self.catalog.connection().execute(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log {where} ORDER BY id DESC LIMIT ?",
+            (*params, int(limit)),
+        )
+        rows = cursor.fetchall()
+        return [AuditEntry(*row[:7], detail=json.loads(row[7] or "{}")) for row in rows]
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The session-signing secret at `path`: created once (owner-only, published atomically), never overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-secret-")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process published first: theirs wins
+                os.link(temp_name, path)
+        finally:
+            os.unlink(temp_name)
+    secret = path.read_bytes()
+    if len(secret) < 32:
+        raise TokenError(f"session secret {path} is shorter than 32 bytes; delete it to create a new one")
+    return secret
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """Signed, expiring session payloads for a cookie: `base64(json).base64(hmac)`; tampering reads as no session."""
+
+    def __init__(self, secret: bytes, max_age_s: int):
+        self._secret = secret
+        self.max_age_s = max_age_s
+
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
+
+    def dumps(self, data: dict) -> str:
+        body = _b64(json.dumps({**data, "iat": int(time.time())}, separators=(",", ":")).encode())
+        return f"{body}.{self._mac(body)}"
+
+    def loads(self, value: str | None) -> dict | None:
+        body, _, mac = (value or "").partition(".")
+        if not body or not hmac.compare_digest(self._mac(body), mac):
+            return None
+        try:
+            data = json.loads(_unb64(body))
+        except (ValueError, UnicodeDecodeError):
+            return None
+        issued = data.get("iat") if isinstance(data, dict) else None
+        if not isinstance(issued, int) or time.time() - issued > self.max_age_s:
+            return None
+        return data
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))

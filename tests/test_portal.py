@@ -1,0 +1,767 @@
+"""The brand portal through FastAPI's TestClient: every auth rule, every upload limit, the review flow, the
+submission checks, CSRF, the audit log, concurrency, and the `tokens`/`serve` commands."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import re
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from brandsentry.catalog import Catalog
+from brandsentry.cli import main
+from brandsentry.config import load_config
+from brandsentry.index import update_from_catalog
+from brandsentry.portal.app import SESSION_COOKIE, create_app
+from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore
+
+LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
+
+
+@functools.cache
+def portal_group_is_default() -> bool:
+    return "portal" in load_config()
+
+
+def portal_overrides(workspace: Path, *extra: str) -> list[str]:
+    """Test config: the tiny random embedder on one thread (the box is shared), and the portal group added
+    while configs/brandsentry.yaml does not list it by default."""
+    group = [] if portal_group_is_default() else ["+portal=default"]
+    return [*group, "embedder=tiny_random", "embedder.threads=1", f"workspace={workspace}", *extra]
+
+
+def smooth_photo(width: int, height: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
+    grain = rng.integers(-8, 9, (height, width, 3), dtype=np.int16)
+    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+
+
+def encode(pixels: np.ndarray | Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    image = Image.fromarray(pixels) if isinstance(pixels, np.ndarray) else pixels
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    return encode(smooth_photo(*size, seed), quality=90)
+
+
+class World:
+    """A portal over a temporary workspace with two brands' tokens, an admin token and a revoked token."""
+
+    def __init__(self, tmp_path: Path, *extra: str):
+        self.workspace = tmp_path / "ws"
+        self.cfg = load_config(portal_overrides(self.workspace, *LIMITS, *extra))
+        self.app = create_app(self.cfg)
+        self.portal = self.app.state.portal
+        tokens = self.portal.tokens
+        self.acme, _ = tokens.create(name="alice", brand="Acme")
+        self.globex, _ = tokens.create(name="gus", brand="Globex")
+        self.admin, _ = tokens.create(name="root", admin=True)
+        self.revoked, record = tokens.create(name="mallory", brand="Acme")
+        tokens.revoke(record.key_id)
+        self.client = TestClient(self.app)
+
+    @staticmethod
+    def auth(token: str) -> dict:
+        return {"Authorization": f"Bearer {token}"}
+
+    def upload(self, token: str, *photos: tuple[str, bytes], product: str = "Widget", view: str = "product"):
+        files = [("files", (name, data, "image/jpeg")) for name, data in photos]
+        return self.client.post(
+            "/api/v1/references",
+            headers=self.auth(token),
+            files=files,
+            data={"product": product, "view": view},
+        )
+
+    def sign_in(self, client: TestClient, token: str):
+        csrf = csrf_of(client.get("/signin").text)
+        return client.post("/signin", data={"token": token, "csrf_token": csrf}, follow_redirects=False)
+
+    def statuses(self) -> dict[int, str]:
+        return {ref.id: ref.status for ref in self.portal.catalog.list_references()}
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def world(tmp_path):
+    world = World(tmp_path)
+    yield world
+    world.portal.close()
+
+
+def seed(world: World) -> tuple[int, int]:
+    acme = world.upload(world.acme, ("a.jpg", jpeg(1))).json()["outcomes"][0]["reference_id"]
+    globex = world.upload(world.globex, ("g.jpg", jpeg(2))).json()["outcomes"][0]["reference_id"]
+    return acme, globex
+
+
+@pytest.fixture
+def seeded(world):
+    """One pending reference for each brand: (acme_id, globex_id)."""
+    return seed(world)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A seeded world for the many tests that must leave it unchanged (they check that they do)."""
+    world = World(tmp_path_factory.mktemp("shared"))
+    yield world, seed(world)
+    world.portal.close()
+
+
+# -- tokens -----------------------------------------------------------------------------------------
+
+
+def test_tokens_are_stored_only_as_salted_hashes(world):
+    _, key_id, secret = world.acme.split("_")
+    with sqlite3.connect(world.portal.catalog.path) as connection:
+        rows = connection.execute("SELECT key_id, salt, secret_hash FROM portal_tokens").fetchall()
+        dump = "\n".join(connection.iterdump())
+    assert secret not in dump and world.acme not in dump
+    assert len({salt for _, salt, _ in rows}) == len(rows) == 4
+    tokens = world.portal.tokens
+    assert tokens.verify(world.acme).brand == "Acme"
+    assert tokens.verify(f"bst_{key_id}_{'0' * 64}") is None  # right key id, wrong secret
+    assert tokens.verify(world.revoked) is None
+    assert tokens.verify(world.acme + "x") is None
+
+
+# -- authentication and authorisation on every endpoint ---------------------------------------------
+
+API_ENDPOINTS = [
+    ("GET", "/api/v1/me"),
+    ("GET", "/api/v1/references"),
+    ("POST", "/api/v1/references"),
+    ("GET", "/api/v1/references/{acme}"),
+    ("GET", "/api/v1/references/{acme}/thumbnail"),
+    ("POST", "/api/v1/references/{acme}/withdraw"),
+    ("GET", "/api/v1/admin/pending"),
+    ("POST", "/api/v1/admin/references/{acme}/approve"),
+    ("POST", "/api/v1/admin/references/{acme}/reject"),
+    ("GET", "/api/v1/admin/audit"),
+]
+
+
+def call(world: World, method: str, path: str, token: str | None, **ids):
+    headers = world.auth(token) if token is not None else {}
+    url = path.format(**ids)
+    if (method, path) == ("POST", "/api/v1/references"):
+        return world.client.post(
+            url, headers=headers, files=[("files", ("x.jpg", jpeg(99), "image/jpeg"))], data={"product": "P"}
+        )
+    return world.client.request(method, url, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "path"), API_ENDPOINTS)
+@pytest.mark.parametrize("credential", ["missing", "malformed", "wrong_secret", "revoked", "other_scheme"])
+def test_every_api_endpoint_refuses_a_missing_or_invalid_token(shared, method, path, credential):
+    world, seeded = shared
+    before = world.statuses()
+    _, key_id, _ = world.acme.split("_")
+    if credential == "other_scheme":
+        response = world.client.request(
+            method, path.format(acme=seeded[0]), headers={"Authorization": f"Basic {world.acme}"}
+        )
+    else:
+        token = {
+            "missing": None,
+            "malformed": "not-a-token",
+            "wrong_secret": f"bst_{key_id}_{'f' * 64}",
+            "revoked": world.revoked,
+        }[credential]
+        response = call(world, method, path, token, acme=seeded[0])
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert world.statuses() == before
+
+
+ADMIN_ENDPOINTS = [(m, p) for m, p in API_ENDPOINTS if "/admin/" in p]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
+def test_admin_endpoints_are_forbidden_to_brand_tokens(shared, method, path):
+    world, seeded = shared
+    before = world.statuses()
+    response = call(world, method, path, world.acme, acme=seeded[0])
+    assert response.status_code == 403
+    assert "admin only" in response.json()["detail"]
+    assert world.statuses() == before
+
+
+BRAND_ID_ENDPOINTS = [
+    ("GET", "/api/v1/references/{other}"),
+    ("GET", "/api/v1/references/{other}/thumbnail"),
+    ("POST", "/api/v1/references/{other}/withdraw"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BRAND_ID_ENDPOINTS)
+def test_a_brand_token_cannot_touch_another_brands_reference(world, seeded, method, path):
+    acme_id, globex_id = seeded
+    before = world.statuses()
+    response = world.client.request(method, path.format(other=globex_id), headers=world.auth(world.acme))
+    assert response.status_code == 404
+    # indistinguishable from an id that does not exist at all
+    unknown = world.client.request(method, path.format(other=10_000), headers=world.auth(world.acme))
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "no reference 10000"
+    assert response.json()["detail"] == f"no reference {globex_id}"
+    assert world.statuses() == before
+    own = world.client.request(method, path.format(other=acme_id), headers=world.auth(world.acme))
+    assert own.status_code == 200
+
+
+def test_listing_shows_only_the_tokens_own_brand(world, seeded):
+    acme_id, globex_id = seeded
+    listed = world.client.get("/api/v1/references", headers=world.auth(world.acme)).json()
+    assert [r["id"] for r in listed] == [acme_id]
+    refused = world.client.get("/api/v1/references?brand=Globex", headers=world.auth(world.acme))
+    assert refused.status_code == 403
+    assert (
+        world.client.get("/api/v1/references?brand=Acme", headers=world.auth(world.acme)).status_code == 200
+    )
+    everything = world.client.get("/api/v1/references", headers=world.auth(world.admin)).json()
+    assert sorted(r["id"] for r in everything) == [acme_id, globex_id]
+    one = world.client.get("/api/v1/references?brand=Globex", headers=world.auth(world.admin)).json()
+    assert [r["id"] for r in one] == [globex_id]
+    bad = world.client.get("/api/v1/references?status=lost", headers=world.auth(world.acme))
+    assert bad.status_code == 422 and "unknown status" in bad.json()["detail"]
+
+
+def test_uploads_always_belong_to_the_tokens_brand(world):
+    files = [("files", ("a.jpg", jpeg(1), "image/jpeg"))]
+    response = world.client.post(
+        "/api/v1/references",
+        headers=world.auth(world.acme),
+        files=files,
+        data={"product": "P", "brand": "Globex"},
+    )
+    assert response.status_code == 201
+    assert [ref.brand for ref in world.portal.catalog.list_references()] == ["Acme"]
+
+
+def test_admin_tokens_cannot_upload(world):
+    response = world.upload(world.admin, ("a.jpg", jpeg(1)))
+    assert response.status_code == 403
+    assert world.statuses() == {}
+
+
+def test_the_api_is_documented_by_openapi(world):
+    schema = world.client.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert paths == {p.replace("{acme}", "{ref_id}") for _, p in API_ENDPOINTS}  # pages are not in the API
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+# -- uploads: validation and limits ---------------------------------------------------------------
+
+
+def test_too_many_files_is_413_and_stores_nothing(world):
+    response = world.upload(world.acme, *[(f"{i}.jpg", jpeg(i)) for i in range(6)])
+    assert response.status_code == 413
+    assert "6 files in one upload; the limit is 5" in response.json()["detail"]
+    assert world.statuses() == {}
+
+
+def test_a_file_over_the_byte_limit_is_413_and_stores_nothing(world):
+    noisy = np.random.default_rng(0).integers(0, 256, (500, 500, 3), dtype=np.uint8)
+    big = encode(noisy, "PNG")
+    assert len(big) > 400_000
+    response = world.upload(world.acme, ("ok.jpg", jpeg(1)), ("big.png", big))
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("big.png: ")
+    assert "limit is 400000 per file" in response.json()["detail"]
+    assert world.statuses() == {}
+
+
+def test_a_request_body_over_the_total_limit_is_413(world):
+    too_much = world.portal.settings.max_request_bytes + 1
+    response = world.client.post(
+        "/api/v1/references",
+        headers=world.auth(world.acme),
+        files=[("files", ("blob.jpg", b"\0" * too_much, "image/jpeg"))],
+        data={"product": "P"},
+    )
+    assert response.status_code == 413
+    assert world.statuses() == {}
+
+
+def test_too_many_pixels_is_422_and_stores_nothing(world):
+    flat = encode(np.full((1100, 1000, 3), 200, dtype=np.uint8), "PNG")  # small file, 1.1 MP declared
+    assert len(flat) < 400_000
+    response = world.upload(world.acme, ("ok.jpg", jpeg(1)), ("huge.png", flat))
+    assert response.status_code == 422
+    assert "huge.png: too many pixels" in response.json()["detail"]
+    assert world.statuses() == {}
+
+
+def test_undecodable_uploads_are_rejected_with_their_reason(world):
+    only_bad = world.upload(world.acme, ("notes.jpg", b"this is not an image"))
+    assert only_bad.status_code == 422
+    (outcome,) = only_bad.json()["outcomes"]
+    assert outcome["status"] == "rejected" and outcome["reason"] == "unsupported_format"
+    truncated = jpeg(3)[:2000]
+    mixed = world.upload(world.acme, ("good.jpg", jpeg(4)), ("cut.jpg", truncated))
+    assert mixed.status_code == 201
+    body = mixed.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert body["outcomes"][1]["reason"] in ("truncated", "corrupt")
+    assert list(world.statuses().values()) == ["pending"]
+
+
+def test_missing_product_or_unknown_view_is_rejected(world):
+    no_product = world.upload(world.acme, ("a.jpg", jpeg(1)), product=" ")
+    assert no_product.status_code == 422
+    assert no_product.json()["outcomes"][0]["reason"] == "missing_product"
+    bad_view = world.upload(world.acme, ("a.jpg", jpeg(1)), view="sideways")
+    assert bad_view.json()["outcomes"][0]["reason"] == "unknown_view"
+    assert world.statuses() == {}
+
+
+def test_uploaded_filenames_never_become_paths(world):
+    hostile = "../../../../outside.jpg"
+    response = world.upload(world.acme, (hostile, jpeg(5)))
+    assert response.status_code == 201
+    (reference,) = world.portal.catalog.list_references()
+    assert reference.source_name == "outside.jpg"
+    stored = world.portal.store.path_of(reference.stored_path).resolve()
+    assert stored.is_relative_to(world.portal.store.root.resolve())
+    assert stored.name.startswith(reference.sha256)
+    assert not list(world.workspace.parent.rglob("outside.jpg"))
+
+
+def test_duplicates_are_reported_and_another_brands_photo_is_not_revealed(world):
+    first = world.upload(world.acme, ("a.jpg", jpeg(1))).json()["outcomes"][0]
+    again = world.upload(world.acme, ("copy.jpg", jpeg(1)))
+    assert again.status_code == 200
+    (outcome,) = again.json()["outcomes"]
+    assert outcome["status"] == "duplicate" and outcome["duplicate_of"] == first["reference_id"]
+    theirs = world.upload(world.globex, ("stolen.jpg", jpeg(1))).json()["outcomes"][0]
+    assert theirs["status"] == "duplicate"
+    assert theirs["duplicate_of"] is None and "Acme" not in theirs["detail"]
+    assert str(first["reference_id"]) not in theirs["detail"]
+
+
+# -- review flow, withdrawal, index -----------------------------------------------------------------
+
+
+def test_brand_withdraws_its_own_reference(world, seeded):
+    acme_id, _ = seeded
+    response = world.client.post(
+        f"/api/v1/references/{acme_id}/withdraw",
+        headers=world.auth(world.acme),
+        json={"reason": "old packaging"},
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "withdrawn"
+    assert "old packaging" in response.json()["reason"]
+    again = world.client.post(f"/api/v1/references/{acme_id}/withdraw", headers=world.auth(world.acme))
+    assert again.status_code == 409
+
+
+def test_admin_rejects_and_approves_pending_references(world, seeded):
+    acme_id, globex_id = seeded
+    admin = world.auth(world.admin)
+    rejected = world.client.post(
+        f"/api/v1/admin/references/{globex_id}/reject", headers=admin, json={"reason": "blurry"}
+    )
+    assert rejected.status_code == 200
+    assert rejected.json()["status"] == "withdrawn" and rejected.json()["reason"].endswith(": blurry")
+    assert (
+        world.client.post(f"/api/v1/admin/references/{globex_id}/approve", headers=admin).status_code == 409
+    )
+    approved = world.client.post(f"/api/v1/admin/references/{acme_id}/approve", headers=admin)
+    assert approved.status_code == 200
+    assert world.client.post(f"/api/v1/admin/references/{acme_id}/reject", headers=admin).status_code == 409
+    assert world.client.get("/api/v1/admin/pending", headers=admin).json() == []
+    assert world.client.post("/api/v1/admin/references/999/approve", headers=admin).status_code == 404
+
+
+def test_approvals_and_withdrawals_of_indexed_references_update_the_index(world, seeded, monkeypatch):
+    import brandsentry.index
+
+    calls = []
+
+    def update(cfg, embedder):
+        calls.append(cfg)
+        return brandsentry.index.IndexUpdateReport(1, 1, 1, 0, False, ())
+
+    monkeypatch.setattr(brandsentry.index, "update_from_catalog", update)
+    acme_id, globex_id = seeded
+    world.client.post(f"/api/v1/references/{globex_id}/withdraw", headers=world.auth(world.globex))
+    assert calls == []  # a pending reference was never in the index
+    world.client.post(f"/api/v1/admin/references/{acme_id}/approve", headers=world.auth(world.admin))
+    assert calls == [world.cfg]
+    world.portal.catalog.mark_indexed([acme_id])
+    world.client.post(f"/api/v1/references/{acme_id}/withdraw", headers=world.auth(world.acme))
+    assert len(calls) == 2
+    assert [e.outcome for e in world.portal.audit.entries(action="index_update")] == ["ok", "ok"]
+
+
+def test_a_failed_index_update_leaves_the_approval_standing(world, seeded, monkeypatch):
+    import brandsentry.index
+
+    def broken(cfg, embedder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(brandsentry.index, "update_from_catalog", broken)
+    acme_id, _ = seeded
+    response = world.client.post(
+        f"/api/v1/admin/references/{acme_id}/approve", headers=world.auth(world.admin)
+    )
+    assert response.status_code == 200
+    assert world.statuses()[acme_id] == "approved"  # queued for the next `brandsentry index update`
+    (entry,) = world.portal.audit.entries(action="index_update")
+    assert entry.outcome == "error" and "disk full" in entry.detail["error"]
+
+
+def test_approved_references_reach_the_index(world):
+    from brandsentry.embed import Embedder
+    from brandsentry.index import ReferenceIndex
+
+    ids = [
+        o["reference_id"]
+        for o in world.upload(world.acme, ("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))).json()["outcomes"]
+    ]
+    for ref_id in ids:
+        response = world.client.post(
+            f"/api/v1/admin/references/{ref_id}/approve", headers=world.auth(world.admin)
+        )
+        assert response.status_code == 200
+    # the update ran as a background task of the approval request
+    assert set(world.statuses().values()) == {"indexed"}
+    identity = Embedder.from_config(world.cfg.embedder).identity.to_dict()
+    index = ReferenceIndex.load(world.portal.workspace.index_dir, identity)
+    assert sorted(index.live_ids().tolist()) == sorted(ids)
+    updates = world.portal.audit.entries(action="index_update")
+    assert updates and all(entry.outcome == "ok" for entry in updates)
+
+
+# -- submission quality checks ----------------------------------------------------------------------
+
+
+def test_checks_warn_about_another_brands_near_copy(tmp_path):
+    world = World(tmp_path, "portal.checks.wrong_brand_min_similarity=0.9", "portal.update_index=false")
+    try:
+        admin = world.portal.tokens.verify(world.admin)
+        pixels = smooth_photo(320, 240, 7)
+        globex = world.upload(world.globex, ("original.jpg", encode(pixels, quality=92))).json()
+        acme = world.upload(world.acme, ("earlier.jpg", jpeg(9))).json()
+        indexed = [body["outcomes"][0]["reference_id"] for body in (globex, acme)]
+        for ref_id in indexed:
+            world.portal.approve(admin, ref_id)
+        update_from_catalog(world.cfg)  # `brandsentry index update`
+        globex_id = indexed[0]
+        near_copy = encode(Image.fromarray(pixels).resize((300, 225)), quality=70)
+        outcomes = world.upload(world.acme, ("copy.jpg", near_copy), ("mine.jpg", jpeg(8))).json()["outcomes"]
+        copy_id, mine_id = (o["reference_id"] for o in outcomes)
+        assert all(o["warnings"] == [] for o in outcomes)  # the brand is not told about other brands
+        pending = world.client.get("/api/v1/admin/pending", headers=world.auth(world.admin)).json()
+        checks = {item["reference"]["id"]: {c["code"]: c for c in item["checks"]} for item in pending}
+        assert set(checks) == {copy_id, mine_id}
+        assert checks[copy_id]["near_duplicate"]["level"] == "warning"
+        assert f"reference {globex_id} (Globex" in checks[copy_id]["near_duplicate"]["message"]
+        assert checks[copy_id]["wrong_brand"]["level"] == "warning"
+        assert f"reference {globex_id} of 'Globex'" in checks[copy_id]["wrong_brand"]["message"]
+        assert set(checks[mine_id]) == {"flood_risk_skipped"}  # no warning, the index was searched
+    finally:
+        world.portal.close()
+
+
+def test_flood_check_counts_similar_recent_listings(tmp_path):
+    world = World(tmp_path, "portal.checks.flood_similarity=0.95", "portal.checks.flood_max_matches=20")
+    try:
+        generic, specific = smooth_photo(320, 240, 11), smooth_photo(320, 240, 12)
+        embedder = world.portal.checker.embedder()
+        target = embedder.embed_arrays([generic])[0]
+        rng = np.random.default_rng(0)
+        # 30 listings nearly identical to the generic photo, 200 unrelated ones, in two shards of one run
+        close = target + rng.normal(0, 0.01, (30, target.size)).astype(np.float32)
+        far = rng.normal(0, 1, (200, target.size)).astype(np.float32)
+        listings = np.concatenate([close, far])
+        listings /= np.linalg.norm(listings, axis=1, keepdims=True)
+        run = world.workspace / "runs" / "score" / "2026-01-01"
+        run.mkdir(parents=True)
+        np.save(run / "embeddings-000.npy", listings[:100].astype(np.float32))
+        np.save(run / "embeddings-001.npy", listings[100:].astype(np.float32))
+        older = world.workspace / "runs" / "score" / "old-other-embedder"
+        older.mkdir()
+        np.save(older / "embeddings-000.npy", np.ones((5, 7), dtype=np.float32))
+        outcomes = world.upload(
+            world.acme, ("generic.jpg", encode(generic)), ("specific.jpg", encode(specific))
+        )
+        generic_id, specific_id = (o["reference_id"] for o in outcomes.json()["outcomes"])
+        found = world.portal.pending(world.portal.tokens.verify(world.admin))
+        checks = {item.reference.id: {c.code: c for c in item.checks} for item in found}
+        flood = checks[generic_id]["flood_risk"]
+        assert flood.level == "warning"
+        matched = int(re.search(r"matches (\d+) of 230 recent listings", flood.message).group(1))
+        assert matched == 30
+        assert "flood_risk" not in checks[specific_id]
+    finally:
+        world.portal.close()
+
+
+def test_flood_check_is_skipped_with_a_note_without_listing_embeddings(world):
+    world.upload(world.acme, ("a.jpg", jpeg(1)))
+    (item,) = world.portal.pending(world.portal.tokens.verify(world.admin))
+    notes = {c.code: c for c in item.checks}
+    assert notes["flood_risk_skipped"].level == "note"
+    assert "no scoring run has saved listing embeddings" in notes["flood_risk_skipped"].message
+    assert notes["wrong_brand_skipped"].level == "note"
+
+
+def test_ingest_warnings_reach_the_admin(world):
+    world.upload(world.acme, ("small.jpg", jpeg(1, size=(120, 90))))
+    (item,) = world.portal.pending(world.portal.tokens.verify(world.admin))
+    assert any(c.code == "low_resolution" and c.level == "warning" for c in item.checks)
+
+
+# -- HTML pages: sessions and CSRF ------------------------------------------------------------------
+
+
+def test_pages_sign_in_upload_list_and_withdraw(world):
+    client = TestClient(world.app)
+    assert client.get("/references", follow_redirects=False).headers["location"] == "/signin"
+    signed = world.sign_in(client, world.acme)
+    assert signed.status_code == 303 and signed.headers["location"] == "/references"
+    page = client.get("/upload")
+    response = client.post(
+        "/upload",
+        data={"csrf_token": csrf_of(page.text), "product": "Widget", "view": "logo"},
+        files=[
+            ("files", ("front.jpg", jpeg(1), "image/jpeg")),
+            ("files", ("back.jpg", jpeg(2), "image/jpeg")),
+        ],
+    )
+    assert response.status_code == 201
+    assert response.text.count("accepted") >= 2
+    listing = client.get("/references")
+    assert "front.jpg" in listing.text and "back.jpg" in listing.text and "pending" in listing.text
+    ref_id = int(re.search(r'data-reference-id="(\d+)"', listing.text).group(1))
+    thumb = client.get(f"/thumbnails/{ref_id}")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= world.portal.settings.thumbnail_side
+    withdrawn = client.post(
+        f"/references/{ref_id}/withdraw", data={"csrf_token": csrf_of(listing.text)}, follow_redirects=False
+    )
+    assert withdrawn.status_code == 303
+    assert world.statuses()[ref_id] == "withdrawn"
+
+
+def test_pages_need_a_signed_in_session(world, seeded):
+    acme_id, _ = seeded
+    anonymous = TestClient(world.app)
+    for page in ("/", "/references", "/upload", "/admin/pending"):
+        assert anonymous.get(page, follow_redirects=False).headers["location"] == "/signin", page
+    assert anonymous.get(f"/thumbnails/{acme_id}").status_code == 401
+    csrf = csrf_of(
+        anonymous.get("/signin").text
+    )  # a valid anonymous session: CSRF passes, sign-in is missing
+    files = [("files", ("a.jpg", jpeg(3), "image/jpeg"))]
+    assert (
+        anonymous.post("/upload", data={"csrf_token": csrf, "product": "P"}, files=files).status_code == 401
+    )
+    for action in (
+        f"/references/{acme_id}/withdraw",
+        f"/admin/pending/{acme_id}/approve",
+        f"/admin/pending/{acme_id}/reject",
+    ):
+        assert anonymous.post(action, data={"csrf_token": csrf}).status_code == 401, action
+    assert set(world.statuses().values()) == {"pending"} and len(world.statuses()) == 2
+
+
+def test_forms_without_the_sessions_csrf_token_are_refused(world):
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    page = client.get("/upload")
+    files = [("files", ("a.jpg", jpeg(1), "image/jpeg"))]
+    assert client.post("/upload", data={"product": "P"}, files=files).status_code == 403
+    assert (
+        client.post("/upload", data={"product": "P", "csrf_token": "guess"}, files=files).status_code == 403
+    )
+    assert world.statuses() == {}
+    # a token from another session does not work either
+    other = TestClient(world.app)
+    world.sign_in(other, world.acme)
+    foreign = csrf_of(other.get("/upload").text)
+    assert (
+        client.post("/upload", data={"product": "P", "csrf_token": foreign}, files=files).status_code == 403
+    )
+    ok = client.post("/upload", data={"product": "P", "csrf_token": csrf_of(page.text)}, files=files)
+    assert ok.status_code == 201
+    # sign-in itself needs the token of the sign-in page's session
+    stranger = TestClient(world.app)
+    assert stranger.post("/signin", data={"token": world.acme}).status_code == 403
+
+
+def test_sign_in_refuses_bad_tokens_and_revocation_ends_sessions(world):
+    client = TestClient(world.app)
+    refused = world.sign_in(client, world.revoked)
+    assert refused.status_code == 401 and "not valid" in refused.text
+    assert world.sign_in(client, world.globex).status_code == 303
+    assert client.get("/references", follow_redirects=False).status_code == 200
+    world.portal.tokens.revoke(world.globex.split("_")[1])
+    assert client.get("/references", follow_redirects=False).headers["location"] == "/signin"
+
+
+def test_a_forged_or_expired_session_cookie_is_no_session(world):
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    body, mac = client.cookies[SESSION_COOKIE].split(".")
+    assert client.get("/references", follow_redirects=False).status_code == 200
+    tampered_mac = TestClient(world.app, cookies={SESSION_COOKIE: f"{body}.{mac[::-1]}"})
+    assert tampered_mac.get("/references", follow_redirects=False).headers["location"] == "/signin"
+    other_key = base64.urlsafe_b64encode(b'{"key":"000000000000","csrf":"x","iat":9999999999}').decode()
+    tampered_body = TestClient(world.app, cookies={SESSION_COOKIE: f"{other_key.rstrip('=')}.{mac}"})
+    assert tampered_body.get("/references", follow_redirects=False).headers["location"] == "/signin"
+    expired = SessionSigner(b"x" * 32, max_age_s=-1)
+    assert expired.loads(expired.dumps({"key": "k", "csrf": "c"})) is None
+
+
+def test_html_pages_apply_the_same_brand_and_admin_rules(world, seeded):
+    acme_id, globex_id = seeded
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    csrf = csrf_of(client.get("/references").text)
+    assert client.get(f"/thumbnails/{globex_id}").status_code == 404
+    assert client.post(f"/references/{globex_id}/withdraw", data={"csrf_token": csrf}).status_code == 404
+    assert client.post(f"/admin/pending/{acme_id}/approve", data={"csrf_token": csrf}).status_code == 403
+    assert client.post(f"/admin/pending/{acme_id}/reject", data={"csrf_token": csrf}).status_code == 403
+    assert client.get("/admin/pending").status_code == 403
+    assert f'data-reference-id="{globex_id}"' not in client.get("/references").text
+    assert set(world.statuses().values()) == {"pending"}
+    admin = TestClient(world.app)
+    assert world.sign_in(admin, world.admin).headers["location"] == "/admin/pending"
+    queue = admin.get("/admin/pending")
+    assert "flood_risk_skipped" in queue.text
+    approve = admin.post(f"/admin/pending/{acme_id}/approve", data={"csrf_token": csrf_of(queue.text)})
+    assert approve.status_code == 200  # followed the redirect back to the queue
+    assert world.statuses()[acme_id] != "pending"
+
+
+def test_pages_carry_security_headers(world):
+    response = TestClient(world.app).get("/signin")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+
+
+# -- audit log ----------------------------------------------------------------------------------------
+
+
+def test_every_action_and_refusal_is_audited(world, seeded):
+    acme_id, globex_id = seeded
+    world.client.post(f"/api/v1/references/{acme_id}/withdraw", headers=world.auth(world.acme))
+    world.client.post(f"/api/v1/references/{globex_id}/withdraw", headers=world.auth(world.acme))  # refused
+    world.client.get("/api/v1/admin/pending", headers=world.auth(world.acme))  # refused
+    world.client.get("/api/v1/me")  # refused
+    entries = world.client.get("/api/v1/admin/audit", headers=world.auth(world.admin)).json()
+    seen = [(e["action"], e["outcome"], e["target"], e["actor"].split("#")[0]) for e in reversed(entries)]
+    assert seen == [
+        ("upload", "accepted", str(acme_id), "brand:alice"),
+        ("upload", "accepted", str(globex_id), "brand:gus"),
+        ("withdraw", "ok", str(acme_id), "brand:alice"),
+        ("api_withdraw", "refused 404", str(globex_id), "brand:alice"),
+        ("api_pending", "refused 403", None, "brand:alice"),
+        ("api_me", "refused 401", None, "anonymous"),
+    ]
+    assert all(e["at"] for e in entries)
+    assert (
+        world.client.get("/api/v1/admin/audit?brand=Globex", headers=world.auth(world.admin)).json()[0][
+            "action"
+        ]
+        == "upload"
+    )
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+
+
+def test_concurrent_uploads_lose_nothing_and_duplicate_nothing(world):
+    """24 requests at once: 12 distinct photos, each sent twice (by the same or the other brand)."""
+    photos = {seed: jpeg(100 + seed) for seed in range(12)}
+    jobs = [(seed, world.acme if seed % 3 else world.globex) for seed in photos] * 2
+    start = threading.Barrier(len(jobs))
+
+    def send(job):
+        seed, token = job
+        start.wait()
+        return seed, world.upload(token, (f"{seed}.jpg", photos[seed]))
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(send, jobs))
+    assert all(response.status_code in (200, 201) for _, response in results)
+    by_seed: dict[int, list[dict]] = {}
+    for seed, response in results:
+        by_seed.setdefault(seed, []).extend(response.json()["outcomes"])
+    references = world.portal.catalog.list_references()
+    assert len(references) == len(photos)
+    assert len({ref.sha256 for ref in references}) == len(photos)
+    for seed, outcomes in by_seed.items():
+        assert sorted(o["status"] for o in outcomes) == ["accepted", "duplicate"], seed
+        accepted = next(o for o in outcomes if o["status"] == "accepted")
+        duplicate = next(o for o in outcomes if o["status"] == "duplicate")
+        assert duplicate["duplicate_of"] == accepted["reference_id"]
+        assert world.portal.catalog.get(accepted["reference_id"]).brand == ("Acme" if seed % 3 else "Globex")
+    for ref in references:
+        assert world.portal.store.path_of(ref.stored_path).read_bytes() == photos[int(ref.source_name[:-4])]
+    assert len(world.portal.audit.entries(action="upload")) == len(jobs)
+
+
+# -- commands -----------------------------------------------------------------------------------------
+
+
+def test_tokens_command_creates_lists_and_revokes(tmp_path, capsys):
+    workspace = f"workspace={tmp_path / 'ws'}"
+    assert main(["tokens", "create", "--brand", "Acme", "--name", "alice", workspace]) == 0
+    out = capsys.readouterr().out
+    token = re.search(r"^(bst_\S+)$", out, re.M).group(1)
+    key_id = token.split("_")[1]
+    assert main(["tokens", "create", "--admin", "--name", "root", workspace]) == 0
+    capsys.readouterr()
+    with Catalog.open(tmp_path / "ws") as catalog:
+        assert TokenStore(catalog).verify(token).brand == "Acme"
+    assert main(["tokens", "list", workspace]) == 0
+    listing = capsys.readouterr().out
+    assert key_id in listing and token.split("_")[2] not in listing
+    assert "2 token(s): 2 active, 0 revoked" in listing
+    assert main(["tokens", "revoke", key_id, "123456789abc", workspace]) == 1
+    out = capsys.readouterr().out
+    assert f"revoked      {key_id}" in out and "not revoked  123456789abc" in out
+    with Catalog.open(tmp_path / "ws") as catalog:
+        assert TokenStore(catalog).verify(token) is None
+        actions = [entry.action for entry in reversed(AuditLog(catalog).entries())]
+    assert actions == ["token_create", "token_create", "token_revoke"]
+    with pytest.raises(SystemExit):
+        main(["tokens", "create", "--name", "nobody", workspace])  # neither --brand nor --admin
+
+
+def test_serve_command_runs_uvicorn_on_the_configured_address(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(app=app, **options))
+    overrides = portal_overrides(tmp_path / "ws", "portal.port=8765")
+    assert main(["serve", *overrides]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8765)
+    assert seen["app"].state.portal.workspace.root == (tmp_path / "ws").resolve()
+    assert "http://127.0.0.1:8765/" in capsys.readouterr().out
+    seen["app"].state.portal.close()
