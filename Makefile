@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/demo
 WORKSPACE ?= data/workspace
+DEMO_WORKSPACE ?= data/demo-workspace
 
 .PHONY: setup test demo lint ui clean
 
@@ -26,10 +27,10 @@ lint: setup
 	$(BIN)/ruff format --check src tests scripts
 
 demo: setup
-	bash scripts/demo.sh $(DEMO_DIR) $(WORKSPACE)
+	bash scripts/demo.sh $(DEMO_DIR) $(DEMO_WORKSPACE)
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(WORKSPACE))/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf $(DEMO_DIR) $(WORKSPACE)
+	rm -rf $(DEMO_DIR) $(DEMO_WORKSPACE)

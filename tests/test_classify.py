@@ -59,7 +59,9 @@ def test_calibrated_probabilities_track_the_observed_rate():
 
 def test_brand_with_few_listings_falls_back_to_global_threshold():
     X, y, groups, _ = make_listings(600, seed=5)
-    model = CounterfeitClassifier(ClassifierSettings(min_brand_listings=30), list(X.columns)).fit(X, y, groups)
+    model = CounterfeitClassifier(ClassifierSettings(min_brand_listings=30), list(X.columns)).fit(
+        X, y, groups
+    )
     brands = np.array(["big"] * 590 + ["tiny"] * 10)
     model.choose_thresholds(model.predict_proba(X), y, brands)
     assert "tiny" not in model.brand_thresholds

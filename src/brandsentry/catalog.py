@@ -130,6 +130,47 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (brand, seller_id)
     );
     """,
+    # 4: the review loop (brandsentry.feedback): what each scoring run decided per listing (for rescans and
+    # for finding a reviewed listing's features), and reviewers' verdicts with the features they were about.
+    """
+    CREATE TABLE scored_listings (
+        run_dir TEXT NOT NULL,
+        listing_id TEXT NOT NULL,
+        claimed_brand TEXT NOT NULL,
+        claimed_product TEXT,
+        image_path TEXT NOT NULL,
+        seller_id TEXT,
+        scored_at TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('flag', 'review', 'pass', 'error')),
+        score REAL,
+        error TEXT,
+        model_version TEXT,
+        PRIMARY KEY (run_dir, listing_id)
+    );
+    -- rescans select by brand as the scorer matches it (case and stray spaces ignored) and by time
+    CREATE INDEX scored_listings_brand_time ON scored_listings(lower(trim(claimed_brand)), scored_at);
+    CREATE INDEX scored_listings_listing ON scored_listings(listing_id, scored_at);
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        listing_id TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('confirmed_counterfeit', 'false_positive', 'authentic')),
+        label TEXT NOT NULL CHECK (label IN ('counterfeit', 'authentic')),
+        reviewer TEXT NOT NULL,
+        note TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        run_dir TEXT NOT NULL,
+        claimed_brand TEXT NOT NULL,
+        claimed_product TEXT,
+        seller_id TEXT,
+        decision TEXT NOT NULL,
+        score REAL,
+        model_version TEXT,
+        expensive_cues INTEGER NOT NULL CHECK (expensive_cues IN (0, 1)),
+        features TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX feedback_listing_reviewer_verdict ON feedback(listing_id, reviewer, verdict);
+    """,
 ]
 
 _COLUMNS = (

@@ -1,8 +1,9 @@
 """Cue features → calibrated probability of "counterfeit" → per-brand decision thresholds.
 
-The model is fitted on the training split, calibrated on a held-out part of it (grouped by product so
-calibration never sees a product the booster memorised), and thresholds are picked on the validation
-split for a target precision, per brand where a brand has enough labelled listings, else globally.
+The model is fitted on the training split and calibrated on out-of-fold predictions over product-grouped
+folds of it (calibration never sees a score of a product the model was fitted on), then refitted on the
+whole split, so no labelled product is kept from the model. Thresholds are picked on the validation split
+for a target precision, per brand where a brand has enough labelled listings, else globally.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from brandsentry.errors import BrandsentryError
 
@@ -35,12 +37,14 @@ class TrainingDataError(BrandsentryError, ValueError):
 class ClassifierSettings:
     kind: str = "hgb"  # hgb | logreg
     calibration: str = "isotonic"  # isotonic | sigmoid
-    calibration_fraction: float = 0.3
+    calibration_folds: int = 3  # product-grouped folds whose out-of-fold scores fit the calibration
     target_precision: float = 0.95
     min_brand_listings: int = 20  # a brand with fewer labelled validation listings uses the global threshold
     review_factor: float = 0.5  # scores in [factor x threshold, threshold) go to human review
     max_iter: int = 200
     learning_rate: float = 0.1
+    min_samples_leaf: int = 20
+    threads: int | None = 1  # OpenMP threads of the booster; None = all cores
     seed: int = 0
 
     @classmethod
@@ -50,8 +54,12 @@ class ClassifierSettings:
         settings = cls(**values)
         if settings.kind not in ("hgb", "logreg"):
             raise ValueError(f"unknown classifier kind {settings.kind!r} (expected 'hgb' or 'logreg')")
+        if settings.calibration_folds < 1:
+            raise ValueError(f"calibration_folds must be >= 1, got {settings.calibration_folds!r}")
         if settings.calibration not in ("isotonic", "sigmoid"):
-            raise ValueError(f"unknown calibration {settings.calibration!r} (expected 'isotonic' or 'sigmoid')")
+            raise ValueError(
+                f"unknown calibration {settings.calibration!r} (expected 'isotonic' or 'sigmoid')"
+            )
         if not 0.0 < settings.target_precision < 1.0:
             raise ValueError(f"target_precision must be in (0, 1), got {settings.target_precision!r}")
         return settings
@@ -71,6 +79,7 @@ def _base_estimator(settings: ClassifierSettings):
         return HistGradientBoostingClassifier(
             max_iter=settings.max_iter,
             learning_rate=settings.learning_rate,
+            min_samples_leaf=settings.min_samples_leaf,
             random_state=settings.seed,
         )
     return make_pipeline(
@@ -111,20 +120,37 @@ class CounterfeitClassifier:
     brand_thresholds: dict[str, float] = field(default_factory=dict)
 
     def fit(self, features: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> CounterfeitClassifier:
-        """Fit on part of the rows, calibrate on the held-out groups."""
+        """Calibrate on out-of-fold scores (grouped folds), then refit the model on every row."""
         if len(np.unique(y)) < 2:
             raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
         X = self._matrix(features)
-        splitter = GroupShuffleSplit(
-            n_splits=1, test_size=self.settings.calibration_fraction, random_state=self.settings.seed
-        )
-        fit_idx, cal_idx = next(splitter.split(X, y, groups))
-        if len(np.unique(y[fit_idx])) < 2 or len(np.unique(y[cal_idx])) < 2:
-            fit_idx = cal_idx = np.arange(len(y))  # too few groups to hold some out: calibrate in-sample
-        base = _base_estimator(self.settings).fit(X[fit_idx], y[fit_idx])
-        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method=self.settings.calibration)
-        self.model = calibrated.fit(X[cal_idx], y[cal_idx])
+        folds = self._calibration_folds(X, y, groups)
+        with self.threads():
+            if folds is None:  # too few groups to hold any out: calibrate in-sample
+                base = FrozenEstimator(_base_estimator(self.settings).fit(X, y))
+                calibrated = CalibratedClassifierCV(base, method=self.settings.calibration)
+            else:
+                calibrated = CalibratedClassifierCV(
+                    _base_estimator(self.settings), method=self.settings.calibration, cv=folds, ensemble=False
+                )
+            self.model = calibrated.fit(X, y)
         return self
+
+    def _calibration_folds(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list | None:
+        """Product-grouped, class-stratified folds whose training parts all hold both classes (or None)."""
+        n_splits = min(self.settings.calibration_folds, len(np.unique(groups)))
+        if n_splits < 2:
+            return None
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.settings.seed)
+        folds = list(splitter.split(X, y, groups))
+        if any(len(np.unique(y[fit_idx])) < 2 for fit_idx, _ in folds):
+            return None
+        return folds
+
+    def threads(self):
+        """OpenMP limited to `settings.threads`: per-tree thread start-up dominates small batches (and the
+        cue stage already keeps the cores busy)."""
+        return threadpool_limits(limits=self.settings.threads, user_api="openmp")
 
     def _matrix(self, features: pd.DataFrame) -> np.ndarray:
         missing = [name for name in self.feature_names if name not in features.columns]
@@ -136,7 +162,8 @@ class CounterfeitClassifier:
         """Calibrated probability that each row is a counterfeit."""
         if self.model is None:
             raise TrainingDataError("classifier is not fitted")
-        return self.model.predict_proba(self._matrix(features))[:, 1]
+        with self.threads():
+            return self.model.predict_proba(self._matrix(features))[:, 1]
 
     def choose_thresholds(self, scores: np.ndarray, y: np.ndarray, brands: np.ndarray) -> None:
         """Per-brand thresholds for the target precision on validation data, global fallback."""
@@ -192,7 +219,9 @@ def classification_metrics(
     return metrics
 
 
-def decision_metrics(decisions: np.ndarray, y: np.ndarray, kinds: np.ndarray | None = None) -> dict[str, float]:
+def decision_metrics(
+    decisions: np.ndarray, y: np.ndarray, kinds: np.ndarray | None = None
+) -> dict[str, float]:
     """What the thresholds actually do: precision and recall of `flag`, and recall per counterfeit kind."""
     flagged = np.asarray(decisions) == "flag"
     true_flags = int((flagged & (y == 1)).sum())
@@ -207,3 +236,71 @@ def decision_metrics(decisions: np.ndarray, y: np.ndarray, kinds: np.ndarray | N
             mask = (kinds == kind) & (y == 1)
             metrics[f"kind.{kind}.flag_recall"] = float(flagged[mask].mean())
     return {key: float(value) for key, value in metrics.items()}
+
+
+@dataclass
+class CascadeClassifier:
+    """The cheap model (cheap cues only) and the full model (every cue) behind one cascaded score.
+
+    A listing is scored by the cheap model; where `needs_expensive(cheap probability)` holds, the logo and
+    OCR cues are computed and the full model's probability replaces it. The decision thresholds are chosen
+    on, and apply to, that cascaded score; they live on the full model. Without expensive cues (an ablation
+    that disables logo and text) both models are one and the same and the cascade never escalates.
+    """
+
+    cheap: CounterfeitClassifier
+    full: CounterfeitClassifier
+
+    @classmethod
+    def fit(
+        cls,
+        settings: ClassifierSettings,
+        cheap_names: list[str],
+        all_names: list[str],
+        features: pd.DataFrame,
+        y: np.ndarray,
+        groups: np.ndarray,
+    ) -> CascadeClassifier:
+        """Fit both models on the same rows (whose expensive cues were computed for all)."""
+        if not cheap_names:
+            raise TrainingDataError("no cheap cue is enabled: the cascade's first model has no features")
+        cheap = CounterfeitClassifier(settings, list(cheap_names)).fit(features, y, groups)
+        if list(all_names) == list(cheap_names):
+            return cls(cheap, cheap)
+        return cls(cheap, CounterfeitClassifier(settings, list(all_names)).fit(features, y, groups))
+
+    @property
+    def has_expensive(self) -> bool:
+        return self.full is not self.cheap
+
+    def escalate(self, cheap_scores: np.ndarray, needs_expensive) -> np.ndarray:
+        """Rows whose cheap probability earns the expensive cues (`needs_expensive`: probability -> bool)."""
+        if not self.has_expensive:
+            return np.zeros(len(cheap_scores), dtype=bool)
+        return np.fromiter(
+            (needs_expensive(float(p)) for p in cheap_scores), dtype=bool, count=len(cheap_scores)
+        )
+
+    def cascaded_scores(self, features: pd.DataFrame, needs_expensive) -> tuple[np.ndarray, np.ndarray]:
+        """(score, escalated) for rows whose every cue is known, exactly as the staged scorer would score them."""
+        cheap_scores = self.cheap.predict_proba(features)
+        escalated = self.escalate(cheap_scores, needs_expensive)
+        scores = cheap_scores.copy()
+        if escalated.any():
+            scores[escalated] = self.full.predict_proba(features.loc[escalated])
+        return scores, escalated
+
+    def choose_thresholds(self, scores: np.ndarray, y: np.ndarray, brands: np.ndarray) -> None:
+        self.full.choose_thresholds(scores, y, brands)
+
+    def decide(self, scores: np.ndarray, brands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.full.decide(scores, brands)
+
+    def thresholds(self) -> dict:
+        """The decision rule as plain data (for thresholds.json and the MLflow table)."""
+        return {
+            "target_precision": self.full.settings.target_precision,
+            "review_factor": self.full.settings.review_factor,
+            "global": self.full.global_threshold,
+            "brands": dict(sorted(self.full.brand_thresholds.items())),
+        }

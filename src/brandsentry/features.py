@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -103,6 +103,7 @@ class FeatureTable:
     top_scores: np.ndarray  # (n, k) float32
     embeddings: np.ndarray  # (n, d) float32, NaN rows for failures
     evidence: list[dict]
+    timings_ms: pd.DataFrame  # one column per cue group run, ms per listing; NaN where the group did not run
 
     @property
     def ok(self) -> np.ndarray:
@@ -120,6 +121,7 @@ class FeatureTable:
             top_scores=np.concatenate([t.top_scores for t in tables]),
             embeddings=np.concatenate([t.embeddings for t in tables]),
             evidence=[e for t in tables for e in t.evidence],
+            timings_ms=pd.concat([t.timings_ms for t in tables], ignore_index=True),
         )
 
 
@@ -271,18 +273,7 @@ class ScoringContext:
         if good:
             found = self.index.search(embeddings[good], self.k)
             top_ids[good], top_scores[good] = found.ids, found.scores
-        records = rows.to_dict(orient="records")
-
-        def one(i: int) -> CueResult:
-            cheap = self.cues(records[i], images[i], top_ids[i], top_scores[i], expensive=False)
-            if expensive:
-                return cheap.merged(
-                    self.cues(records[i], images[i], top_ids[i], top_scores[i], expensive=True)
-                )
-            return cheap
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            results = dict(zip(good, pool.map(one, good), strict=True))
+        results = self._cue_results(rows, images, top_ids, top_scores, good, expensive)
         names = self.feature_names if expensive else self.cheap_feature_names
         matrix = np.full((n, len(names)), np.nan, dtype=np.float64)
         evidence: list[dict] = [{} for _ in range(n)]
@@ -298,7 +289,60 @@ class ScoringContext:
             top_scores=top_scores,
             embeddings=embeddings,
             evidence=evidence,
+            timings_ms=_timings(results, n),
         )
+
+    def add_expensive(
+        self, rows: pd.DataFrame, images: list[np.ndarray | None], table: FeatureTable, run: np.ndarray
+    ) -> FeatureTable:
+        """`table` (cheap columns) widened to every feature column: logo and OCR cues for the rows in `run`.
+
+        This is the second stage of the cascade: the neighbours found for the cheap cues are reused, and
+        rows outside `run` get NaN expensive cues with the reason "skipped by the cascade".
+        """
+        expensive_names = [name for name in self.feature_names if name not in self.cheap_feature_names]
+        run = np.asarray(run, dtype=bool) & table.ok
+        chosen = [int(i) for i in np.flatnonzero(run)]
+        results = self._cue_results(rows, images, table.top_ids, table.top_scores, chosen, None)
+        features = table.features.copy()
+        for name in expensive_names:
+            features[name] = np.nan
+        evidence = [dict(e) for e in table.evidence]
+        skipped = dict.fromkeys(expensive_names, "skipped by the cascade")
+        for i in np.flatnonzero(table.ok):
+            result = results.get(int(i))
+            if result is None:
+                evidence[i] = {**evidence[i], "reasons": {**evidence[i].get("reasons", {}), **skipped}}
+                continue
+            features.loc[i, expensive_names] = result.row(expensive_names)
+            evidence[i] = {
+                "cues": {**evidence[i].get("cues", {}), **result.evidence},
+                "reasons": {**evidence[i].get("reasons", {}), **result.reasons},
+            }
+        timings = table.timings_ms.join(_timings(results, len(rows)), how="left")
+        return replace(table, features=features[self.feature_names], evidence=evidence, timings_ms=timings)
+
+    def _cue_results(
+        self,
+        rows: pd.DataFrame,
+        images: list[np.ndarray | None],
+        top_ids: np.ndarray,
+        top_scores: np.ndarray,
+        chosen: list[int],
+        expensive: bool | None,
+    ) -> dict[int, CueResult]:
+        """Cues of the `chosen` rows on the thread pool: cheap (False), cheap + expensive (True) or expensive only (None)."""
+        records = rows.to_dict(orient="records")
+
+        def one(i: int) -> CueResult:
+            args = (records[i], images[i], top_ids[i], top_scores[i])
+            if expensive is None:
+                return self.cues(*args, expensive=True)
+            cheap = self.cues(*args, expensive=False)
+            return cheap.merged(self.cues(*args, expensive=True)) if expensive else cheap
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            return dict(zip(chosen, pool.map(one, chosen), strict=True))
 
     def featurize_all(
         self, listings: pd.DataFrame, expensive: bool = True, progress: bool = False
@@ -325,6 +369,16 @@ def references_frame(catalog: Catalog, ids: np.ndarray | None = None) -> pd.Data
     ).set_index("id")
     if ids is not None:
         frame = frame.loc[frame.index.intersection(pd.Index(np.asarray(ids, dtype=np.int64)))]
+    return frame
+
+
+def _timings(results: dict[int, CueResult], n: int) -> pd.DataFrame:
+    """Milliseconds per cue group per row (NaN where the group did not run for that row)."""
+    groups = sorted({group for result in results.values() for group in result.timings_ms})
+    frame = pd.DataFrame(np.nan, index=range(n), columns=groups, dtype=np.float64)
+    for i, result in results.items():
+        for group, ms in result.timings_ms.items():
+            frame.at[i, group] = ms
     return frame
 
 

@@ -1,0 +1,219 @@
+"""Suite `retrieval`: instance retrieval on a folder-per-product set (GroZi-120 in-situ) by exact search.
+
+The foundation split: every `reference_every`-th frame of a product (sorted by file name, from the first)
+is a reference, the others are queries. Test-time views (`eval.views`) average the embeddings of several
+views of each image (centre crop, its mirror, the whole image padded square, ...); `center` alone is the
+production embedding. Mirrored views make vectors partly blind to mirroring, so they are an evaluation
+knob here, not something the scorer does. `eval.gem_p` swaps the backbone's average pooling for
+generalised-mean pooling (GeM) in this suite only; the production embedder still pools by average.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from brandsentry.config import require
+from brandsentry.embed import DecodedBatch, Embedder, Embeddings, Preprocessing
+from brandsentry.errors import ConfigError
+from brandsentry.evaluation.datasets import folder_split, labelled_images
+from brandsentry.evaluation.report import SuiteResult
+from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.metrics import retrieval_report
+
+VIEWS = ("center", "flip", "full", "full_flip")
+# Padding colour of the `full` view: the ImageNet mean, i.e. zero after normalisation.
+PAD_RGB = (124, 116, 104)
+DEFAULT_LIMITS = DecodeLimits()
+
+
+class GeneralizedMeanPool(torch.nn.Module):
+    """GeM pooling, (mean over space of x^p)^(1/p): p=1 is average pooling, large p approaches max pooling."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if p < 1:
+            raise ConfigError(f"GeM exponent must be >= 1, got {p}")
+        self.p = float(p)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+
+
+def use_gem_pooling(embedder: Embedder, p: float | None) -> None:
+    """Pool `embedder`'s feature map by GeM(p) instead of its average pooling (None: leave it alone)."""
+    if p is None:
+        return
+    if not hasattr(embedder.model, "global_pool"):
+        raise ConfigError(f"{embedder.identity.arch} has no global_pool to replace with GeM")
+    embedder.model.global_pool = GeneralizedMeanPool(p)
+
+
+def pad_square(rgb: np.ndarray) -> np.ndarray:
+    """The whole image centred on a square canvas of the normalisation mean colour."""
+    height, width = rgb.shape[:2]
+    side = max(height, width)
+    canvas = np.empty((side, side, 3), np.uint8)
+    canvas[:] = PAD_RGB
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top : top + height, left : left + width] = rgb
+    return canvas
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Files -> (index, (views, 3, S, S) tensor or None, decode error or None)."""
+
+    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing, limits: DecodeLimits, views):
+        unknown = sorted(set(views) - set(VIEWS))
+        if unknown or not views:
+            raise ConfigError(f"unknown view(s) {unknown}; choose from {list(VIEWS)}")
+        self.paths, self.views = list(paths), tuple(views)
+        self.preprocessing, self.limits = preprocessing, limits
+        self.whole = replace(preprocessing, crop_pct=1.0)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            rgb = decode_image(self.paths[index], self.limits, target_size=self.preprocessing.resize_size)
+        except ImageDecodeError as error:
+            return index, None, error
+        tensors = {}
+        if {"center", "flip"} & set(self.views):
+            tensors["center"] = self.preprocessing(rgb)
+            tensors["flip"] = torch.flip(tensors["center"], dims=[2])
+        if {"full", "full_flip"} & set(self.views):
+            tensors["full"] = self.whole(pad_square(rgb))
+            tensors["full_flip"] = torch.flip(tensors["full"], dims=[2])
+        return index, torch.stack([tensors[view] for view in self.views]), None
+
+    @staticmethod
+    def collate(items) -> DecodedBatch:
+        good = [(index, tensor) for index, tensor, error in items if error is None]
+        return DecodedBatch(
+            indices=np.array([index for index, _ in good], dtype=np.int64),
+            tensor=torch.stack([tensor for _, tensor in good]) if good else torch.empty(0),
+            errors=[(index, error) for index, _, error in items if error is not None],
+        )
+
+
+def embed_views(
+    embedder: Embedder,
+    paths: Sequence[Path],
+    views: Sequence[str] = ("center",),
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    progress: bool = False,
+) -> tuple[Embeddings, list[tuple[int, ImageDecodeError]]]:
+    """Unit vectors of the mean embedding over `views` of each file; `center` alone is `embed_files`."""
+    if tuple(views) == ("center",):
+        return embedder.embed_files(paths, limits=limits, progress=progress)
+    from tqdm import tqdm
+
+    loader = torch.utils.data.DataLoader(
+        ViewDataset(paths, embedder.preprocessing, limits, views),
+        batch_size=max(1, embedder.batch_size // len(views)),
+        num_workers=embedder.num_workers,
+        collate_fn=ViewDataset.collate,
+    )
+    vectors = np.empty((len(paths), embedder.dim), dtype=np.float32)
+    embedded = np.zeros(len(paths), dtype=bool)
+    failures = []
+    with tqdm(total=len(paths), unit="img", desc=f"embed {'+'.join(views)}", disable=not progress) as bar:
+        for batch in loader:
+            if len(batch.indices):
+                count, n_views = batch.tensor.shape[:2]
+                flat = embedder.embed_batch(batch.tensor.flatten(0, 1)).reshape(count, n_views, -1)
+                mean = flat.mean(axis=1)
+                vectors[batch.indices] = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+                embedded[batch.indices] = True
+            failures.extend(batch.errors)
+            bar.update(len(batch.indices) + len(batch.errors))
+    ids = np.arange(len(paths))
+    return Embeddings(ids=ids[embedded], vectors=vectors[embedded]), failures
+
+
+def subsample(indices: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """At most `limit` of `indices`, drawn by a seeded permutation and kept in their order."""
+    if limit is None or limit >= len(indices):
+        return indices
+    if limit < 1:
+        raise ConfigError(f"a query limit must be >= 1, got {limit}")
+    chosen = np.random.default_rng([seed, 0xE7A1]).permutation(len(indices))[:limit]
+    return indices[np.sort(chosen)]
+
+
+def embedder_params(embedder: Embedder, embedder_cfg: DictConfig) -> dict[str, str]:
+    identity = embedder.identity
+    return {
+        "embedder": identity.arch,
+        "embedder_weights": str(embedder_cfg.weights),
+        "embedder_key": identity.key(),
+        "input_size": str(identity.input_size),
+    }
+
+
+def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
+    """R@1, R@5 and mAP of the configured embedder (optionally fine-tuned on the references first)."""
+    suite = cfg.eval
+    data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser()
+    seed, views = int(cfg.seed), tuple(str(v) for v in suite.views)
+    limits = DecodeLimits.from_config(cfg.images)
+    started = time.perf_counter()
+    images = labelled_images(data_dir)
+    is_reference = folder_split(images, int(suite.reference_every))
+    reference_idx = np.flatnonzero(is_reference)
+    query_idx = subsample(np.flatnonzero(~is_reference), suite.get("max_queries"), seed)
+    labels = np.asarray(images.labels)
+    paths = np.asarray(images.paths, dtype=object)
+
+    embedder_cfg, finetuned = cfg.embedder, {}
+    if cfg.finetune.enabled:
+        from brandsentry.finetune import finetune_embedder, weights_path
+
+        out = weights_path(cfg, "retrieval")
+        report = finetune_embedder(
+            cfg, list(paths[reference_idx]), list(labels[reference_idx]), out, progress
+        )
+        embedder_cfg = OmegaConf.merge(cfg.embedder, {"weights": str(out)})
+        finetuned = report.params()
+    embedder = Embedder.from_config(embedder_cfg)
+    use_gem_pooling(embedder, suite.get("gem_p"))
+    embed_started = time.perf_counter()
+    chosen = np.concatenate([reference_idx, query_idx])
+    embeddings, failures = embed_views(embedder, list(paths[chosen]), views, limits, progress)
+    embed_seconds = time.perf_counter() - embed_started
+    kept = chosen[embeddings.ids]
+    reference_rows = is_reference[kept]
+    figures = retrieval_report(
+        embeddings.vectors[reference_rows],
+        labels[kept][reference_rows],
+        embeddings.vectors[~reference_rows],
+        labels[kept][~reference_rows],
+    )
+    figures.update(
+        labels=float(len(set(images.labels))),
+        references=float(reference_rows.sum()),
+        queries=float((~reference_rows).sum()),
+        failed=float(len(failures)),
+        embed_images_per_s=len(chosen) / embed_seconds,
+        wall_s=time.perf_counter() - started,
+    )
+    params = {
+        "data_dir": str(data_dir),
+        "reference_every": str(suite.reference_every),
+        "max_queries": str(suite.get("max_queries")),
+        "views": "+".join(views),
+        "gem_p": str(suite.get("gem_p")),
+        "seed": str(seed),
+        **embedder_params(embedder, embedder_cfg),
+        **finetuned,
+    }
+    failed = [f"{paths[chosen[int(i)]]}: {error.reason}" for i, error in failures]
+    return SuiteResult("retrieval", figures, params, {"failed": failed})

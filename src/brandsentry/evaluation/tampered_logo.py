@@ -1,0 +1,187 @@
+"""Suite `tampered_logo`: the counterfeit classifier on real package photos with tampered logos (grocery230).
+
+The benchmark (`evaluation.tamper`) is run through the product's own pipeline in a scratch workspace:
+references import (product photos and logo crops) -> wordmarks (OCR of each reference logo) -> index
+build -> `brandsentry train` (features with every cue, cascade fitted on the train packages, thresholds on
+validation) -> test-split figures; then the same training with the ablation experiment (similarity cues
+only). Optionally the embedder is first fine-tuned on the references (`finetune.enabled=true`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from brandsentry.config import Workspace, load_config, require
+from brandsentry.errors import ConfigError
+from brandsentry.evaluation.report import SuiteResult
+from brandsentry.evaluation.tamper import Benchmark, BenchmarkSettings, build_benchmark
+
+# Config roots of configs/train.yaml that a command-line override of `brandsentry evaluate` may also set
+# for the training runs; workspace, listings and paths belong to the scratch workspace.
+TRAIN_ROOTS = {
+    "images",
+    "embedder",
+    "index",
+    "cues",
+    "classifier",
+    "data",
+    "logger",
+    "experiment",
+    "seed",
+    "features",
+}
+_OVERRIDE_ROOT = re.compile(r"^(?:\+{1,2}|~)?(?P<root>[A-Za-z_][\w\-]*)")
+MARKER = "benchmark.fingerprint"
+# What the suite reports from a training run's test metrics (`test.<key>`), under the same key.
+HEADLINE = ("roc_auc", "pr_auc", "recall_at_p95", "recall_at_p90", "flag_precision", "flag_recall",
+            "escalation_rate", "full.roc_auc", "cheap.roc_auc", "n", "positives")  # fmt: skip
+
+
+def quoted(value: str | Path) -> str:
+    """A Hydra override value that survives any path (quotes and backslashes escaped)."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def training_overrides(overrides: Sequence[str], drop_experiment: bool = False) -> list[str]:
+    """The command-line overrides that also shape `brandsentry train` (embedder, cues, classifier, ...)."""
+    kept = []
+    for override in overrides:
+        found = _OVERRIDE_ROOT.match(override)
+        root = found["root"] if found else ""
+        if root in TRAIN_ROOTS and not (drop_experiment and root == "experiment"):
+            kept.append(override)
+    return kept
+
+
+def report_figures(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """Headline and per-kind test figures of a training run, keys prefixed with `prefix`."""
+    figures = {f"{prefix}{key}": metrics[f"test.{key}"] for key in HEADLINE if f"test.{key}" in metrics}
+    for key in sorted(metrics):
+        if key.startswith("test.kind."):
+            figures[prefix + key.removeprefix("test.")] = metrics[key]
+    return figures
+
+
+def _import_references(cfg: DictConfig, workspace: Workspace, benchmark: Benchmark) -> dict[str, float]:
+    from brandsentry.catalog import Catalog
+    from brandsentry.ingest import ImageStore, IngestSettings, import_references
+
+    with Catalog.open(workspace) as catalog:
+        report = import_references(
+            catalog,
+            ImageStore(workspace.image_store),
+            benchmark.references,
+            submitted_by="evaluate:tampered_logo",
+            **IngestSettings.from_config(cfg).as_kwargs(),
+        )
+        with benchmark.wordmarks.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                catalog.set_wordmarks(row["brand"], [row["wordmark"]])
+    return {
+        "references_accepted": float(len(report.accepted)),
+        "references_duplicate": float(len(report.duplicates)),
+        "references_rejected": float(len(report.rejected)),
+    }
+
+
+def _finetune(cfg: DictConfig, benchmark: Benchmark, out: Path, progress: bool) -> dict[str, str]:
+    from brandsentry.finetune import finetune_embedder
+
+    with benchmark.references.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    paths = [benchmark.root / row["image_path"] for row in rows]  # absolute paths stay absolute
+    report = finetune_embedder(cfg, paths, [row["brand"] for row in rows], out, progress)
+    return report.params()
+
+
+def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: bool = True) -> SuiteResult:
+    """Generate the benchmark, run the pipeline for all cues and the ablation, report test-split figures."""
+    from brandsentry.index import update_from_catalog
+    from brandsentry.train import train
+
+    suite = cfg.eval
+    data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser().resolve()
+    settings = BenchmarkSettings.from_config(suite.benchmark, seed=int(cfg.seed))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="brandsentry-tampered-") as scratch:
+        root = Path(str(suite.work_dir)).expanduser().resolve() if suite.get("work_dir") else Path(scratch)
+        marker = root / MARKER
+        if marker.is_file() and marker.read_text().strip() != settings.fingerprint():
+            raise ConfigError(
+                f"eval.work_dir {root} holds the workspace of another benchmark; give an empty or new directory"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text(settings.fingerprint() + "\n")
+        bench_dir = (
+            Path(str(suite.benchmark_dir)).expanduser() if suite.get("benchmark_dir") else root / "benchmark"
+        )
+        benchmark = build_benchmark(data_dir, bench_dir, settings, progress)
+        generated_s = time.perf_counter() - started
+
+        pinned = [
+            f"workspace={quoted(root / 'workspace')}",
+            f"listings={quoted(benchmark.listings.resolve())}",
+        ]
+        params: dict[str, str] = {}
+        if cfg.finetune.enabled:
+            weights = root / "finetuned.pth"
+            params.update(_finetune(cfg, benchmark, weights, progress))
+            pinned.append(f"embedder.weights={quoted(weights)}")
+        suite_overrides = [str(o) for o in suite.get("train_overrides") or ()]
+        train_cfg = load_config(
+            [*suite_overrides, *training_overrides(overrides), *pinned], config_name="train"
+        )
+        workspace = Workspace.from_config(train_cfg).ensure()
+        counts = _import_references(cfg, workspace, benchmark)
+        index_report = update_from_catalog(train_cfg, rebuild=True, progress=progress)
+        trained = train(train_cfg, progress=progress)
+        figures = report_figures(trained.metrics)
+        ablation = suite.get("ablation")
+        if ablation:
+            ablation_cfg = load_config(
+                [
+                    *suite_overrides,
+                    *training_overrides(overrides, drop_experiment=True),
+                    *pinned,
+                    f"experiment={ablation}",
+                ],
+                config_name="train",
+            )
+            figures.update(report_figures(train(ablation_cfg, progress=progress).metrics, f"{ablation}."))
+    summary = benchmark.summary
+    figures.update(
+        packages=float(summary["packages"]),
+        listings=float(summary["listings"]),
+        indexed_references=float(index_report.count),
+        **counts,
+        generate_s=generated_s,
+        wall_s=time.perf_counter() - started,
+    )
+    params.update(
+        data_dir=str(data_dir),
+        seed=str(cfg.seed),
+        benchmark_fingerprint=settings.fingerprint(),
+        kinds="+".join(settings.kinds),
+        max_packages=str(settings.max_packages),
+        ablation=str(ablation),
+        embedder=train_cfg.embedder.arch,
+        embedder_weights=str(train_cfg.embedder.weights),
+        classifier=str(train_cfg.classifier.kind),
+        train_overrides=" ".join(suite_overrides),
+        work_dir=str(root) if suite.get("work_dir") else "(temporary)",
+        training_run=trained.run_id,
+    )
+    details = {
+        "benchmark": summary,
+        "training_metrics": trained.metrics,
+        "index_not_indexed": list(index_report.failed),
+    }
+    return SuiteResult("tampered_logo", figures, params, details)

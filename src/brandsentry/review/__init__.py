@@ -1,0 +1,49 @@
+"""Review: scoring runs in MLflow with drift and evidence pages, and rescans after reference changes.
+
+- `runs`: `log_scoring_run` makes a finished scoring run an MLflow run of the `scoring` experiment.
+- `drift`: PSI of the score and top-1 similarity against the trailing daily runs, overall and per brand.
+- `evidence`: the evidence page of the top flagged listings, with cue attributions from the bundle.
+- `rescan`: re-score a brand's recent listings against its current references; report changed decisions.
+- `tables`: decisions against ground truth per counterfeit kind (labelled days, the demo).
+
+Reviewer verdicts and the ledger of scored listings live one stage earlier, in `brandsentry.feedback`, so
+that the scorer and training can use them.
+"""
+
+from brandsentry.review.drift import DriftCheck, DriftReport, compare_histograms, psi, run_histograms
+from brandsentry.review.evidence import (
+    CascadePredictor,
+    EvidenceItem,
+    EvidencePage,
+    build_evidence_page,
+    cue_attributions,
+)
+from brandsentry.review.rescan import RescanReport, rescan, utc_date
+from brandsentry.review.runs import ScoringRunLog, load_bundle_for, log_scoring_run, run_metrics
+from brandsentry.review.settings import DriftSettings, ReviewError, ReviewSettings
+from brandsentry.review.tables import format_table, truth_table
+
+__all__ = [
+    "CascadePredictor",
+    "DriftCheck",
+    "DriftReport",
+    "DriftSettings",
+    "EvidenceItem",
+    "EvidencePage",
+    "RescanReport",
+    "ReviewError",
+    "ReviewSettings",
+    "ScoringRunLog",
+    "build_evidence_page",
+    "compare_histograms",
+    "cue_attributions",
+    "format_table",
+    "load_bundle_for",
+    "log_scoring_run",
+    "psi",
+    "rescan",
+    "run_histograms",
+    "run_metrics",
+    "truth_table",
+    "utc_date",
+]

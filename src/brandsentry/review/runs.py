@@ -1,0 +1,396 @@
+"""A finished scoring run as an MLflow run of the `scoring` experiment.
+
+Counts by decision, per-brand flag and review rates, errors by reason, score statistics and throughput as
+metrics; the score histogram and decisions by brand as plots; drift against the trailing daily runs (tags
+`drift_warning`, `drift_offenders`); the evidence page under `evidence/`. The run is also recorded in the
+catalog's ledger (what rescans and verdict imports read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from brandsentry.config import Workspace
+from brandsentry.feedback import read_scoring_results, record_scoring_run
+from brandsentry.review.drift import DriftReport, compare_histograms, run_histograms
+from brandsentry.review.evidence import (
+    EVIDENCE_DIR,
+    CascadePredictor,
+    EvidencePage,
+    ImageSources,
+    build_evidence_page,
+    reference_table,
+)
+from brandsentry.review.settings import DECISIONS, HISTOGRAMS_ARTIFACT, RUN_KINDS, ReviewError, ReviewSettings
+
+log = logging.getLogger(__name__)
+
+
+_METRIC_UNSAFE = re.compile(r"[^\w.\- /]")
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow-safe metric name from parts (brand names may hold characters MLflow refuses)."""
+    return ".".join(_METRIC_UNSAFE.sub("_", str(part).strip()) or "_" for part in parts)
+
+
+def run_metrics(results: pd.DataFrame, summary: Mapping | None = None) -> dict[str, float]:
+    """Counts by decision, per-brand flag rates, errors by reason, score statistics and throughput."""
+    n = len(results)
+    decisions = results["decision"].astype(str)
+    metrics: dict[str, float] = {"listings": float(n)}
+    for decision in DECISIONS:
+        count = int((decisions == decision).sum())
+        metrics[f"decisions.{decision}"] = float(count)
+        metrics[f"decision_rate.{decision}"] = count / n if n else math.nan
+    brands = results["claimed_brand"].astype(str).str.strip()
+    for brand, rows in decisions.groupby(brands):
+        metrics[metric_key("brand", brand, "listings")] = float(len(rows))
+        metrics[metric_key("brand", brand, "flag_rate")] = float((rows == "flag").mean())
+        metrics[metric_key("brand", brand, "review_rate")] = float((rows == "review").mean())
+    errors = results.loc[decisions == "error", "error"] if "error" in results else pd.Series(dtype=str)
+    for reason, count in errors.fillna("unknown").astype(str).value_counts().items():
+        metrics[metric_key("errors", reason)] = float(count)
+    scores = pd.to_numeric(results["score"], errors="coerce").dropna()
+    if len(scores):
+        metrics.update(
+            {
+                "score.mean": float(scores.mean()),
+                "score.p50": float(scores.quantile(0.5)),
+                "score.p95": float(scores.quantile(0.95)),
+            }
+        )
+    if "expensive_cues" in results:
+        ok = decisions != "error"
+        metrics["expensive_cue_rate"] = float(results.loc[ok, "expensive_cues"].astype(float).mean())
+    summary = summary or {}
+    if summary.get("scored_now", 1) and isinstance(summary.get("images_per_s"), int | float):
+        metrics["throughput.images_per_s"] = float(summary["images_per_s"])  # a resumed run's own speed
+        metrics["throughput.elapsed_s"] = float(summary.get("elapsed_s", math.nan))
+    return metrics
+
+
+# ---- MLflow --------------------------------------------------------------------------------------------
+
+
+def mlflow_client(workspace: Workspace, settings: ReviewSettings):
+    """(client, experiment id) of the scoring experiment, created with artifacts under the workspace."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = settings.tracking_uri or workspace.mlflow_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    location = (workspace.mlflow_artifacts / settings.experiment).as_uri()
+    try:
+        return client, client.create_experiment(settings.experiment, artifact_location=location)
+    except MlflowException:  # created meanwhile by another process
+        return client, client.get_experiment_by_name(settings.experiment).experiment_id
+
+
+def logged_runs(client, experiment_id: str, run_dir: Path):
+    """Finished MLflow runs already logged for this run directory."""
+    escaped = str(run_dir).replace("'", "\\'")
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.run_dir = '{escaped}' and attributes.status = 'FINISHED'"
+    )
+
+
+def trailing_histograms(client, experiment_id: str, scored_at: str, run_dir: Path, window: int):
+    """(run ids, histograms) of the `window` latest finished daily runs scored before `scored_at`."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="tags.run_kind = 'daily' and attributes.status = 'FINISHED'",
+        max_results=max(50, 4 * window),
+        order_by=["attributes.start_time DESC"],
+    )
+    earlier = [
+        r
+        for r in runs
+        if r.data.tags.get("scored_at", "") < scored_at and r.data.tags.get("run_dir") != str(run_dir)
+    ]
+    earlier.sort(key=lambda r: r.data.tags.get("scored_at", ""), reverse=True)
+    ids, histograms = [], []
+    with tempfile.TemporaryDirectory() as scratch, _quiet_downloads():
+        for run in earlier[:window]:
+            try:
+                path = client.download_artifacts(run.info.run_id, HISTOGRAMS_ARTIFACT, scratch)
+                histograms.append(json.loads(Path(path).read_text()))
+                ids.append(run.info.run_id)
+            except Exception as exc:  # batch edge: one unreadable past run shrinks the baseline, no more
+                log.warning(
+                    "drift baseline: run %s has no readable %s: %s", run.info.run_id, HISTOGRAMS_ARTIFACT, exc
+                )
+    return ids, histograms
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow download progress bars in a command's output (one per baseline run otherwise)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+@dataclass(frozen=True)
+class ScoringRunLog:
+    """What `log_scoring_run` logged."""
+
+    run_id: str
+    experiment_id: str
+    run_dir: Path
+    kind: str
+    model_version: str
+    metrics: dict[str, float]
+    drift: DriftReport | None
+    evidence: EvidencePage | None
+    tracking_uri: str
+
+
+def _decisions_by_brand_figure(results: pd.DataFrame):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = (
+        results.assign(brand=results["claimed_brand"].astype(str).str.strip())
+        .groupby("brand")["decision"]
+        .agg(flag=lambda d: (d == "flag").mean(), review=lambda d: (d == "review").mean())
+    )
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rates) + 1.4))
+    ax.barh(rates.index, rates["flag"], color="tab:red", label="flag")
+    ax.barh(rates.index, rates["review"], left=rates["flag"], color="tab:orange", label="review")
+    ax.set(xlabel="share of the brand's listings", title="Decisions by claimed brand", xlim=(0, 1))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def read_summary(out_dir: Path) -> dict:
+    """The scorer's summary.json of a run ({} when absent)."""
+    path = Path(out_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def log_scoring_run(
+    cfg: DictConfig,
+    out_dir: str | Path,
+    *,
+    kind: str = "daily",
+    force: bool = False,
+    bundle=None,
+) -> ScoringRunLog:
+    """Log a finished scoring run to the MLflow `scoring` experiment, with drift and the evidence page.
+
+    Also records the run in the catalog's ledger (`feedback.record_scoring_run`). A run directory already
+    logged is refused unless `force`, which replaces the earlier MLflow run (so a re-log never counts twice
+    in the drift baseline). Only `daily` runs are compared with, and form, the drift baseline; `rescan`
+    runs are logged without. `bundle` (the `ScoringBundle` that scored the run) adds cue attributions.
+    """
+    if kind not in RUN_KINDS:
+        raise ReviewError(f"unknown run kind {kind!r} (expected one of {', '.join(RUN_KINDS)})")
+    settings = ReviewSettings.from_config(cfg)
+    workspace = Workspace.from_config(cfg).ensure()
+    out_dir = Path(out_dir).resolve()
+    results = read_scoring_results(out_dir)
+    summary = read_summary(out_dir)
+    client, experiment_id = mlflow_client(workspace, settings)
+    earlier = logged_runs(client, experiment_id, out_dir)
+    if earlier and not force:
+        raise ReviewError(
+            f"scoring run {out_dir} is already logged as MLflow run {earlier[0].info.run_id} "
+            "(use --force to replace it)"
+        )
+    scored_at = record_scoring_run(workspace, out_dir).first_scored_at
+    versions = {str(v).strip() for v in results.get("model_version", pd.Series(dtype=str)).dropna()}
+    model_version = ",".join(sorted(versions - {""})) or "unknown"
+
+    metrics = run_metrics(results, summary)
+    histograms = run_histograms(results, settings.drift)
+    drift = None
+    if kind == "daily":
+        ids, history = trailing_histograms(client, experiment_id, scored_at, out_dir, settings.drift.window)
+        drift = compare_histograms(histograms, history, settings.drift, ids)
+        for check in drift.checks:
+            scope = "all" if check.scope == "*" else check.scope
+            metrics[metric_key("drift", scope, check.metric, "psi")] = check.psi
+    page = _evidence_page(cfg, workspace, results, out_dir, settings, bundle, model_version)
+
+    tags = {
+        "run_kind": kind,
+        "run_dir": str(out_dir),
+        "scored_at": scored_at,
+        "model_version": model_version,
+        "score_status": str(summary.get("status", "complete")),
+        "evidence_items": str(len(page.items)),
+    }
+    if drift is not None:
+        tags.update(
+            drift_warning=str(bool(drift.warnings)).lower(),
+            drift_baseline_runs=str(len(drift.baseline_runs)),
+            drift_offenders=drift.describe()[:5000] or "none",
+        )
+    params = {
+        "run_dir": str(out_dir),
+        "evidence_top": str(settings.evidence_top),
+        "drift_window": str(settings.drift.window),
+        **{key: str(summary[key])[:6000] for key in ("manifest", "model_uri", "listings") if key in summary},
+    }
+    run_id = client.create_run(experiment_id, tags=tags, run_name=f"{kind} {out_dir.name}").info.run_id
+    try:
+        _log_contents(client, run_id, metrics, params, results, histograms, drift, summary, page)
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    for stale in earlier:
+        client.delete_run(stale.info.run_id)
+    return ScoringRunLog(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        run_dir=out_dir,
+        kind=kind,
+        model_version=model_version,
+        metrics=metrics,
+        drift=drift,
+        evidence=page,
+        tracking_uri=settings.tracking_uri or workspace.mlflow_uri,
+    )
+
+
+def _evidence_page(cfg, workspace, results, out_dir, settings, bundle, model_version) -> EvidencePage:
+    """The run's evidence page, reading reference pixels from the workspace's image store."""
+    from brandsentry.catalog import Catalog
+    from brandsentry.images import DecodeLimits, decode_image
+
+    with Catalog.open(workspace) as catalog:
+        references = reference_table(catalog)
+        wordmarks = catalog.wordmarks()
+    limits = DecodeLimits.from_config(cfg.images)
+
+    def load_reference(ref_id: int) -> np.ndarray:
+        return decode_image(workspace.image_store / references.at[int(ref_id), "stored_path"], limits)
+
+    return build_evidence_page(
+        results,
+        out_dir,
+        settings,
+        references=references,
+        wordmarks=wordmarks,
+        sources=ImageSources(
+            load_listing=lambda path: decode_image(path, limits),
+            load_reference=load_reference,
+            logo_template_side=int(cfg.cues.logo.template_max_side),
+        ),
+        predictor=CascadePredictor.from_bundle(bundle) if bundle is not None else None,
+        title=f"Evidence: {out_dir.name} (model {model_version})",
+    )
+
+
+def _log_contents(client, run_id, metrics, params, results, histograms, drift, summary, page) -> None:
+    import matplotlib.pyplot as plt
+    from mlflow.entities import Metric, Param
+
+    from brandsentry.plots import score_histogram
+
+    now = int(time.time() * 1000)
+    metric_list = [Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)]
+    for start in range(0, len(metric_list), 900):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=metric_list[start : start + 900])
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    scores = pd.to_numeric(results["score"], errors="coerce").dropna().to_numpy()
+    for figure, name in (
+        (score_histogram(scores), "plots/score_histogram.png"),
+        (_decisions_by_brand_figure(results), "plots/decisions_by_brand.png"),
+    ):
+        client.log_figure(run_id, figure, name)
+        plt.close(figure)
+    client.log_dict(run_id, histograms, HISTOGRAMS_ARTIFACT)
+    if drift is not None:
+        client.log_dict(run_id, drift.to_dict(), "drift/report.json")
+    if summary:
+        client.log_dict(run_id, summary, "summary.json")
+    client.log_artifacts(run_id, str(page.directory), EVIDENCE_DIR)
+
+
+MODEL_METRICS = ("roc_auc", "pr_auc", "recall_at_p95", "flag_precision", "flag_recall")
+
+
+def model_versions(tracking_uri: str, model_name: str = "brandsentry") -> pd.DataFrame:
+    """Registered versions with their training run's test metrics and reviewed rows: what retraining changed.
+
+    Training keeps the test split free of reviewer verdicts (they are appended to the training split only),
+    so the test figures of successive versions trained on the same manifest compare like for like.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    rows = []
+    for found in client.search_model_versions(f"name = '{model_name}'"):
+        version = client.get_model_version(model_name, found.version)
+        metrics = client.get_run(version.run_id).data.metrics
+        rows.append(
+            {
+                "version": int(version.version),
+                "aliases": ",".join(sorted(version.aliases)) or "-",
+                "reviewed rows": int(metrics.get("rows.excluded.feedback_appended", 0)),
+                **{f"test {key}": metrics.get(f"test.{key}", math.nan) for key in MODEL_METRICS},
+            }
+        )
+    columns = ["version", "aliases", "reviewed rows", *(f"test {key}" for key in MODEL_METRICS)]
+    return pd.DataFrame(rows, columns=columns).sort_values("version").reset_index(drop=True)
+
+
+def model_uri_of(out_dir: Path) -> str | None:
+    """The exact model a run was scored with: `models:/NAME/N` for a registered version, else its bundle path.
+
+    An alias (`@champion`) may have moved since the run, so the recorded version wins over the run's URI.
+    """
+    summary = read_summary(out_dir)
+    version, uri = str(summary.get("model_version", "")), str(summary.get("model_uri", ""))
+    if re.fullmatch(r"[^/@]+/\d+", version):
+        return f"models:/{version}"
+    if uri and not uri.startswith(("models:/", "runs:/")) and Path(uri).is_dir():
+        return uri
+    return None
+
+
+def load_bundle_for(cfg: DictConfig, out_dir: str | Path):
+    """The scoring bundle that scored a run (for cue attributions), or None when it cannot be identified."""
+    from brandsentry.bundle import BundleError, load_bundle
+
+    settings = ReviewSettings.from_config(cfg)
+    workspace = Workspace.from_config(cfg)
+    uri = model_uri_of(Path(out_dir))
+    if uri is None:
+        log.warning("scoring run %s does not name a registered model version or bundle folder", out_dir)
+        return None
+    try:
+        return load_bundle(uri, workspace, tracking_uri=settings.tracking_uri)
+    except BundleError as exc:
+        log.warning("model %s of scoring run %s cannot be loaded (%s): no attributions", uri, out_dir, exc)
+        return None

@@ -1,0 +1,633 @@
+"""Training: labelled listings → cue features → cascaded classifier → thresholds → MLflow run + bundle.
+
+`brandsentry train listings=MANIFEST` is a Hydra app over configs/train.yaml (`-m` sweeps run one job per
+combination). Each job:
+
+1. reads the manifest, sets aside error-path rows (`data.exclude_kinds`) and splits by the `split` column,
+   or by product when there is none (a product never straddles two splits);
+2. featurises every listing against the workspace's current index with the expensive cues computed for all
+   (both models need them), cached under workspace/runs/features by dataset digest + everything that
+   shapes a feature, so a sweep over classifiers computes cues once;
+3. fits the cheap and the full model on train (calibrated on held-out train products), picks per-brand
+   thresholds on validation for the target precision using the cascaded score the scorer will produce,
+   and reports on test;
+4. logs config, digests, metrics, thresholds and plots to MLflow (experiment `logger.experiment`), writes
+   the scoring bundle and registers it as a pyfunc model version; with `logger.auto_promote` the version
+   becomes `champion` when there is none, or when it beats the champion's stored `logger.promote_metric`
+   on a validation set with the same digest (no re-scoring: the metric and the digest are stored per run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from brandsentry.bundle import BundleMetadata, pyfunc_signature, write_bundle, write_pyfunc_code
+from brandsentry.classify import (
+    CascadeClassifier,
+    ClassifierSettings,
+    TrainingDataError,
+    classification_metrics,
+    decision_metrics,
+    encode_labels,
+)
+from brandsentry.config import Workspace, config_dir, require
+from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.features import FeatureTable, ScoringContext, read_listings
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+CHAMPION = "champion"
+BUNDLE_ARTIFACT = "bundle"
+
+
+class PromotionError(BrandsentryError):
+    """A model version that cannot be promoted (unknown name or version)."""
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Featurised labelled listings, one row per usable listing, and what was set aside and why."""
+
+    rows: pd.DataFrame  # listing_id, brand (canonical), split, y, kind, group
+    features: pd.DataFrame  # every feature column, row-aligned with `rows`
+    timings_ms: pd.DataFrame  # ms per cue group, row-aligned with `rows`
+    excluded: dict[str, int]  # reason -> listings
+    feedback_rows: int  # reviewed listings appended to the training split
+    dataset_digest: str
+    validation_digest: str
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What one training job produced."""
+
+    run_id: str
+    run_dir: Path
+    bundle_dir: Path
+    model_version: str | None  # "NAME/N" when registered
+    promoted: bool
+    promotion_note: str
+    metrics: dict[str, float]
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+def rows_digest(frame: pd.DataFrame, base: Path) -> str:
+    """sha256 of manifest rows, independent of row order and of where the manifest folder lives."""
+    rows = frame.copy()
+    rows["image_path"] = [_relative(path, base) for path in rows["image_path"]]
+    rows = rows[sorted(rows.columns)].sort_values("listing_id", kind="stable")
+    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return Path(path).relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def assign_splits(frame: pd.DataFrame, data_cfg: DictConfig, seed: int) -> np.ndarray:
+    """The manifest's split column when present, else a split by group (product) with the configured fractions."""
+    column = str(data_cfg.split_column)
+    if column in frame.columns and (frame[column].astype(str).str.strip() != "").all():
+        splits = frame[column].astype(str).str.strip().str.lower().to_numpy(dtype=object)
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown:
+            raise TrainingDataError(
+                f"unknown value(s) {unknown} in split column {column!r}; expected {SPLITS}"
+            )
+        return splits
+    groups = _groups(frame, data_cfg)
+    unique = np.array(sorted(set(groups)))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_test = max(1, round(len(unique) * float(data_cfg.test_fraction)))
+    n_val = max(1, round(len(unique) * float(data_cfg.validation_fraction)))
+    if len(unique) < n_test + n_val + 1:
+        raise TrainingDataError(
+            f"{len(unique)} product group(s) cannot make train, validation and test splits"
+        )
+    split_of = {g: "test" for g in unique[order[:n_test]]}
+    split_of.update({g: "validation" for g in unique[order[n_test : n_test + n_val]]})
+    return np.array([split_of.get(g, "train") for g in groups], dtype=object)
+
+
+def _groups(frame: pd.DataFrame, data_cfg: DictConfig) -> np.ndarray:
+    column = str(data_cfg.group_column)
+    if column not in frame.columns:
+        return frame["listing_id"].astype(str).to_numpy(dtype=object)
+    values = frame[column].astype(str).str.strip()
+    # a listing without a product is its own group
+    return np.where(values == "", "listing:" + frame["listing_id"].astype(str), values).astype(object)
+
+
+def feature_cache_key(context: ScoringContext, cfg: DictConfig, dataset_digest: str) -> str:
+    """Everything that shapes a feature row: data, embedder, index version, references, assets, cue settings."""
+    parts = {
+        "dataset": dataset_digest,
+        "embedder": context.embedder.identity.to_dict(),
+        "index": [context.index.version, context.index.factory, len(context.index)],
+        "references": hashlib.sha256(context.references.to_csv().encode()).hexdigest(),
+        "wordmarks": sorted((b, sorted(w)) for b, w in context.wordmarks.items()),
+        "sellers": sorted((b, sorted(s)) for b, s in context.sellers.items()),
+        "config": OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, ["cues", "images", "index"]), resolve=True
+        ),
+        "features": context.feature_names,
+        "table": [f.name for f in fields(FeatureTable)],  # a cached table of another shape is not reused
+    }
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def cached_features(
+    context: ScoringContext, listings: pd.DataFrame, cache_dir: Path, key: str, progress: bool
+) -> FeatureTable:
+    """`context.featurize_all(listings, expensive=True)`, read from / written to `cache_dir/key.pkl`."""
+    path = cache_dir / f"{key}.pkl"
+    if path.is_file():
+        with open(path, "rb") as handle:
+            table = pickle.load(handle)
+        if list(table.listing_ids) == listings["listing_id"].astype(str).tolist():
+            log.info("features of %d listings read from cache %s", len(listings), path)
+            return table
+    table = context.featurize_all(listings, expensive=True, progress=progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as handle:
+        pickle.dump(table, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(handle.name, path)
+    return table
+
+
+def feedback_rows(cfg: DictConfig, workspace: Workspace, context: ScoringContext) -> pd.DataFrame:
+    """Reviewed listings to append to the training split (never to validation or test, so that metrics and
+    the validation digest stay comparable between runs).
+
+    The boundary where reviewer verdicts join training: empty unless `data.include_feedback`; rows carry
+    the columns of `LabelledSet.rows` plus the cue values stored with the verdict (NaN where the scoring
+    run did not compute a cue, e.g. expensive cues the cascade skipped).
+    """
+    if not bool(cfg.data.include_feedback):
+        return pd.DataFrame()
+    from brandsentry.feedback import feedback_training_rows
+
+    stored = feedback_training_rows(workspace)
+    if stored.empty:
+        return stored
+    rows = pd.DataFrame(
+        {
+            "listing_id": "feedback:" + stored["listing_id"].astype(str),
+            "brand": [context.canonical_brand(b) or str(b) for b in stored["claimed_brand"]],
+            "split": "train",
+            "y": encode_labels(stored["label"]),
+            "kind": "",
+            "group": stored["claimed_product"].fillna("").astype(str),
+        }
+    )
+    return pd.concat([rows, stored.reindex(columns=context.feature_names)], axis=1)
+
+
+def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = False) -> LabelledSet:
+    """Read, split and featurise the labelled manifest; rows that cannot be used are counted, not dropped silently."""
+    data_cfg = cfg.data
+    manifest = Path(str(require(cfg, "listings")))
+    listings = read_listings(manifest)
+    label_column = str(data_cfg.label_column)
+    if label_column not in listings.columns:
+        raise TrainingDataError(f"listings manifest {manifest} has no label column {label_column!r}")
+    base = manifest.resolve().parent
+    dataset_digest = rows_digest(listings, base)
+    splits = assign_splits(listings, data_cfg, int(cfg.seed))
+    kind_column = str(data_cfg.kind_column)
+    kinds = (
+        listings[kind_column].fillna("").astype(str).str.strip().to_numpy(dtype=object)
+        if kind_column in listings.columns
+        else np.full(len(listings), "", dtype=object)
+    )
+    excluded_kinds = {str(k) for k in data_cfg.exclude_kinds}
+    excluded: dict[str, int] = {}
+    keep = np.array([kind not in excluded_kinds for kind in kinds])
+    for kind in kinds[~keep]:
+        excluded[f"kind.{kind}"] = excluded.get(f"kind.{kind}", 0) + 1
+    listings, splits, kinds = listings[keep].reset_index(drop=True), splits[keep], kinds[keep]
+    y = encode_labels(listings[label_column])
+    for split in SPLITS:  # before hours of cue computation, not after
+        require_both_classes(split, y[splits == split])
+    validation_digest = rows_digest(listings[splits == "validation"], base)
+
+    workspace = Workspace.from_config(cfg)
+    key = feature_cache_key(context, cfg, dataset_digest)
+    table = cached_features(context, listings, workspace.runs_dir / "features", key, progress)
+    ok = table.ok
+    for reason in table.errors[~ok]:
+        excluded[f"error.{reason}"] = excluded.get(f"error.{reason}", 0) + 1
+    rows = pd.DataFrame(
+        {
+            "listing_id": listings["listing_id"].astype(str),
+            "brand": [context.canonical_brand(b) or str(b) for b in listings["claimed_brand"]],
+            "split": splits,
+            "y": y,
+            "kind": kinds,
+            "group": _groups(listings, data_cfg),
+        }
+    )[ok].reset_index(drop=True)
+    features = table.features[ok].reset_index(drop=True)
+    timings = table.timings_ms[ok].reset_index(drop=True)
+    extra = feedback_rows(cfg, workspace, context)
+    if not extra.empty:
+        rows = pd.concat([rows, extra[rows.columns]], ignore_index=True)
+        features = pd.concat([features, extra[context.feature_names]], ignore_index=True)
+        timings = timings.reindex(range(len(rows)))  # no cue was computed for them here
+    return LabelledSet(rows, features, timings, excluded, len(extra), dataset_digest, validation_digest)
+
+
+def require_both_classes(split: str, y: np.ndarray) -> None:
+    present = sorted({"counterfeit" if v else "authentic" for v in y})
+    if len(present) != 2:
+        raise TrainingDataError(
+            f"the {split} split needs authentic and counterfeit listings; its {len(y)} "
+            f"usable listing(s) are {', '.join(present) or 'none'}"
+        )
+
+
+# ---- fitting and evaluation ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluation:
+    """The fitted cascade and everything measured on validation and test."""
+
+    model: CascadeClassifier
+    metrics: dict[str, float]
+    test_scores: np.ndarray
+    test_decisions: np.ndarray
+    importance: pd.Series  # permutation importance of the full model's features on validation (ROC-AUC drop)
+
+
+def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: ClassifierSettings) -> Evaluation:
+    """Fit both models on train, thresholds on validation (cascaded score), metrics on validation and test."""
+    rows, features = data.rows, data.features
+    masks = {split: (rows["split"] == split).to_numpy() for split in SPLITS}
+    for split, mask in masks.items():
+        require_both_classes(split, rows["y"].to_numpy()[mask])
+    train = masks["train"]
+    model = CascadeClassifier.fit(
+        settings,
+        context.cheap_feature_names,
+        context.feature_names,
+        features[train].reset_index(drop=True),
+        rows["y"].to_numpy()[train],
+        rows["group"].to_numpy()[train],
+    )
+    y, brands, kinds = (rows[column].to_numpy() for column in ("y", "brand", "kind"))
+    needs = context.cue_cfg.needs_expensive
+    parts = {split: features[masks[split]].reset_index(drop=True) for split in ("validation", "test")}
+    scored = {split: model.cascaded_scores(part, needs) for split, part in parts.items()}
+    validation = masks["validation"]
+    model.choose_thresholds(scored["validation"][0], y[validation], brands[validation])
+    metrics: dict[str, float] = {}
+    decisions = {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        mask, (scores, escalated) = masks[split], scored[split]
+        decisions[split], _ = model.decide(scores, brands[mask])
+        found = {
+            **classification_metrics(y[mask], scores, brands[mask], kinds[mask]),
+            **decision_metrics(decisions[split], y[mask], kinds[mask]),
+            "escalation_rate": float(escalated.mean()),
+            "cheap.roc_auc": classification_metrics(y[mask], model.cheap.predict_proba(parts[split]))[
+                "roc_auc"
+            ],
+            "full.roc_auc": classification_metrics(y[mask], model.full.predict_proba(parts[split]))[
+                "roc_auc"
+            ],
+        }
+        metrics.update({f"{prefix}.{key}": value for key, value in found.items()})
+    metrics.update(cue_costs(data.timings_ms, metrics["test.escalation_rate"]))
+    metrics.update({f"rows.{split}": float(mask.sum()) for split, mask in masks.items()})
+    metrics.update({f"rows.excluded.{reason}": float(n) for reason, n in data.excluded.items()})
+    metrics["rows.feedback"] = float(data.feedback_rows)
+    importance = permutation_importance(model, parts["validation"], y[validation])
+    return Evaluation(model, metrics, scored["test"][0], decisions["test"], importance)
+
+
+def cue_costs(timings: pd.DataFrame, escalation_rate: float) -> dict[str, float]:
+    """Mean ms per listing of each cue group, and of the cascade (expensive groups at the escalation rate)."""
+    from brandsentry.cues.compute import GROUPS
+
+    expensive = {group.name for group in GROUPS if group.expensive}
+    costs = {f"cost.{group}_ms": float(timings[group].mean()) for group in timings.columns}
+    cheap_ms = sum(
+        v for k, v in costs.items() if k.removeprefix("cost.").removesuffix("_ms") not in expensive
+    )
+    full_ms = sum(v for k, v in costs.items() if k.removeprefix("cost.").removesuffix("_ms") in expensive)
+    costs["cost.all_cues_ms"] = cheap_ms + full_ms
+    costs["cost.cascade_ms"] = cheap_ms + escalation_rate * full_ms
+    return costs
+
+
+def permutation_importance(model: CascadeClassifier, features: pd.DataFrame, y) -> pd.Series:
+    """ROC-AUC drop of the full model when each feature is shuffled on validation (5 repeats)."""
+    from sklearn.inspection import permutation_importance as sk_permutation_importance
+
+    full = model.full
+    with full.threads():
+        result = sk_permutation_importance(
+            full.model,
+            features[full.feature_names].to_numpy(dtype=np.float64),
+            np.asarray(y),
+            scoring="roc_auc",
+            n_repeats=5,
+            random_state=full.settings.seed,
+        )
+    return pd.Series(result.importances_mean, index=full.feature_names).sort_values(ascending=False)
+
+
+# ---- MLflow ----------------------------------------------------------------------------------------------
+def tracking_uri(cfg: DictConfig) -> str:
+    return str(cfg.logger.tracking_uri or Workspace.from_config(cfg).mlflow_uri)
+
+
+def _experiment_id(client, name: str, workspace: Workspace) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=workspace.mlflow_artifacts.as_uri())
+
+
+@contextmanager
+def _mlflow_store(uri: str) -> Iterator[None]:
+    """Point fluent MLflow (runs, log_model) at `uri` for the duration, then restore the previous store."""
+    import mlflow
+
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def _metric_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+
+
+def flat_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as `a.b.c -> value` params (lists as their string form)."""
+    flat: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _log_plots(evaluation: Evaluation, data: LabelledSet, target_precision: float) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from brandsentry import plots
+
+    test = (data.rows["split"] == "test").to_numpy()
+    y = data.rows["y"].to_numpy()[test]
+    scores = evaluation.test_scores
+    figures = {
+        "plots/pr_curve.png": plots.pr_curve(y, scores, target_precision),
+        "plots/calibration.png": plots.reliability(y, scores),
+        "plots/score_histogram.png": plots.score_histogram(scores, y, evaluation.model.full.global_threshold),
+        "plots/feature_importance.png": plots.feature_importance(
+            list(evaluation.importance.index), evaluation.importance.to_numpy()
+        ),
+        "plots/confusion.png": plots.confusion(y, evaluation.test_decisions == "flag"),
+    }
+    for path, figure in figures.items():
+        mlflow.log_figure(figure, path)
+        plt.close(figure)
+
+
+def _thresholds_table(model: CascadeClassifier) -> pd.DataFrame:
+    rule = model.thresholds()
+    rows = [{"brand": "*", "threshold": rule["global"], "source": "global"}]
+    rows += [{"brand": b, "threshold": t, "source": "brand"} for b, t in rule["brands"].items()]
+    return pd.DataFrame(rows)
+
+
+# ---- promotion -------------------------------------------------------------------------------------------
+def promote(uri: str, model_name: str, version: str | int, alias: str = CHAMPION) -> str:
+    """Point `alias` at `version` of `model_name` ("3" or "NAME/3"); returns "NAME/3"."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    text = str(version)
+    if "/" in text:
+        model_name, text = text.rsplit("/", 1)
+    if not text.isdigit():
+        raise PromotionError(f"model version {version!r} is not a number (or NAME/NUMBER)")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        client.get_model_version(model_name, text)
+        client.set_registered_model_alias(model_name, alias, text)
+    except MlflowException as exc:
+        raise PromotionError(f"cannot promote {model_name}/{text}: {exc.message}") from None
+    return f"{model_name}/{text}"
+
+
+def auto_promotion(
+    client, model_name: str, metric: str, value: float, validation_digest: str
+) -> tuple[bool, str]:
+    """Whether a new version should become champion, and why (stored champion metric, same validation digest)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return True, "no champion yet"
+    run = client.get_run(champion.run_id)
+    their_digest = run.data.tags.get("validation_digest")
+    if their_digest != validation_digest:
+        return False, (
+            f"champion {model_name}/{champion.version} was validated on another set "
+            f"(digest {str(their_digest)[:12]}...): promote by hand after comparing"
+        )
+    theirs = run.data.metrics.get(_metric_key(metric))
+    if theirs is None:
+        return True, f"champion {model_name}/{champion.version} has no {metric}"
+    if value > theirs:
+        return True, f"{metric} {value:.4f} beats champion {model_name}/{champion.version} ({theirs:.4f})"
+    return (
+        False,
+        f"{metric} {value:.4f} does not beat champion {model_name}/{champion.version} ({theirs:.4f})",
+    )
+
+
+# ---- the job ---------------------------------------------------------------------------------------------
+def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) -> TrainingResult:
+    """One training job for a composed train config (see the module docstring)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    require(cfg, "listings")
+    settings = ClassifierSettings.from_config(
+        {**OmegaConf.to_container(cfg.classifier), "seed": int(cfg.seed)}
+    )
+    workspace = Workspace.from_config(cfg)
+    run_dir = Path(run_dir or str(cfg.paths.run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    context = ScoringContext.from_config(cfg)
+    started = time.perf_counter()
+    data = labelled_set(cfg, context, progress=progress)
+    featurised_s = time.perf_counter() - started
+    evaluation = fit_and_evaluate(data, context, settings)
+    metrics = {**evaluation.metrics, "time.features_s": featurised_s}
+    metrics["time.total_s"] = time.perf_counter() - started
+
+    uri = tracking_uri(cfg)
+    workspace.ensure()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment_id = _experiment_id(client, str(cfg.logger.experiment), workspace)
+    model_name = str(cfg.logger.model_name)
+    with _mlflow_store(uri), mlflow.start_run(experiment_id=experiment_id) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags(
+            {
+                "dataset_digest": data.dataset_digest,
+                "validation_digest": data.validation_digest,
+                "listings": str(cfg.listings),
+                "run_dir": str(run_dir),
+                "embedder": context.embedder.identity.key(),
+                "index_version": str(context.index.version),
+            }
+        )
+        mlflow.log_params(flat_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_metrics(
+            {_metric_key(k): float(v) for k, v in metrics.items()}
+        )  # NaN: undefined, e.g. no flag
+        mlflow.log_dict(evaluation.model.thresholds(), "thresholds.json")
+        mlflow.log_table(_thresholds_table(evaluation.model), "thresholds_table.json")
+        mlflow.log_dict({k: float(v) for k, v in evaluation.importance.items()}, "feature_importance.json")
+        _log_plots(evaluation, data, settings.target_precision)
+
+        metadata = BundleMetadata(
+            model_name=model_name,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            embedder=context.embedder.identity.to_dict(),
+            index_version=int(context.index.version),
+            image_root=str(context.image_root),
+            feature_names=context.feature_names,
+            cheap_feature_names=context.cheap_feature_names,
+            dataset_digest=data.dataset_digest,
+            validation_digest=data.validation_digest,
+            metrics=summary_metrics(metrics),
+            run_id=run_id,
+        )
+        bundle_dir = write_bundle(
+            run_dir / f"{model_name}-{run_id[:12]}",
+            metadata,
+            cfg,
+            evaluation.model,
+            context,
+            workspace.index_dir,
+        )
+        register = bool(cfg.logger.register)
+        with warnings.catch_warnings():
+            # an input example would be images on this machine: the signature documents the input instead
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(write_pyfunc_code(run_dir)),
+                signature=pyfunc_signature(),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+                pip_requirements=[_requirement()],
+                registered_model_name=model_name if register else None,
+            )
+        version = info.registered_model_version if register else None
+        promoted, note = False, "not registered (logger.register=false)"
+        if version is not None:
+            promoted, note = False, "auto-promotion off (logger.auto_promote=false)"
+            if bool(cfg.logger.auto_promote):
+                metric = str(cfg.logger.promote_metric)
+                if metric not in metrics:
+                    raise ConfigError(f"logger.promote_metric {metric!r} is not a training metric")
+                promoted, note = auto_promotion(
+                    client, model_name, metric, metrics[metric], data.validation_digest
+                )
+                if promoted:
+                    promote(uri, model_name, version)
+            mlflow.set_tag("promotion", note)
+    return TrainingResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        bundle_dir=bundle_dir,
+        model_version=f"{model_name}/{version}" if version is not None else None,
+        promoted=promoted,
+        promotion_note=note,
+        metrics=metrics,
+    )
+
+
+def summary_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The headline figures a bundle carries in bundle.json (all of them are in the MLflow run)."""
+    keys = ("roc_auc", "pr_auc", "recall_at_p90", "recall_at_p95", "recall_at_p99", "flag_precision",
+            "flag_recall", "escalation_rate")  # fmt: skip
+    return {
+        f"{split}.{key}": float(metrics[f"{split}.{key}"])
+        for split in ("val", "test")
+        for key in keys
+        if f"{split}.{key}" in metrics
+    }
+
+
+def _requirement() -> str:
+    from brandsentry import __version__
+
+    return f"brandsentry=={__version__}"
+
+
+def run_hydra_train(overrides: list[str], multirun: bool = False) -> list[TrainingResult]:
+    """`brandsentry train [-m] key=value ...` through Hydra's own runner (sweeps, output dirs, .hydra/)."""
+    from hydra._internal.utils import _run_hydra, get_args_parser
+    from hydra.core.hydra_config import HydraConfig
+
+    results: list[TrainingResult] = []
+
+    def task(cfg: DictConfig) -> None:
+        results.append(train(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir), progress=True))
+
+    parser = get_args_parser()
+    args = parser.parse_args([*(["--multirun"] if multirun else []), *overrides])
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # our own errors reach the CLI dispatcher, not Hydra's printer
+    try:
+        _run_hydra(
+            args=args,
+            args_parser=parser,
+            task_function=task,
+            config_path=str(config_dir()),
+            config_name="train",
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+    return results

@@ -1,0 +1,197 @@
+"""The scoring ledger, verdict import, training rows from verdicts, and the simulated reviewer."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brandsentry.catalog import Catalog
+from brandsentry.cli import main
+from brandsentry.config import Workspace
+from brandsentry.feedback import (
+    CUE_COLUMNS,
+    ScoringResultsError,
+    VerdictFileError,
+    feedback_training_rows,
+    import_verdicts,
+    latest_scorings,
+    read_scoring_results,
+    record_scoring_run,
+    simulate_verdicts,
+)
+from fake_runs import make_results, write_run
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    return Workspace(tmp_path / "ws").ensure()
+
+
+@pytest.fixture
+def day1(tmp_path):
+    return write_run(tmp_path / "runs" / "day1", make_results(n=40, seed=1, day=1))
+
+
+def write_verdicts(path, rows):
+    pd.DataFrame(rows, columns=["listing_id", "verdict", "reviewer", "note"]).to_csv(path, index=False)
+    return path
+
+
+def test_unfinished_run_is_refused(tmp_path):
+    run = write_run(tmp_path / "run", make_results(n=10))
+    (run / "_SUCCESS").unlink()
+    with pytest.raises(ScoringResultsError, match="unfinished"):
+        read_scoring_results(run)
+    with pytest.raises(ScoringResultsError, match="does not exist"):
+        read_scoring_results(tmp_path / "missing")
+
+
+def test_a_run_over_its_error_budget_is_finished_but_not_successful(tmp_path):
+    run = write_run(tmp_path / "run", make_results(n=10))
+    (run / "_SUCCESS").unlink()
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "error_budget_exceeded"}))
+    assert len(read_scoring_results(run)) == 10  # every shard was written: reviewers must see this day
+
+
+def test_record_scoring_run_fills_the_ledger_idempotently(workspace, day1):
+    first = record_scoring_run(workspace, day1)
+    again = record_scoring_run(workspace, day1)
+    assert first.listings == again.listings == 40
+    assert first.decisions["error"] == 2
+    with Catalog.open(workspace) as catalog:
+        count = catalog.connection().execute("SELECT count(*) FROM scored_listings").fetchone()[0]
+    assert count == 40
+    ledger = latest_scorings(workspace, brand="acme")  # brands compare case-insensitively
+    assert set(ledger["claimed_brand"]) == {"Acme"}
+    assert ledger["scored_at"].iloc[0] == "2026-11-01T06:00:00.000000+00:00"
+
+
+def test_latest_scoring_wins_and_since_filters(workspace, tmp_path):
+    old = make_results(n=12, seed=2, scored_at="2026-11-01T06:00:00Z")
+    new = old.copy()
+    new["scored_at"] = "2026-11-03T06:00:00Z"
+    new["decision"] = "pass"
+    record_scoring_run(workspace, write_run(tmp_path / "old", old))
+    record_scoring_run(workspace, write_run(tmp_path / "new", new))
+    latest = latest_scorings(workspace)
+    assert len(latest) == 12 and set(latest["decision"]) == {"pass"}
+    assert latest["run_dir"].str.endswith("new").all()
+    assert latest_scorings(workspace, since="2026-11-04T00:00:00+00:00").empty
+
+
+def test_import_stores_verdicts_with_the_features_of_the_judged_scoring(workspace, day1, tmp_path):
+    record_scoring_run(workspace, day1)
+    results = read_scoring_results(day1)
+    verdicts = write_verdicts(
+        tmp_path / "verdicts.csv",
+        [
+            ("d1-00000", "confirmed_counterfeit", "ana", "fake box"),
+            ("d1-00001", "false_positive", "ana", ""),
+            ("d1-00002", "authentic", "bo", "own photo"),
+            ("d1-00003", "maybe", "bo", ""),  # unknown verdict
+            ("zz-99999", "authentic", "bo", ""),  # never scored here
+            ("d1-00039", "authentic", "bo", ""),  # its only scoring failed: no features
+            ("", "authentic", "bo", ""),
+            ("d1-00004", "authentic", "", ""),
+        ],
+    )
+    outcome = import_verdicts(workspace, verdicts)
+    assert outcome.rows == 8
+    assert outcome.imported == 3 and outcome.duplicates == 0
+    assert outcome.by_verdict == {"confirmed_counterfeit": 1, "false_positive": 1, "authentic": 1}
+    reasons = {r.line: r.reason for r in outcome.rejected}
+    assert set(reasons) == {5, 6, 7, 8, 9}  # every rejected row is accounted for, with its line
+    assert "unknown verdict 'maybe'" in reasons[5]
+    assert "never scored" in reasons[6] and "never scored" in reasons[7]
+    assert reasons[8] == "empty listing_id" and reasons[9] == "empty reviewer"
+
+    rows = feedback_training_rows(workspace).set_index("listing_id")
+    assert list(rows["label"]) == ["counterfeit", "authentic", "authentic"]
+    expected = results.set_index("listing_id").loc["d1-00000"]
+    for name in CUE_COLUMNS:
+        assert rows.at["d1-00000", name] == pytest.approx(expected[name])
+    assert rows.at["d1-00000", "claimed_product"] == expected["claimed_product"]
+    assert rows["expensive_cues"].all()
+
+    again = import_verdicts(workspace, verdicts)
+    assert again.imported == 0 and again.duplicates == 3
+
+
+def test_nan_cues_survive_the_round_trip_and_latest_verdict_wins(workspace, tmp_path):
+    results = make_results(n=10, seed=3)
+    results.loc[0, "logo_reproj_error"] = np.nan
+    run = write_run(tmp_path / "run", results)
+    record_scoring_run(workspace, run)
+    import_verdicts(
+        workspace, write_verdicts(tmp_path / "a.csv", [("d1-00000", "false_positive", "ana", "")])
+    )
+    import_verdicts(
+        workspace, write_verdicts(tmp_path / "b.csv", [("d1-00000", "confirmed_counterfeit", "ana", "")])
+    )
+    rows = feedback_training_rows(workspace)
+    assert len(rows) == 1 and rows.loc[0, "label"] == "counterfeit"
+    assert math.isnan(rows.loc[0, "logo_reproj_error"])
+    with Catalog.open(workspace) as catalog:
+        stored = catalog.connection().execute("SELECT features FROM feedback ORDER BY id").fetchall()
+    assert json.loads(stored[0][0])["logo_reproj_error"] is None  # stored as JSON null, not NaN
+
+
+def test_feedback_rows_are_empty_without_verdicts(workspace):
+    rows = feedback_training_rows(workspace)
+    assert rows.empty and "label" in rows.columns
+
+
+def test_verdict_file_problems_name_the_file(workspace, tmp_path):
+    with pytest.raises(VerdictFileError, match="does not exist"):
+        import_verdicts(workspace, tmp_path / "none.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("listing,verdict\nx,authentic\n")
+    with pytest.raises(VerdictFileError, match=r"lacks column\(s\) \['listing_id', 'reviewer'\]"):
+        import_verdicts(workspace, bad)
+
+
+def test_simulated_reviewer_answers_from_truth():
+    results = make_results(n=80, seed=4)
+    truth = results[["listing_id", "label"]]
+    verdicts = simulate_verdicts(results, truth, top=15)
+    queued = results[results["decision"].isin(["flag", "review"])].sort_values("score", ascending=False)
+    assert list(verdicts["listing_id"]) == list(queued["listing_id"].head(15))
+    merged = verdicts.merge(results, on="listing_id")
+    counterfeit = merged["label"] == "counterfeit"
+    assert (merged.loc[counterfeit, "verdict"] == "confirmed_counterfeit").all()
+    authentic = merged[~counterfeit]
+    expected = np.where(authentic["decision"] == "flag", "false_positive", "authentic")
+    assert list(authentic["verdict"]) == list(expected)
+
+
+def test_simulated_reviewer_errors_at_the_asked_rate():
+    results = make_results(n=400, seed=5, score_shift=0.3)
+    truth = results[["listing_id", "label"]]
+    verdicts = simulate_verdicts(results, truth, top=300, error_rate=0.25, seed=1).merge(
+        truth, on="listing_id"
+    )
+    wrong = (verdicts["verdict"] == "confirmed_counterfeit") != (verdicts["label"] == "counterfeit")
+    assert len(verdicts) == 300
+    assert 0.18 < wrong.mean() < 0.32
+    assert (verdicts.loc[wrong, "note"] == "simulated reviewer error").all()
+
+
+def test_cli_simulate_then_import(workspace, day1, tmp_path, capsys):
+    truth = tmp_path / "truth.csv"
+    read_scoring_results(day1)[["listing_id", "label", "counterfeit_kind"]].to_csv(truth, index=False)
+    verdicts = tmp_path / "verdicts.csv"
+    ws = f"workspace={workspace.root}"
+    assert (
+        main(["feedback", "simulate", str(day1), str(truth), "--top", "10", "--out", str(verdicts), ws]) == 0
+    )
+    assert len(pd.read_csv(verdicts)) == 10
+    assert main(["review", "record", str(day1), ws]) == 0
+    assert main(["feedback", "import", str(verdicts), ws]) == 0
+    out = capsys.readouterr().out
+    assert "imported 10 verdict(s)" in out
+    assert len(feedback_training_rows(workspace)) == 10

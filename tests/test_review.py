@@ -1,0 +1,456 @@
+"""Scoring runs in MLflow: run metrics, drift (PSI), cue attributions, evidence pages, truth tables."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from brandsentry.catalog import Catalog
+from brandsentry.config import Workspace, load_config
+from brandsentry.errors import ConfigError
+from brandsentry.feedback import record_scoring_run
+from brandsentry.review import (
+    DriftSettings,
+    ReviewError,
+    ReviewSettings,
+    compare_histograms,
+    cue_attributions,
+    log_scoring_run,
+    psi,
+    run_histograms,
+    run_metrics,
+    truth_table,
+    utc_date,
+)
+from brandsentry.review.drift import histogram_counts
+from brandsentry.review.evidence import Panel, evidence_image
+from brandsentry.review.rescan import decision_changes, rescan_manifest
+from brandsentry.review.runs import mlflow_client
+from fake_runs import BRANDS, make_results, write_run
+
+
+def review_config(*overrides: str):
+    """The composed config; adds the score and review groups while configs/brandsentry.yaml lacks them."""
+    present = load_config([])
+    return load_config([*(f"+{g}=default" for g in ("score", "review") if g not in present), *overrides])
+
+
+# ---- drift --------------------------------------------------------------------------------------------
+
+
+def test_psi_is_zero_for_the_same_histogram_and_grows_with_the_shift():
+    edges = np.linspace(0, 1, 11)
+    rng = np.random.default_rng(0)
+    base = histogram_counts(rng.beta(2, 5, 5000), edges)
+    assert psi(base, base) == 0.0
+    small = psi(base, histogram_counts(np.clip(rng.beta(2, 5, 5000) + 0.03, 0, 1), edges))
+    large = psi(base, histogram_counts(np.clip(rng.beta(2, 5, 5000) + 0.3, 0, 1), edges))
+    assert 0 < small < 0.1 < 0.5 < large
+    with pytest.raises(ValueError, match="non-empty"):
+        psi(base, np.zeros_like(base))
+
+
+def test_histogram_counts_clip_to_the_range_and_skip_nan():
+    counts = histogram_counts(np.array([-0.5, 0.05, 0.95, 1.7, np.nan]), np.linspace(0, 1, 11))
+    assert counts.sum() == 4 and counts[0] == 2 and counts[-1] == 2
+
+
+def test_drift_warns_on_a_shift_but_not_on_sampling_noise_and_skips_small_brands():
+    drift = DriftSettings(min_rows=50)
+    day1 = run_histograms(make_results(n=240, seed=1), drift)
+    same = run_histograms(make_results(n=240, seed=2), drift)
+    shifted = run_histograms(make_results(n=240, seed=3, score_shift=0.35), drift)
+    calm = compare_histograms(same, [day1], drift)
+    assert {(c.scope, c.metric) for c in calm.checks} == {
+        (scope, metric) for scope in ("*", *BRANDS) for metric in ("score", "sim_top1")
+    }
+    assert not calm.warnings
+    alarm = compare_histograms(shifted, [day1], drift, run_ids=["r1"])
+    flagged = {(c.scope, c.metric) for c in alarm.warnings}
+    assert ("*", "score") in flagged and ("*", "sim_top1") in flagged
+    assert "all brands:score psi=" in alarm.describe()
+    strict = compare_histograms(same, [day1], DriftSettings(min_rows=100))
+    assert {c.scope for c in strict.checks} == {"*"}  # ~80 rows per brand: too few to judge a brand
+
+
+def test_drift_pools_the_baseline_runs():
+    drift = DriftSettings(min_rows=10)
+    history = [run_histograms(make_results(n=90, seed=s), drift) for s in range(3)]
+    report = compare_histograms(run_histograms(make_results(n=90, seed=9), drift), history, drift)
+    overall = next(c for c in report.checks if c.scope == "*" and c.metric == "score")
+    assert overall.baseline_rows == 3 * 88 and overall.rows == 88  # two error rows per run left out
+
+
+# ---- run metrics, attribution, truth ------------------------------------------------------------------
+
+
+def test_run_metrics_count_decisions_brands_errors_and_throughput():
+    results = make_results(n=30, seed=5)
+    metrics = run_metrics(results, {"images_per_s": 40.0})
+    counts = results["decision"].value_counts()
+    for decision in ("flag", "review", "pass", "error"):
+        assert metrics[f"decisions.{decision}"] == counts.get(decision, 0)
+    assert metrics["errors.decode_failed"] == 1 and metrics["errors.unknown_brand"] == 1
+    acme = results[results["claimed_brand"] == "Acme"]
+    assert metrics["brand.Acme.flag_rate"] == pytest.approx((acme["decision"] == "flag").mean())
+    assert metrics["throughput.images_per_s"] == 40.0
+    odd = run_metrics(results.assign(claimed_brand="L'Oréal & Co"), None)
+    assert "brand.L_Oréal _ Co.listings" in odd
+
+
+def test_attributions_point_at_the_cues_that_raised_the_score():
+    def predict(frame):
+        return 1 / (1 + np.exp(-(3 * frame["a"] - 2 * frame["b"] + 0 * frame["c"])))
+
+    rows = pd.DataFrame({"a": [2.0, 0.0], "b": [0.0, 2.0], "c": [5.0, 5.0]})
+    deltas = cue_attributions(predict, rows, pd.Series({"a": 0.0, "b": 0.0, "c": 0.0}))
+    assert deltas.loc[0, "a"] > 0.4 and deltas.loc[0, "b"] == 0 and deltas.loc[0, "c"] == 0
+    assert deltas.loc[1, "b"] < -0.4  # b pulled the second row's score down
+
+
+def test_truth_table_precision_and_recall_per_kind():
+    results = pd.DataFrame(
+        {
+            "label": ["counterfeit"] * 4 + ["authentic"] * 3,
+            "counterfeit_kind": ["a", "a", "b", "b", "", "", ""],
+            "decision": ["flag", "pass", "flag", "review", "flag", "pass", "review"],
+        }
+    )
+    table = truth_table(results).set_index("kind")
+    assert table.at["a", "recall"] == 0.5 and table.at["a", "precision"] == 0.5  # 1 true flag, 1 false flag
+    assert table.at["b", "recall+review"] == 1.0
+    assert table.at["all counterfeits", "precision"] == pytest.approx(2 / 3)
+    assert table.at["authentic", "flag"] == 1
+    with pytest.raises(ReviewError, match="no 'label' column"):
+        truth_table(results.drop(columns="label"))
+
+
+def test_dates_from_the_command_line():
+    assert utc_date("2026-11-27") == "2026-11-27T00:00:00.000000+00:00"
+    assert utc_date("2026-11-27T10:00+02:00") == "2026-11-27T08:00:00.000000+00:00"
+    with pytest.raises(ReviewError, match="not an ISO date"):
+        utc_date("yesterday")
+
+
+# ---- evidence -----------------------------------------------------------------------------------------
+
+
+def test_evidence_image_draws_the_logo_box_and_points():
+    grey = np.full((300, 400, 3), 128, np.uint8)
+    quad = ((100.0, 80.0), (300.0, 80.0), (300.0, 220.0), (100.0, 220.0))
+    drawn = evidence_image(
+        [Panel("listing", grey, quad=quad, points=((200.0, 150.0),)), Panel("ref", grey)], 300
+    )
+    plain = evidence_image([Panel("listing", grey), Panel("ref", grey)], 300)
+    as_array = [
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int) for data in (drawn, plain)
+    ]
+    green = [((a[..., 1] > 180) & (a[..., 0] < 120) & (a[..., 2] < 120)).sum() for a in as_array]
+    red = [((a[..., 0] > 180) & (a[..., 1] < 90)).sum() for a in as_array]
+    assert green[0] > 200 and green[1] == 0
+    assert red[0] > 5 and red[1] == 0
+
+
+def _store(
+    workspace: Workspace, catalog: Catalog, rgb: np.ndarray, brand: str, product: str, view: str
+) -> int:
+    data = io.BytesIO()
+    Image.fromarray(rgb).save(data, format="PNG")
+    digest = hashlib.sha256(data.getvalue()).hexdigest()
+    stored = f"{digest[:2]}/{digest}.png"
+    (workspace.image_store / stored).parent.mkdir(parents=True, exist_ok=True)
+    (workspace.image_store / stored).write_bytes(data.getvalue())
+    ref = catalog.add_reference(
+        brand=brand, product=product, view=view, sha256=digest, phash=digest[:16], stored_path=stored,
+        width=rgb.shape[1], height=rgb.shape[0], submitted_by="test", status="approved",
+    )  # fmt: skip
+    return ref.id
+
+
+@pytest.fixture(scope="module")
+def review_world(tmp_path_factory):
+    """A workspace with references (one logo) and listing images, and two scored days (day 2 shifted)."""
+    root = tmp_path_factory.mktemp("review")
+    workspace = Workspace(root / "ws").ensure()
+    rng = np.random.default_rng(0)
+    with Catalog.open(workspace) as catalog:
+        ids = [
+            _store(
+                workspace,
+                catalog,
+                rng.integers(0, 255, (240, 320, 3), dtype=np.uint8),
+                brand,
+                f"{brand.lower()}-p0",
+                "product",
+            )
+            for brand in BRANDS
+        ]
+        logo = _store(workspace, catalog, np.full((200, 400, 3), 220, np.uint8), "Acme", "acme-p0", "logo")
+        catalog.set_wordmarks("Acme", ["ACME"])
+    listing_dir = root / "listings"
+    listing_dir.mkdir()
+    paths = []
+    for i in range(240):
+        path = listing_dir / f"l{i}.jpg"
+        Image.fromarray(np.full((360, 480, 3), (i * 7) % 255, np.uint8)).save(path)
+        paths.append(str(path))
+    neighbours = [[ids[(i + 1) % 3], ids[i % 3], logo] for i in range(240)]
+    day1 = make_results(
+        n=240, seed=1, image_paths=paths, top_ref_ids=neighbours, scored_at="2026-11-01T06:00:00Z"
+    )
+    best = int(day1["score"].idxmax())
+    day1.loc[best, "claimed_brand"] = "Acme"
+    day1.loc[best, "title"] = "<script>alert('x')</script> genuine ACME"
+    day1.loc[best, "evidence"] = json.dumps(
+        {
+            "cues": {
+                "logo": {
+                    "reference_id": logo,
+                    "quad": [[100, 80], [300, 80], [300, 220], [100, 220]],
+                    "inlier_points": [[120, 100], [250, 200], [180, 150]],
+                    "template_points": [[20, 20], [280, 180], [150, 100]],
+                },
+                "ocr": [{"text": "ACNE", "score": 0.9, "box": [[10, 10], [90, 10], [90, 40], [10, 40]]}],
+                "wordmark_match": {
+                    "best": ["acne", "acme"],
+                    "near_misses": [{"text": "acne", "wordmark": "acme"}],
+                },
+            },
+            "reasons": {"logo_reproj_error": "no valid logo homography"},
+        }
+    )
+    day1.loc[best, "logo_verified"] = 1.0
+    day1.loc[best, "logo_reproj_error"] = np.nan
+    day2 = make_results(
+        n=240, seed=2, day=2, score_shift=0.35, image_paths=paths, top_ref_ids=neighbours,
+        scored_at="2026-11-02T06:00:00Z", model_version="2",
+    )  # fmt: skip
+    runs = root / "runs"
+    return {
+        "workspace": workspace,
+        "day1": write_run(runs / "day1", day1),
+        "day2": write_run(runs / "day2", day2),
+        "best": day1.loc[best, "listing_id"],
+        "ids": ids,
+    }
+
+
+@pytest.fixture(scope="module")
+def logged(review_world):
+    cfg = review_config(f"workspace={review_world['workspace'].root}", "review.evidence.top=5")
+    first = log_scoring_run(cfg, review_world["day1"])
+    second = log_scoring_run(cfg, review_world["day2"])
+    return cfg, first, second
+
+
+def test_scoring_runs_are_logged_with_counts_tags_and_artifacts(review_world, logged):
+    cfg, first, _ = logged
+    client, experiment_id = mlflow_client(review_world["workspace"], ReviewSettings.from_config(cfg))
+    run = client.get_run(first.run_id)
+    assert client.get_experiment(experiment_id).name == "scoring"
+    assert run.data.tags["model_version"] == "1" and run.data.tags["run_kind"] == "daily"
+    assert run.data.tags["drift_warning"] == "false" and run.data.tags["drift_baseline_runs"] == "0"
+    results = pd.concat(pd.read_parquet(p) for p in sorted(review_world["day1"].glob("part-*.parquet")))
+    assert run.data.metrics["decisions.flag"] == (results["decision"] == "flag").sum()
+    assert run.data.metrics["throughput.images_per_s"] == 12.5
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"evidence", "plots", "drift", "summary.json"} <= artifacts
+    evidence_files = {a.path for a in client.list_artifacts(first.run_id, "evidence")}
+    assert (
+        "evidence/index.html" in evidence_files and len(evidence_files) == 5 + 2
+    )  # images, html, items.json
+    with Catalog.open(review_world["workspace"]) as catalog:
+        ledger = catalog.connection().execute("SELECT count(*) FROM scored_listings").fetchone()[0]
+    assert ledger == 480
+
+
+def test_the_shifted_day_raises_a_drift_warning(review_world, logged):
+    cfg, first, second = logged
+    client, _ = mlflow_client(review_world["workspace"], ReviewSettings.from_config(cfg))
+    tags = client.get_run(second.run_id).data.tags
+    assert tags["drift_warning"] == "true" and tags["drift_baseline_runs"] == "1"
+    assert "all brands:score" in tags["drift_offenders"]
+    assert second.drift.baseline_runs == (first.run_id,)
+    assert client.get_run(second.run_id).data.metrics["drift.all.score.psi"] > 0.5
+
+
+def test_evidence_page_shows_the_top_listing_with_its_logo_and_text(review_world, logged):
+    _, first, _ = logged
+    page = first.evidence
+    assert [item.rank for item in page.items] == [1, 2, 3, 4, 5]
+    scores = [item.score for item in page.items]
+    assert scores == sorted(scores, reverse=True)
+    top = page.items[0]
+    assert top.listing_id == review_world["best"]
+    assert top.wordmarks == ("ACME",) and top.ocr_lines == ("ACNE",) and top.near_misses == ("acne ≈ acme",)
+    assert top.reference_id == review_world["ids"][0]  # the claimed brand's neighbour, not the first one
+    assert top.logo.startswith("logo verified")
+    assert page.items[1].ocr_lines == () and page.items[1].ocr_note == "OCR not run"
+    html = page.html.read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert html.count("data:image/jpeg;base64,") == 5
+    image = Image.open(page.directory / top.image_file)
+    assert image.width > 2.5 * image.height  # logo template | listing | reference
+    assert json.loads((page.directory / "items.json").read_text())[0]["listing_id"] == top.listing_id
+
+
+def test_a_logged_run_is_not_logged_twice_unless_forced(review_world, logged):
+    cfg, first, _ = logged
+    with pytest.raises(ReviewError, match="already logged"):
+        log_scoring_run(cfg, review_world["day1"])
+    again = log_scoring_run(cfg, review_world["day1"], force=True)
+    client, _ = mlflow_client(review_world["workspace"], ReviewSettings.from_config(cfg))
+    assert client.get_run(first.run_id).info.lifecycle_stage == "deleted"
+    assert client.get_run(again.run_id).data.tags["run_dir"] == str(review_world["day1"])
+
+
+def test_unknown_run_kind_is_refused(review_world, logged):
+    cfg, _, _ = logged
+    with pytest.raises(ReviewError, match="unknown run kind"):
+        log_scoring_run(cfg, review_world["day1"], kind="weekly")
+
+
+def test_missing_review_group_is_named():
+    with pytest.raises(ConfigError, match="no 'review' group"):
+        ReviewSettings.from_config(OmegaConf.create({"workspace": "ws"}))
+
+
+def test_cue_values_are_listed_with_the_reason_of_each_missing_one(logged):
+    _, first, _ = logged
+    cues = {name: (value, reason) for name, value, _, _, reason in first.evidence.items[0].cues}
+    assert cues["logo_verified"] == (1.0, "")
+    value, reason = cues["logo_reproj_error"]
+    assert math.isnan(value) and reason == "no valid logo homography"
+    assert "no valid logo homography" in first.evidence.html.read_text()
+
+
+# ---- rescan -------------------------------------------------------------------------------------------
+
+
+def test_rescan_manifest_rebuilds_the_latest_scoring_of_the_brands_recent_listings(tmp_path):
+    workspace = Workspace(tmp_path / "ws").ensure()
+    day1 = make_results(n=30, seed=1, day=1, scored_at="2026-11-01T06:00:00Z")
+    day2 = make_results(n=30, seed=2, day=2, scored_at="2026-11-02T06:00:00Z")
+    again = day1.head(6).assign(scored_at="2026-11-03T06:00:00Z", title="rescored")  # d1-00000..5 again
+    for name, frame in (("day1", day1), ("day2", day2), ("again", again)):
+        record_scoring_run(workspace, write_run(tmp_path / name, frame))
+    previous, manifest = rescan_manifest(workspace, "acme", utc_date("2026-11-02"))
+    expected = sorted(
+        [i for i in day2.loc[day2["claimed_brand"] == "Acme", "listing_id"]]
+        + [i for i in again.loc[again["claimed_brand"] == "Acme", "listing_id"]]
+    )
+    assert sorted(manifest["listing_id"]) == expected == sorted(previous["listing_id"])
+    assert "score" not in manifest.columns and "sim_top1" not in manifest.columns
+    assert {"image_path", "claimed_product", "seller_id", "label", "title"} <= set(manifest.columns)
+    rescored = manifest[manifest["listing_id"].str.startswith("d1-")]
+    assert set(rescored["title"]) == {"rescored"}  # rebuilt from the run that last scored them
+    with pytest.raises(ReviewError, match="no listing of brand 'Nobody'"):
+        rescan_manifest(workspace, "Nobody", utc_date("2026-11-01"))
+
+
+def test_decision_changes_lists_what_moved():
+    previous = pd.DataFrame(
+        {
+            "listing_id": ["a", "b", "c", "d"],
+            "decision": ["pass", "flag", "review", "pass"],
+            "score": [0.1, 0.9, 0.5, 0.2],
+            "run_dir": ["r1"] * 4,
+        }
+    )
+    new = pd.DataFrame(
+        {
+            "listing_id": ["d", "c", "b", "a"],
+            "decision": ["pass", "flag", "flag", "review"],
+            "score": [0.2, 0.8, 0.95, 0.4],
+        }
+    )
+    transitions, changes = decision_changes(previous, new)
+    assert list(changes["listing_id"]) == ["c", "a"]  # highest new score first
+    assert list(changes["decision_before"]) == ["review", "pass"] and list(changes["decision_after"]) == [
+        "flag",
+        "review",
+    ]
+    counts = {(r.decision_before, r.decision_after): r.listings for r in transitions.itertuples()}
+    assert counts == {("pass", "pass"): 1, ("pass", "review"): 1, ("flag", "flag"): 1, ("review", "flag"): 1}
+
+
+# ---- the loop on the tiny world, with the real scorer ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
+    """score two batches -> log both (attributions, drift) -> verdicts -> rescan, then rescan after a withdrawal."""
+    from brandsentry.cli import main
+    from brandsentry.feedback import feedback_training_rows, import_verdicts, simulate_verdicts
+    from brandsentry.feedback import read_scoring_results as read_results
+    from brandsentry.review import load_bundle_for, rescan
+    from brandsentry.score import score_run
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(tiny_trained.workspace.path, workspace)
+    base = (f"workspace={workspace}", "embedder=tiny_random")
+    world = tiny_trained.workspace.world
+    listings = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
+    listings["image_path"] = [str(world / p) for p in listings["image_path"]]
+    runs = {}
+    for name, rows in (("a", listings.iloc[:75]), ("b", listings.iloc[75:])):
+        manifest = tmp_path / f"{name}.csv"
+        rows.to_csv(manifest, index=False)
+        runs[name] = tmp_path / "runs" / name
+        cfg = review_config(
+            *base, f"score.listings={manifest}", f"score.out={runs[name]}", "score.progress=off",
+            "score.error_budget=1.0",
+        )  # fmt: skip
+        score_run(cfg)
+
+    cfg = review_config(
+        *base, "review.evidence.decisions=[flag,review]", "review.evidence.top=4", "review.drift.min_rows=20"
+    )
+    bundle = load_bundle_for(cfg, runs["a"])
+    assert bundle is not None and str(bundle.version) == "brandsentry/1"
+    first = log_scoring_run(cfg, runs["a"], bundle=bundle)
+    second = log_scoring_run(cfg, runs["b"], bundle=bundle)
+    assert first.model_version == "brandsentry/1"
+    assert first.evidence.items and first.evidence.attribution.startswith(
+        "Δscore"
+    )  # the bundle replays the scores
+    assert second.drift.baseline_runs == (first.run_id,)
+    assert {("*", "score"), ("*", "sim_top1")} <= {(c.scope, c.metric) for c in second.drift.checks}
+
+    day_b = read_results(runs["b"])
+    verdicts = simulate_verdicts(day_b, listings, top=8)
+    assert len(verdicts)
+    verdicts.to_csv(tmp_path / "verdicts.csv", index=False)
+    outcome = import_verdicts(workspace, tmp_path / "verdicts.csv")
+    assert outcome.imported == len(verdicts) and not outcome.rejected
+    reviewed = feedback_training_rows(workspace)
+    assert set(reviewed["listing_id"]) == set(verdicts["listing_id"])
+    assert reviewed[list(bundle.cheap_feature_names)].notna().all().all()
+
+    brand = listings["claimed_brand"].value_counts().index[0]
+    same = rescan(cfg, brand, "2000-01-01")
+    scored = pd.concat([read_results(runs["a"]), day_b])
+    assert same.listings == (scored["claimed_brand"] == brand).sum()
+    assert same.index_version == 1 and same.changes.empty  # same model, same references: same decisions
+    assert same.transitions["listings"].sum() == same.listings
+    assert same.logged.kind == "rescan" and same.logged.drift is None
+
+    with Catalog.open(workspace) as catalog:
+        withdrawn = [r.id for r in catalog.list_references(brand=brand, view="product")][::2]
+    assert main(["refs", "withdraw", *map(str, withdrawn), *base]) == 0
+    assert main(["index", "update", *base]) == 0
+    after = rescan(cfg, brand, "2000-01-01")
+    assert after.index_version == 2 and after.model_version == "brandsentry/1+index.v2"
+    assert after.listings == same.listings  # the latest scorings are now the first rescan's
+    rescored = read_results(after.out_dir / "results")
+    assert not set(rescored["top_ref_ids"].explode().dropna().astype(int)) & set(withdrawn)
+    assert len(after.changes) == pd.read_csv(after.changes_csv).shape[0]

@@ -1,0 +1,184 @@
+"""`brandsentry train` and `promote` on the tiny synthetic world: metrics, MLflow records, sweeps, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+from sklearn.dummy import DummyClassifier
+from sklearn.metrics import roc_auc_score
+
+from brandsentry.bundle import ScoringBundle
+from brandsentry.classify import TrainingDataError
+from brandsentry.cli import main
+from brandsentry.config import Workspace, load_config
+from brandsentry.features import ScoringContext, read_listings
+from brandsentry.train import assign_splits, auto_promotion, labelled_set, rows_digest
+from conftest import copy_workspace
+
+
+@pytest.fixture(scope="module")
+def client(tiny_trained):
+    uri = Workspace(tiny_trained.workspace.path).mlflow_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def labelled(tiny_trained) -> pd.DataFrame:
+    listings = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
+    return listings[~listings["counterfeit_kind"].isin(["not_a_product", "undecodable"])]
+
+
+def test_training_beats_a_dummy_baseline_on_held_out_listings(tiny_trained):
+    """Validation and test listings are both unseen by the fitted models (validation only sets thresholds);
+    pooled, they make a steadier figure than the ~25-listing test split alone."""
+    metrics = tiny_trained.result.metrics
+    cfg = load_config([f"listings={tiny_trained.workspace.listings}", *tiny_trained.overrides], "train")
+    context = ScoringContext.from_config(cfg)
+    data = labelled_set(cfg, context)  # the features training cached
+    bundle = ScoringBundle.load(tiny_trained.result.bundle_dir)
+    held_out = (data.rows["split"] != "train").to_numpy()
+    y = data.rows["y"].to_numpy()[held_out]
+    scores, _ = bundle.model.cascaded_scores(
+        data.features[held_out].reset_index(drop=True), context.cue_cfg.needs_expensive
+    )
+    train = ~held_out
+    dummy = DummyClassifier(strategy="prior").fit(np.zeros((train.sum(), 1)), data.rows["y"][train])
+    dummy_auc = roc_auc_score(y, dummy.predict_proba(np.zeros((len(y), 1)))[:, 1])
+    assert len(y) > 45
+    assert roc_auc_score(y, scores) >= dummy_auc + 0.15, (roc_auc_score(y, scores), dummy_auc)
+    assert metrics["test.roc_auc"] >= dummy_auc + 0.15 and metrics["val.roc_auc"] >= dummy_auc + 0.1
+    listings = labelled(tiny_trained)
+    assert metrics["test.n"] == (listings["split"] == "test").sum()  # every usable test listing was scored
+    # error-path rows are set aside and counted, never trained on
+    assert metrics["rows.excluded.kind.not_a_product"] == 2
+    assert metrics["rows.excluded.kind.undecodable"] == 2
+    assert metrics["rows.train"] + metrics["rows.validation"] + metrics["rows.test"] == len(listings)
+    assert 0.0 <= metrics["test.escalation_rate"] <= 1.0
+    assert metrics["cost.cascade_ms"] <= metrics["cost.all_cues_ms"]
+    assert metrics["cost.logo_ms"] > 0 and "cost.text_ms" not in metrics  # text disabled in tests
+
+
+def test_training_run_is_recorded_in_mlflow(tiny_trained, client):
+    result = tiny_trained.result
+    run = client.get_run(result.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "training"
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["classifier.kind"] == "hgb" and params["cues.text.enabled"] == "False"
+    assert params["embedder.arch"] == "test_efficientnet.r160_in1k"
+    manifest = tiny_trained.workspace.listings
+    assert len(tags["dataset_digest"]) == 64 and tags["validation_digest"] != tags["dataset_digest"]
+    assert tags["dataset_digest"] == rows_digest(read_listings(manifest), manifest.resolve().parent)
+    for key in ("test.roc_auc", "test.pr_auc", "test.recall_at_p90", "test.recall_at_p95", "test.recall_at_p99",
+                "test.flag_precision", "test.flag_recall", "val.roc_auc", "cost.logo_ms", "cost.similarity_ms"):  # fmt: skip
+        assert key in metrics, key
+    assert any(key.startswith("test.kind.stolen_photo.") for key in metrics)
+    assert any(key.startswith("test.brand.") for key in metrics)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "thresholds.json", "thresholds_table.json", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert plots == {
+        f"plots/{name}.png"
+        for name in ("pr_curve", "calibration", "score_histogram", "feature_importance", "confusion")
+    }
+    thresholds = json.loads((result.bundle_dir / "thresholds.json").read_text())
+    assert thresholds["target_precision"] == 0.95 and thresholds["global"] > 0.0
+    # registered, and promoted because there was no champion
+    assert result.model_version == "brandsentry/1" and result.promoted
+    assert str(client.get_model_version_by_alias("brandsentry", "champion").version) == "1"
+    assert client.get_model_version("brandsentry", "1").run_id == result.run_id
+
+
+def test_a_sweep_runs_one_job_per_value_and_reuses_features(tiny_trained, tmp_path, capsys):
+    workspace = copy_workspace(tiny_trained.workspace, tmp_path / "workspace")
+    overrides = [o for o in tiny_trained.overrides if not o.startswith("classifier.")]
+    overrides = [o.replace(str(tiny_trained.workspace.path), str(workspace.path)) for o in overrides]
+    code = main(["train", "-m", f"listings={workspace.listings}", "classifier=hgb,logreg", *overrides])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("-> brandsentry/") == 2  # versions 2 and 3 beside the copied brandsentry/1
+    runs_dir = workspace.path / "runs" / "train"
+    sweeps = [p for p in runs_dir.iterdir() if p.name.startswith("sweep-")]
+    assert len(sweeps) == 1 and sorted(p.name for p in sweeps[0].iterdir() if p.is_dir()) == ["0", "1"]
+    uri = Workspace(workspace.path).mlflow_uri
+    versions = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name='brandsentry'")
+    kinds = {
+        MlflowClient(tracking_uri=uri).get_run(v.run_id).data.params["classifier.kind"]
+        for v in versions
+        if str(v.version) in ("2", "3")
+    }
+    assert kinds == {"hgb", "logreg"}
+    # one feature table per cue configuration, shared by both jobs (and the copied first run's)
+    assert len(list((workspace.path / "runs" / "features").glob("*.pkl"))) == 1
+
+
+def test_missing_listings_is_a_clear_error(tiny_workspace, capsys):
+    code = main(["train", *tiny_workspace.overrides])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "required config value 'listings' is not set (pass listings=...)" in err
+
+
+def test_a_split_without_both_classes_is_refused(tiny_trained, tmp_path, capsys):
+    listings = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
+    one_class = listings[(listings["split"] != "validation") | (listings["label"] == "counterfeit")]
+    manifest = tiny_trained.workspace.world / "validation_counterfeit_only.csv"
+    one_class.to_csv(manifest, index=False)
+    code = main(["train", f"listings={manifest}", *tiny_trained.overrides])
+    assert code == 2
+    assert "validation split needs authentic and counterfeit listings" in capsys.readouterr().err
+
+
+def test_promote_sets_the_alias(tiny_trained, tmp_path, client, capsys):
+    workspace = copy_workspace(tiny_trained.workspace, tmp_path / "workspace")
+    uri = Workspace(workspace.path).mlflow_uri
+    local = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = local.create_model_version("brandsentry", f"runs:/{tiny_trained.result.run_id}/model")
+    assert main(["promote", str(version.version), *workspace.overrides]) == 0
+    assert f"brandsentry/{version.version} is now @champion" in capsys.readouterr().out
+    assert str(local.get_model_version_by_alias("brandsentry", "champion").version) == str(version.version)
+    assert main(["promote", "brandsentry/1", "--alias", "previous", *workspace.overrides]) == 0
+    assert str(local.get_model_version_by_alias("brandsentry", "previous").version) == "1"
+    assert main(["promote", "99", *workspace.overrides]) == 2
+    assert "PromotionError: cannot promote brandsentry/99" in capsys.readouterr().err
+    # the original workspace is untouched
+    assert str(client.get_model_version_by_alias("brandsentry", "champion").version) == "1"
+
+
+def test_auto_promotion_compares_stored_metrics_on_the_same_validation_set(tiny_trained, client):
+    run = client.get_run(tiny_trained.result.run_id)
+    digest, theirs = run.data.tags["validation_digest"], run.data.metrics["val.pr_auc"]
+    promoted, note = auto_promotion(client, "brandsentry", "val.pr_auc", theirs + 0.01, digest)
+    assert promoted and "beats champion brandsentry/1" in note
+    promoted, note = auto_promotion(client, "brandsentry", "val.pr_auc", theirs, digest)
+    assert not promoted and "does not beat" in note
+    promoted, note = auto_promotion(client, "brandsentry", "val.pr_auc", 1.0, "another-digest")
+    assert not promoted and "validated on another set" in note
+    assert auto_promotion(client, "no-such-model", "val.pr_auc", 0.1, digest) == (True, "no champion yet")
+
+
+def test_splits_by_product_when_the_manifest_has_none(tiny_workspace):
+    cfg = load_config([*tiny_workspace.overrides, "listings=x"], config_name="train")
+    listings = pd.read_csv(tiny_workspace.listings, dtype=str, keep_default_na=False).drop(columns="split")
+    splits = assign_splits(listings, cfg.data, seed=0)
+    assert set(splits) == {"train", "validation", "test"}
+    per_product = pd.Series(splits).groupby(listings["claimed_product"].to_numpy()).nunique()
+    assert (per_product == 1).all()  # no product straddles two splits
+    assert list(assign_splits(listings, cfg.data, seed=0)) == list(splits)  # deterministic for a seed
+    bad = listings.assign(split="holdout")
+    with pytest.raises(TrainingDataError, match="holdout"):
+        assign_splits(bad, OmegaConf.merge(cfg.data, {"split_column": "split"}), seed=0)
+
+
+def test_dataset_digest_ignores_row_order_and_location(tiny_workspace, tmp_path):
+    listings = pd.read_csv(tiny_workspace.listings, dtype=str, keep_default_na=False)
+    here = listings.assign(image_path=[str(tiny_workspace.world / p) for p in listings["image_path"]])
+    there = listings.assign(image_path=[str(tmp_path / p) for p in listings["image_path"]])
+    digest = rows_digest(here, tiny_workspace.world)
+    assert digest == rows_digest(there.iloc[::-1], tmp_path)
+    changed = here.copy()
+    changed.loc[0, "label"] = "authentic" if changed.loc[0, "label"] == "counterfeit" else "counterfeit"
+    assert rows_digest(changed, tiny_workspace.world) != digest
