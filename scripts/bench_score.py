@@ -205,13 +205,9 @@ def write_manifests(root: Path, world: Path, count: int, big: int) -> tuple[Path
 
 
 def score_spec(overrides: list[str], manifest: Path, bundle: Path, out: Path, *extra: str) -> dict:
-    from brandsentry.config import load_config
-
-    group = [] if "score" in load_config([]) else ["+score=default"]
     return {
         "overrides": [
             *overrides,
-            *group,
             f"score.listings={manifest}",
             f"score.out={out}",
             f"score.model={bundle}",

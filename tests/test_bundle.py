@@ -16,6 +16,7 @@ from brandsentry.bundle import (
     EmbedderMismatchError,
     ScoringBundle,
     load_bundle,
+    mlflow_store,
     output_columns,
 )
 from brandsentry.config import Workspace
@@ -110,12 +111,8 @@ def test_the_cascade_escalates_exactly_the_uncertain_listings(champion, listings
 @pytest.fixture
 def fluent_mlflow(workspace):
     """Fluent MLflow (`mlflow.pyfunc.load_model`) pointed at the workspace store, restored afterwards."""
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(workspace.mlflow_uri)
-    mlflow.set_registry_uri(workspace.mlflow_uri)
-    yield
-    mlflow.set_tracking_uri(previous[0])
-    mlflow.set_registry_uri(previous[1])
+    with mlflow_store(workspace.mlflow_uri):
+        yield
 
 
 def test_pyfunc_scores_identically(champion, listings, fluent_mlflow):

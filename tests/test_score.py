@@ -35,10 +35,6 @@ from conftest import TinyWorkspace, copy_workspace
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-# `+score=default` until configs/brandsentry.yaml lists the score group among its defaults.
-SCORE_GROUP = () if "score" in load_config([]) else ("+score=default",)
-
-
 @dataclass(frozen=True)
 class World:
     """A copy of the trained tiny workspace, its bundle, and the first 60 listings of its day as the day."""
@@ -72,7 +68,7 @@ def world(tiny_trained, tmp_path_factory) -> World:
         workspace=workspace,
         listings=write_day(workspace.listings, root / "day.csv", rows=60),
         bundle=bundle,
-        overrides=(*workspace.overrides, *SCORE_GROUP),
+        overrides=workspace.overrides,
         brands=tuple(sorted(brands)),
         feature_names=tuple(metadata["feature_names"]),
     )

@@ -30,6 +30,8 @@ import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,7 @@ __all__ = [
     "EmbedderMismatchError",
     "ScoringBundle",
     "load_bundle",
+    "mlflow_store",
     "output_columns",
     "pyfunc_signature",
     "write_bundle",
@@ -441,7 +444,7 @@ def _download(uri: str, tracking_uri: str | None, cache_dir: Path | None, key: s
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir))
     try:
-        with _registry(tracking_uri):
+        with mlflow_store(tracking_uri):
             download_artifacts(artifact_uri=uri, dst_path=str(temp), tracking_uri=tracking_uri)
         root = _bundle_root(temp)
     except MlflowException as exc:
@@ -459,20 +462,24 @@ def _download(uri: str, tracking_uri: str | None, cache_dir: Path | None, key: s
     return _bundle_root(target)
 
 
-class _registry:
-    """Point MLflow's registry at `tracking_uri` for one download (`models:/` resolution reads it)."""
+@contextmanager
+def mlflow_store(uri: str | None) -> Iterator[None]:
+    """Point fluent MLflow (runs, log_model, artifact resolution) at `uri` for a while, then restore it.
 
-    def __init__(self, tracking_uri: str | None):
-        self.uri = tracking_uri
-
-    def __enter__(self):
-        self.previous = mlflow.get_registry_uri() if self.uri else None
-        if self.uri:
-            mlflow.set_registry_uri(self.uri)
-
-    def __exit__(self, *exc):
-        if self.uri:
-            mlflow.set_registry_uri(self.previous)
+    `models:/` and `runs:/` downloads resolve through the global tracking and registry URIs, whatever
+    `tracking_uri` is passed to them; None leaves both as they are.
+    """
+    if uri is None:
+        yield
+        return
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
 
 
 def _bundle_root(directory: Path) -> Path:

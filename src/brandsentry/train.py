@@ -27,8 +27,6 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +35,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from brandsentry.bundle import BundleMetadata, pyfunc_signature, write_bundle, write_pyfunc_code
+from brandsentry.bundle import (
+    BundleMetadata,
+    mlflow_store,
+    pyfunc_signature,
+    write_bundle,
+    write_pyfunc_code,
+)
 from brandsentry.classify import (
     CascadeClassifier,
     ClassifierSettings,
@@ -367,21 +371,6 @@ def _experiment_id(client, name: str, workspace: Workspace) -> str:
     return client.create_experiment(name, artifact_location=workspace.mlflow_artifacts.as_uri())
 
 
-@contextmanager
-def _mlflow_store(uri: str) -> Iterator[None]:
-    """Point fluent MLflow (runs, log_model) at `uri` for the duration, then restore the previous store."""
-    import mlflow
-
-    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-
-
 def _metric_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
 
@@ -505,7 +494,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = _experiment_id(client, str(cfg.logger.experiment), workspace)
     model_name = str(cfg.logger.model_name)
-    with _mlflow_store(uri), mlflow.start_run(experiment_id=experiment_id) as run:
+    with mlflow_store(uri), mlflow.start_run(experiment_id=experiment_id) as run:
         run_id = run.info.run_id
         mlflow.set_tags(
             {
