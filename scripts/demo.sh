@@ -2,6 +2,8 @@
 # `make demo`: the whole story on the bundled synthetic brand world, CPU only.
 #   world -> references -> index -> train (MLflow) -> promote -> score day 1 and day 2 -> review in MLflow
 #   -> simulated reviewer verdicts -> retrain with feedback -> summary table.
+# Training uses experiment=fast_cues (ORB logo, no OCR) so the demo fits 10 minutes on 2 cores;
+# DEMO_TRAIN_OVERRIDES="" trains with every cue.
 # Usage: scripts/demo.sh [DEMO_DIR] [WORKSPACE]   (defaults: data/demo data/demo-workspace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,7 @@ step "3. FAISS index of the references (Lite0 embeddings)"
 $BS index build $WS
 
 step "4. train on day 1's labelled listings (MLflow experiment 'training'; the first version becomes champion)"
-$BS train listings="$DEMO_DIR/listings_day1.csv" $WS ${DEMO_TRAIN_OVERRIDES:-}
+$BS train listings="$DEMO_DIR/listings_day1.csv" $WS ${DEMO_TRAIN_OVERRIDES:-experiment=fast_cues}
 
 step "5. score day 1 and day 2 with models:/brandsentry@champion, log both runs to MLflow (experiment 'scoring')"
 for day in 1 2; do
@@ -40,7 +42,7 @@ $BS feedback simulate "$WORKSPACE/runs/score/day2" "$DEMO_DIR/listings_day2.csv"
 $BS feedback import "$WORKSPACE/runs/score/day2/verdicts.csv" $WS
 
 step "7. retrain with the reviewed listings (promoted only if it beats the champion on the same validation set)"
-$BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES:-}
+$BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES:-experiment=fast_cues}
 $BS review models $WS
 
 step "8. summary against ground truth"

@@ -426,3 +426,16 @@ def test_retrieval_with_finetuning_records_the_weights_it_used(product_folders, 
     weights = Path(result.params["finetune_weights"])
     assert weights.is_file() and weights.is_relative_to(tmp_path / "ws" / "runs" / "finetune")
     assert result.params["embedder_weights"] == str(weights) and result.params["finetune_labels"] == "3"
+
+
+def test_tampered_logo_refuses_a_work_dir_of_another_benchmark(grocery, tmp_path):
+    from brandsentry.errors import ConfigError
+    from brandsentry.evaluation.tampered_logo import MARKER, run_tampered_logo
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / MARKER).write_text("0123456789abcdef\n")
+    overrides = [*TINY, "eval=tampered_logo", f"eval.data_dir={grocery}", f"eval.work_dir={work}"]
+    with pytest.raises(ConfigError, match="another benchmark"):
+        run_tampered_logo(load_config(overrides, config_name="evaluate"), overrides, progress=False)
+    assert sorted(p.name for p in work.iterdir()) == [MARKER]  # nothing generated, nothing trained

@@ -150,9 +150,9 @@ def feature_cache_key(context: ScoringContext, cfg: DictConfig, dataset_digest: 
         "references": hashlib.sha256(context.references.to_csv().encode()).hexdigest(),
         "wordmarks": sorted((b, sorted(w)) for b, w in context.wordmarks.items()),
         "sellers": sorted((b, sorted(s)) for b, s in context.sellers.items()),
-        "config": OmegaConf.to_container(
-            OmegaConf.masked_copy(cfg, ["cues", "images", "index"]), resolve=True
-        ),
+        # the cascade bounds decide which cues the scorer runs, not what a cue computes
+        "cues": {k: v for k, v in OmegaConf.to_container(cfg.cues, resolve=True).items() if k != "cascade"},
+        "config": OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["images", "index"]), resolve=True),
         "features": context.feature_names,
         "table": [f.name for f in fields(FeatureTable)],  # a cached table of another shape is not reused
     }

@@ -102,6 +102,17 @@ def _finetune(cfg: DictConfig, benchmark: Benchmark, out: Path, progress: bool) 
     return report.params()
 
 
+def _claim(root: Path, settings: BenchmarkSettings) -> None:
+    """Make `root` the scratch directory of this benchmark; one holding another benchmark's workspace is refused."""
+    marker = root / MARKER
+    if marker.is_file() and marker.read_text().strip() != settings.fingerprint():
+        raise ConfigError(
+            f"eval.work_dir {root} holds the workspace of another benchmark; give an empty or new directory"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(settings.fingerprint() + "\n")
+
+
 def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: bool = True) -> SuiteResult:
     """Generate the benchmark, run the pipeline for all cues and the ablation, report test-split figures."""
     from brandsentry.index import update_from_catalog
@@ -113,13 +124,7 @@ def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="brandsentry-tampered-") as scratch:
         root = Path(str(suite.work_dir)).expanduser().resolve() if suite.get("work_dir") else Path(scratch)
-        marker = root / MARKER
-        if marker.is_file() and marker.read_text().strip() != settings.fingerprint():
-            raise ConfigError(
-                f"eval.work_dir {root} holds the workspace of another benchmark; give an empty or new directory"
-            )
-        root.mkdir(parents=True, exist_ok=True)
-        marker.write_text(settings.fingerprint() + "\n")
+        _claim(root, settings)
         bench_dir = (
             Path(str(suite.benchmark_dir)).expanduser() if suite.get("benchmark_dir") else root / "benchmark"
         )
