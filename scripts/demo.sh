@@ -29,7 +29,7 @@ step "3. FAISS index of the references (Lite0 embeddings)"
 $BS index build $WS
 
 step "4. train on day 1's labelled listings (MLflow experiment 'training'; the first version becomes champion)"
-$BS train listings="$DEMO_DIR/listings_day1.csv" $WS ${DEMO_TRAIN_OVERRIDES:-experiment=fast_cues}
+$BS train listings="$DEMO_DIR/listings_day1.csv" $WS ${DEMO_TRAIN_OVERRIDES-experiment=fast_cues}
 
 step "5. score day 1 and day 2 with models:/brandsentry@champion, log both runs to MLflow (experiment 'scoring')"
 for day in 1 2; do
@@ -42,7 +42,7 @@ $BS feedback simulate "$WORKSPACE/runs/score/day2" "$DEMO_DIR/listings_day2.csv"
 $BS feedback import "$WORKSPACE/runs/score/day2/verdicts.csv" $WS
 
 step "7. retrain with the reviewed listings (promoted only if it beats the champion on the same validation set)"
-$BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES:-experiment=fast_cues}
+$BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES-experiment=fast_cues}
 $BS review models $WS
 
 step "8. summary against ground truth"
