@@ -402,7 +402,7 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     listings = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
     listings["image_path"] = [str(world / p) for p in listings["image_path"]]
     runs = {}
-    for name, rows in (("a", listings.iloc[:75]), ("b", listings.iloc[75:])):
+    for name, rows in (("a", listings.iloc[:40]), ("b", listings.iloc[40:80])):
         manifest = tmp_path / f"{name}.csv"
         rows.to_csv(manifest, index=False)
         runs[name] = tmp_path / "runs" / name
