@@ -12,9 +12,10 @@ run, bit for bit when batch size, torch threads and device are the same (else eq
 chunks of decoded images and one shard of results, whatever the day's size; only the manifest's own rows
 (text) are held for the whole run.
 
-Two cores, measured with scripts/bench_score.py: the main thread runs the model with one torch thread,
-one DataLoader process decodes, and the cue pool's threads (OpenCV single-threaded, the classifier's
-OpenMP single-threaded) fill the rest; throughput is bound by the total CPU per listing, not one lane.
+Two cores: the main thread runs the model with one torch thread, one DataLoader process decodes, and the
+cue pool's threads (OpenCV and the classifier's OpenMP single-threaded) fill the rest, so throughput is
+bound by the total CPU per listing (~40 ms with Lite0 and cheap cues), not by one lane. Two torch threads
+halved throughput on the busy dev box; tcmalloc gained 1.5x (scripts/bench_score.py --layouts).
 """
 
 from __future__ import annotations
