@@ -420,9 +420,8 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     first = log_scoring_run(cfg, runs["a"], bundle=bundle)
     second = log_scoring_run(cfg, runs["b"], bundle=bundle)
     assert first.model_version == "brandsentry/1"
-    assert first.evidence.items and first.evidence.attribution.startswith(
-        "Δscore"
-    )  # the bundle replays the scores
+    assert first.evidence.items
+    assert first.evidence.attribution.startswith("Δscore")  # the bundle replays the recorded scores
     assert second.drift.baseline_runs == (first.run_id,)
     assert {("*", "score"), ("*", "sim_top1")} <= {(c.scope, c.metric) for c in second.drift.checks}
 
@@ -437,7 +436,8 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     names = list(bundle.cheap_feature_names)
     stored = reviewed.set_index("listing_id")[names].astype(float)
     scored_b = day_b.set_index("listing_id").loc[stored.index, names].astype(float)
-    pd.testing.assert_frame_equal(stored, scored_b, check_names=False)  # the verdict keeps the scored features
+    # the verdict keeps the features of the scoring it judged
+    pd.testing.assert_frame_equal(stored, scored_b, check_names=False)
     assert stored.notna().any(axis=1).all()
 
     brand = listings["claimed_brand"].value_counts().index[0]
