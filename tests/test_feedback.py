@@ -195,3 +195,53 @@ def test_cli_simulate_then_import(workspace, day1, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "imported 10 verdict(s)" in out
     assert len(feedback_training_rows(workspace)) == 10
+
+
+# ---- reviewed listings join training: only where they cannot leak into validation or test -------------
+
+
+@pytest.mark.slow
+def test_training_with_feedback_adds_reviewed_listings_of_training_products_only(tiny_trained, tmp_path):
+    """score a new day -> simulated verdicts -> retrain with data.include_feedback=true."""
+    import shutil
+
+    from brandsentry.config import load_config
+    from brandsentry.score import score_run
+    from brandsentry.train import run_hydra_train
+    from conftest import TINY_WORLD_LISTINGS
+
+    world, workspace = tmp_path / "world", tmp_path / "ws"
+    shutil.copytree(tiny_trained.workspace.world, world)
+    shutil.copytree(tiny_trained.workspace.path, workspace)
+    base = (f"workspace={workspace}", "embedder=tiny_random")
+    day = ["synth", "world", "synth=tiny", f"synth.listings={TINY_WORLD_LISTINGS}", f"out={world}", "day=2"]
+    assert main(day) == 0
+    run = tmp_path / "day2"
+    score_run(
+        load_config(
+            [*base, f"score.listings={world / 'listings_day2.csv'}", f"score.out={run}", "score.progress=off"]
+        )
+    )
+    assert main(["review", "record", str(run), *base]) == 0
+    truth = pd.read_csv(world / "listings_day2.csv", dtype=str, keep_default_na=False)
+    results = read_scoring_results(run)
+    verdicts = simulate_verdicts(results, truth, top=len(results))
+    verdicts.to_csv(tmp_path / "verdicts.csv", index=False)
+    assert import_verdicts(workspace, tmp_path / "verdicts.csv").imported == len(verdicts)
+    day1 = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
+    assert not set(verdicts["listing_id"]) & set(day1["listing_id"])
+
+    overrides = [
+        f"workspace={workspace}" if o.startswith("workspace=") else o for o in tiny_trained.overrides
+    ]
+    (result,) = run_hydra_train(
+        [f"listings={tiny_trained.workspace.listings}", *overrides, "data.include_feedback=true"]
+    )
+    metrics = result.metrics
+    joined = metrics["rows.feedback"]
+    held_back = metrics.get("rows.excluded.feedback.product_in_validation_or_test", 0.0)
+    assert joined > 0 and held_back > 0  # the tiny world's day 2 sells products of every split
+    assert joined + held_back == len(verdicts)
+    assert metrics["rows.train"] == tiny_trained.result.metrics["rows.train"] + joined
+    for split in ("validation", "test"):  # held-out splits are exactly the ones of the model without feedback
+        assert metrics[f"rows.{split}"] == tiny_trained.result.metrics[f"rows.{split}"]

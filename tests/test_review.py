@@ -458,3 +458,51 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     rescored = read_results(after.out_dir / "results")
     assert not set(rescored["top_ref_ids"].explode().dropna().astype(int)) & set(withdrawn)
     assert len(after.changes) == pd.read_csv(after.changes_csv).shape[0]
+
+
+@pytest.mark.slow
+def test_the_score_command_logs_its_run_and_exits_4_when_logging_fails(
+    tiny_trained, tmp_path, monkeypatch, capsys
+):
+    """`brandsentry score` = score + `review log`: an MLflow run and ledger rows; a failed log keeps the results."""
+    import brandsentry.review as review
+    from brandsentry.cli import main
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(tiny_trained.workspace.path, workspace)
+    base = [f"workspace={workspace}", "embedder=tiny_random", "score.progress=off", "score.error_budget=1.0"]
+    listings = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False).head(24)
+    listings["image_path"] = [str(tiny_trained.workspace.world / p) for p in listings["image_path"]]
+    manifest = tmp_path / "day.csv"
+    listings.to_csv(manifest, index=False)
+
+    out = tmp_path / "runs" / "day"
+    assert main(["score", f"listings={manifest}", f"out={out}", *base]) == 0
+    assert "MLflow run" in capsys.readouterr().out
+    cfg = review_config(*base)
+    client, experiment_id = mlflow_client(Workspace(workspace), ReviewSettings.from_config(cfg))
+    (run,) = client.search_runs([experiment_id])
+    assert (
+        run.data.tags["run_dir"] == str(out.resolve()) and run.data.tags["model_version"] == "brandsentry/1"
+    )
+    assert run.data.metrics["listings"] == 24
+    with Catalog.open(Workspace(workspace)) as catalog:
+        ledger = catalog.connection().execute("SELECT count(*) FROM scored_listings").fetchone()[0]
+    assert ledger == 24
+    assert main(["score", f"listings={manifest}", f"out={out}", *base]) == 0  # finished: no second log
+    assert len(client.search_runs([experiment_id])) == 1
+
+    def broken(*args, **kwargs):
+        raise OSError("tracking store unreachable")
+
+    monkeypatch.setattr(review, "log_scoring_run", broken)
+    again = tmp_path / "runs" / "again"
+    assert main(["score", f"listings={manifest}", f"out={again}", *base]) == 4
+    err = capsys.readouterr().err
+    assert "tracking store unreachable" in err and f"brandsentry review log {again.resolve()}" in err
+    assert (again / "_SUCCESS").is_file()
+    assert (
+        main(["score", f"listings={manifest}", f"out={tmp_path / 'quiet'}", *base, "score.log_run=false"])
+        == 0
+    )
+    assert len(client.search_runs([experiment_id])) == 1

@@ -178,21 +178,45 @@ def cached_features(
     return table
 
 
-def feedback_rows(cfg: DictConfig, workspace: Workspace, context: ScoringContext) -> pd.DataFrame:
-    """Reviewed listings to append to the training split (never to validation or test, so that metrics and
-    the validation digest stay comparable between runs).
+def feedback_rows(
+    cfg: DictConfig, workspace: Workspace, context: ScoringContext, labelled: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Reviewed listings to append to the training split, and the reviewed listings held back, by reason.
 
-    The boundary where reviewer verdicts join training: empty unless `data.include_feedback`; rows carry
-    the columns of `LabelledSet.rows` plus the cue values stored with the verdict (NaN where the scoring
-    run did not compute a cue, e.g. expensive cues the cascade skipped).
+    Reviewed rows join training only (never validation or test, so that metrics and the validation digest
+    stay comparable between runs), and only where they cannot leak: a reviewed listing of a product that
+    the labelled manifest holds out for validation or test would let the model see that product, and a
+    reviewed listing that the manifest already labels would count twice. `labelled`: the manifest's usable
+    rows (`LabelledSet.rows` columns). Empty unless `data.include_feedback`; rows carry the columns of
+    `LabelledSet.rows` plus the cue values stored with the verdict (NaN where the scoring run did not
+    compute a cue, e.g. expensive cues the cascade skipped).
     """
     if not bool(cfg.data.include_feedback):
-        return pd.DataFrame()
+        return pd.DataFrame(), {}
     from brandsentry.feedback import feedback_training_rows
 
     stored = feedback_training_rows(workspace)
     if stored.empty:
-        return stored
+        return stored, {}
+    held_out = set(labelled.loc[labelled["split"] != "train", "group"])
+    products = stored[["listing_id"]].assign(
+        **{str(cfg.data.group_column): stored["claimed_product"].fillna("")}
+    )
+    groups = _groups(products, cfg.data)
+    in_manifest = stored["listing_id"].astype(str).isin(set(labelled["listing_id"])).to_numpy()
+    leaks = np.array([group in held_out for group in groups]) & ~in_manifest
+    excluded = {
+        key: int(n)
+        for key, n in (
+            ("feedback.listing_in_manifest", in_manifest.sum()),
+            ("feedback.product_in_validation_or_test", leaks.sum()),
+        )
+        if n
+    }
+    keep = ~(in_manifest | leaks)
+    stored = stored[keep].reset_index(drop=True)
+    if stored.empty:
+        return stored, excluded
     rows = pd.DataFrame(
         {
             "listing_id": "feedback:" + stored["listing_id"].astype(str),
@@ -200,10 +224,10 @@ def feedback_rows(cfg: DictConfig, workspace: Workspace, context: ScoringContext
             "split": "train",
             "y": encode_labels(stored["label"]),
             "kind": "",
-            "group": stored["claimed_product"].fillna("").astype(str),
+            "group": groups[keep],
         }
     )
-    return pd.concat([rows, stored.reindex(columns=context.feature_names)], axis=1)
+    return pd.concat([rows, stored.reindex(columns=context.feature_names)], axis=1), excluded
 
 
 def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = False) -> LabelledSet:
@@ -252,7 +276,8 @@ def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = Fals
     )[ok].reset_index(drop=True)
     features = table.features[ok].reset_index(drop=True)
     timings = table.timings_ms[ok].reset_index(drop=True)
-    extra = feedback_rows(cfg, workspace, context)
+    extra, held_back = feedback_rows(cfg, workspace, context, rows)
+    excluded.update(held_back)
     if not extra.empty:
         rows = pd.concat([rows, extra[rows.columns]], ignore_index=True)
         features = pd.concat([features, extra[context.feature_names]], ignore_index=True)

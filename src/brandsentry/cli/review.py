@@ -112,7 +112,12 @@ def run_log(args, overrides: list[str]) -> int:
 
     cfg = load_config(overrides)
     bundle = None if args.no_attribution else load_bundle_for(cfg, args.run_dir)
-    logged = log_scoring_run(cfg, args.run_dir, kind=args.kind, force=args.force, bundle=bundle)
+    report_logged(log_scoring_run(cfg, args.run_dir, kind=args.kind, force=args.force, bundle=bundle))
+    return 0
+
+
+def report_logged(logged) -> None:
+    """What `review log` (and `score`, which logs its run) print about a `ScoringRunLog`."""
     metrics = logged.metrics
     counts = ", ".join(
         f"{d} {int(metrics.get(f'decisions.{d}', 0))}" for d in ("flag", "review", "pass", "error")
@@ -129,7 +134,6 @@ def run_log(args, overrides: list[str]) -> int:
         f"evidence page: {logged.evidence.html} ({len(logged.evidence.items)} listing(s)); {logged.evidence.attribution}"
     )
     print(f"open it from the run in the MLflow UI: mlflow ui --backend-store-uri {logged.tracking_uri}")
-    return 0
 
 
 def run_summary(args, overrides: list[str]) -> int:

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
         "summary.json and _SUCCESS. A rerun resumes from the finished shards; a finished run is a no-op "
         "unless force=true. Other knobs: engine=local|ray device=auto|cpu|cuda batch_size=N shard_size=N "
         "score.error_budget=F score.decode_workers=N (configs/score/default.yaml).",
-        epilog="exit codes: 0 complete, 2 bad manifest/config/output folder, 3 error budget exceeded",
+        epilog="exit codes: 0 complete, 2 bad manifest/config/output folder, 3 error budget exceeded, "
+        "4 scored but not logged to MLflow (score.log_run=false: never logs)",
     )
     parser.set_defaults(handler=run)
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         summary = score_run(cfg)
     except ErrorBudgetExceeded as exc:
         print(f"brandsentry score: FAILED: {exc}")
+        _log_run(cfg, exc.summary)  # reviewers must still see the day
         return 3
     state = "already complete, nothing to do" if summary.already_complete else "complete"
     print(
@@ -49,6 +51,30 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         + (f"; errors: {', '.join(f'{r} {n}' for r, n in summary.errors.items())}" if summary.errors else "")
         + f"; {summary.images_per_s:.1f} images/s, {summary.elapsed_s:.1f} s"
     )
+    return _log_run(cfg, summary)
+
+
+def _log_run(cfg, summary) -> int:
+    """Log a run scored now to MLflow (experiment `scoring`) and the catalog's ledger, as `review log` does.
+
+    The results are on disk whatever happens here; a logging failure exits 4 and names the command that
+    logs the run later, so that a scheduler notices without scoring the day again.
+    """
+    if not bool(cfg.score.get("log_run", True)) or summary.already_complete:
+        return 0
+    from brandsentry.cli.review import report_logged
+    from brandsentry.review import load_bundle_for, log_scoring_run
+
+    try:
+        bundle = load_bundle_for(cfg, summary.out_dir)
+        report_logged(log_scoring_run(cfg, summary.out_dir, kind="daily", force=True, bundle=bundle))
+    except Exception as exc:  # the edge: the day is scored; only its log is missing
+        print(
+            f"brandsentry score: results written but not logged to MLflow ({type(exc).__name__}: {exc}); "
+            f"log them with: brandsentry review log {summary.out_dir} --force",
+            file=sys.stderr,
+        )
+        return 4
     return 0
 
 
