@@ -31,10 +31,9 @@ $BS index build $WS
 step "4. train on day 1's labelled listings (MLflow experiment 'training'; the first version becomes champion)"
 $BS train listings="$DEMO_DIR/listings_day1.csv" $WS ${DEMO_TRAIN_OVERRIDES-experiment=fast_cues}
 
-step "5. score day 1 and day 2 with models:/brandsentry@champion, log both runs to MLflow (experiment 'scoring')"
+step "5. score day 1 and day 2 with models:/brandsentry@champion; each run logs itself to MLflow (experiment 'scoring')"
 for day in 1 2; do
     $BS score listings="$DEMO_DIR/listings_day$day.csv" out="$WORKSPACE/runs/score/day$day" $WS
-    $BS review log "$WORKSPACE/runs/score/day$day" $WS
 done
 
 step "6. a (simulated) reviewer answers day 2's flag/review queue; verdicts go into the catalog"

@@ -245,3 +245,9 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
     assert metrics["rows.train"] == tiny_trained.result.metrics["rows.train"] + joined
     for split in ("validation", "test"):  # held-out splits are exactly the ones of the model without feedback
         assert metrics[f"rows.{split}"] == tiny_trained.result.metrics[f"rows.{split}"]
+
+    from brandsentry.review.runs import model_versions
+
+    versions = model_versions(Workspace(workspace).mlflow_uri).set_index("version")
+    assert versions.loc[1, "reviewed rows"] == 0 and versions.loc[1, "held back"] == 0
+    assert versions.loc[2, "reviewed rows"] == joined and versions.loc[2, "held back"] == held_back

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import re
 import sys
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
+    # Bundles and baselines are copied from the local MLflow store in a blink; a progress bar per copy
+    # would bury the command's own output (set it to true to see them).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from brandsentry.errors import BrandsentryError
 
     try:

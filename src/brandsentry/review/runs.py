@@ -343,6 +343,9 @@ MODEL_METRICS = ("roc_auc", "pr_auc", "recall_at_p95", "flag_precision", "flag_r
 def model_versions(tracking_uri: str, model_name: str = "brandsentry") -> pd.DataFrame:
     """Registered versions with their training run's test metrics and reviewed rows: what retraining changed.
 
+    `reviewed rows`: reviewed listings the version trained on; `held back`: reviewed listings left out
+    because their product is in validation or test, or the labelled manifest already holds them.
+
     Training keeps the test split free of reviewer verdicts (they are appended to the training split only),
     so the test figures of successive versions trained on the same manifest compare like for like.
     """
@@ -357,11 +360,14 @@ def model_versions(tracking_uri: str, model_name: str = "brandsentry") -> pd.Dat
             {
                 "version": int(version.version),
                 "aliases": ",".join(sorted(version.aliases)) or "-",
-                "reviewed rows": int(metrics.get("rows.excluded.feedback_appended", 0)),
+                "reviewed rows": int(metrics.get("rows.feedback", 0)),
+                "held back": int(
+                    sum(v for k, v in metrics.items() if k.startswith("rows.excluded.feedback."))
+                ),
                 **{f"test {key}": metrics.get(f"test.{key}", math.nan) for key in MODEL_METRICS},
             }
         )
-    columns = ["version", "aliases", "reviewed rows", *(f"test {key}" for key in MODEL_METRICS)]
+    columns = ["version", "aliases", "reviewed rows", "held back", *(f"test {key}" for key in MODEL_METRICS)]
     return pd.DataFrame(rows, columns=columns).sort_values("version").reset_index(drop=True)
 
 
