@@ -3,7 +3,7 @@
 Generates N ~1000x750 q90 JPEGs in a temp dir. The goal on a CPU box is (decode+embed)/(embed only) close
 to 1: decoding must hide behind the model. Usage:
 
-    .venv/bin/python scripts/bench_embed.py --n 300 --threads 1 --workers 1
+    .venv/bin/python scripts/bench_embed.py --n 300 --threads 1 --workers 1 [--runtime torch|onnx]
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> int:
     parser.add_argument("--arch", help="timm architecture (default: embedder config)")
     parser.add_argument("--weights", help="pypi:<stem> | state-dict path | random")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnx"), help="default: embedder config")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. embedder=lite1")
     args = parser.parse_args()
 
@@ -98,6 +99,7 @@ def main() -> int:
         ("arch", args.arch),
         ("weights", args.weights),
         ("channels_last", args.channels_last),
+        ("runtime", args.runtime),
     ):
         if value is not None:
             cfg[key] = value
@@ -117,7 +119,8 @@ def main() -> int:
     print(
         f"{embedder.identity.arch} input {preprocessing.input_size} (resize {preprocessing.resize_size}), "
         f"{args.n} JPEGs {width}x{height} q90, device {embedder.device}, batch {embedder.batch_size}, "
-        f"torch threads {threads}, workers {embedder.num_workers}, channels_last {embedder.channels_last}"
+        f"torch threads {threads}, workers {embedder.num_workers}, channels_last {embedder.channels_last}, "
+        f"runtime {embedder.runtime}"
     )
     print(f"decode+preprocess only ({args.decode_processes} processes, draft): {decode_rate:7.1f} img/s")
     print(f"embed only (pre-decoded tensors):                {embed_rate:7.1f} img/s")

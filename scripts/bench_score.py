@@ -19,6 +19,7 @@ Every figure comes from its own child process (clean peak RSS; tcmalloc preloade
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -58,7 +59,8 @@ def child_embed(spec: dict) -> dict:
     if failures:
         raise SystemExit(f"benchmark JPEGs failed to decode: {failures[:3]}")
     return {"images_per_s": len(paths) / elapsed, "cpu_ms": 1000 * (cpu_seconds() - cpu) / len(paths),
-            "torch_threads": torch.get_num_threads(), "decode_workers": embedder.num_workers}  # fmt: skip
+            "torch_threads": torch.get_num_threads(), "decode_workers": embedder.num_workers,
+            "runtime": embedder.runtime}  # fmt: skip
 
 
 def child_score(spec: dict) -> dict:
@@ -69,10 +71,9 @@ def child_score(spec: dict) -> dict:
     cfg = load_config(spec["overrides"])
     cpu, samples, done = cpu_seconds(), [], threading.Event()
 
-    def sample_rss() -> None:  # RSS of this process every 0.5 s: flat over the run, or growing?
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not done.wait(0.5):
-            samples.append(int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**20)
+    def sample_rss() -> None:  # RSS of this process and its lanes/workers every 0.25 s: flat, or growing?
+        while not done.wait(0.25):
+            samples.append(tree_rss_mib())
 
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
@@ -83,6 +84,7 @@ def child_score(spec: dict) -> dict:
     return {
         "images_per_s": summary.images_per_s,
         "cpu_ms": 1000 * (cpu_seconds() - cpu) / summary.listings,
+        "tree_peak_rss_mib": max(samples, default=0.0),
         "rss_first_half_mib": max(samples[:half], default=0.0),
         "rss_second_half_mib": max(samples[half:], default=0.0),
         "elapsed_s": summary.elapsed_s,
@@ -90,6 +92,22 @@ def child_score(spec: dict) -> dict:
         "expensive_cues": summary.expensive_cues,
         "errors": summary.decisions["error"],
     }
+
+
+def tree_rss_mib() -> float:
+    """Resident memory of this process plus all of its descendants (scoring lanes, decode workers), MiB."""
+    import psutil
+
+    total = 0
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # ended meanwhile
+            total += process.memory_info().rss
+    return total / 2**20
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def cpu_seconds() -> float:
@@ -140,7 +158,6 @@ def child_main(kind: str, spec: str) -> int:
 
 def build_workspace(root: Path, embedder_overrides: list[str]) -> tuple[list[str], Path]:
     """World + references + index (quietly, through the CLI) -> (workspace overrides, world folder)."""
-    import contextlib
     import io
 
     from brandsentry.cli import main
@@ -232,7 +249,8 @@ def main() -> int:
     parser.add_argument("--layouts", action="store_true", help="also compare thread/process layouts")
     parser.add_argument("--no-cascade", action="store_true", help="skip the logo + OCR cascade measurement")
     parser.add_argument("--no-tcmalloc", action="store_true", help="do not preload tcmalloc")
-    parser.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
+    parser.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir); "
+                        "a later run with the same --n/--big/overrides reuses what it holds")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. embedder=lite1")
     args = parser.parse_args()
     tcmalloc = TCMALLOC.is_file() and not args.no_tcmalloc
@@ -241,44 +259,76 @@ def main() -> int:
         root = args.keep or Path(temp)
         root.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        overrides, world = build_workspace(root, args.overrides)
-        cheap_bundle, cheap_s = train_bundle(overrides, world, CHEAP_CUES)
-        paths, manifest, big_manifest = write_manifests(root, world, args.n, args.big)
-        print(f"setup {time.perf_counter() - started:.0f} s (cheap bundle trained in {cheap_s:.0f} s); "
-              f"tcmalloc {'preloaded' if tcmalloc else 'off'}; cores {os.cpu_count()}", flush=True)  # fmt: skip
+        setup_file = root / "setup.json"
+        kept = json.loads(setup_file.read_text()) if args.keep and setup_file.is_file() else None
+        if kept and (kept["n"], kept["big"], kept["overrides_given"]) == (args.n, args.big, args.overrides):
+            overrides, world, cheap_bundle = kept["overrides"], Path(kept["world"]), Path(kept["bundle"])
+            paths, manifest, big_manifest = (Path(kept[key]) for key in ("paths", "manifest", "big_manifest"))
+            print(f"reusing the workspace, bundle and JPEGs kept in {root}")
+        else:
+            overrides, world = build_workspace(root, args.overrides)
+            cheap_bundle, cheap_s = train_bundle(overrides, world, CHEAP_CUES)
+            paths, manifest, big_manifest = write_manifests(root, world, args.n, args.big)
+            print(f"setup {time.perf_counter() - started:.0f} s (cheap bundle trained in {cheap_s:.0f} s)")
+            setup = {"n": args.n, "big": args.big, "overrides_given": args.overrides, "overrides": overrides,
+                     "world": str(world), "bundle": str(cheap_bundle), "paths": str(paths),
+                     "manifest": str(manifest), "big_manifest": str(big_manifest)}  # fmt: skip
+            setup_file.write_text(json.dumps(setup))
+        print(f"tcmalloc {'preloaded' if tcmalloc else 'off'}; cores {os.cpu_count()}", flush=True)
 
+        load_before = load_average()
         embed = run_child("embed", {"bundle": str(cheap_bundle), "paths": str(paths)}, tcmalloc)
         e2e = run_child("score", score_spec(overrides, manifest, cheap_bundle, root / "out_n"), tcmalloc)
         big = run_child(
             "score", score_spec(overrides, big_manifest, cheap_bundle, root / "out_big"), tcmalloc
         )
         ratio = e2e["images_per_s"] / embed["images_per_s"]
-        print(f"\n{args.n} JPEGs 1000x750 q90, cheap cues (similarity, quality, seller, packaging), CPU")
-        print(f"embed only (Embedder DataLoader + model):      {embed['images_per_s']:7.1f} images/s")
-        print(f"end to end (score, {args.n} listings):          {e2e['images_per_s']:7.1f} images/s "
-              f"({e2e['elapsed_s']:.0f} s wall incl. loading)")  # fmt: skip
-        print(f"ratio end-to-end / embed-only:                 {ratio:7.2f}")
+        cores = os.cpu_count()
+        print(f"\n{args.n} JPEGs 1000x750 q90, cheap cues (similarity, quality, seller, packaging), CPU, "
+              f"load average before: {load_before}, after: {load_average()}")  # fmt: skip
+        print(f"embed only (Embedder.embed_files: {embed['runtime']} runtime, {embed['torch_threads']} thread, "
+              f"{embed['decode_workers']} decode worker): {embed['images_per_s']:7.1f} images/s")  # fmt: skip
+        print(f"end to end (brandsentry score, {args.n} listings, default layout): {e2e['images_per_s']:7.1f} "
+              f"images/s ({e2e['elapsed_s']:.0f} s wall incl. loading)")  # fmt: skip
+        print(f"ratio end-to-end / embed-only: {ratio:.2f}")
+        print(f"goals: end to end >= 60 images/s: {'met' if e2e['images_per_s'] >= 60 else 'NOT met'}; "
+              f"ratio >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}")  # fmt: skip
         print(f"CPU per listing: embed only {embed['cpu_ms']:.1f} ms, end to end {e2e['cpu_ms']:.1f} ms "
-              f"(on {os.cpu_count()} idle cores at most {os.cpu_count() * 1000 / e2e['cpu_ms']:.0f} images/s)")  # fmt: skip
-        print(f"peak RSS, {args.n:>6} listings:                  {e2e['peak_rss_mib']:7.0f} MiB")
-        print(f"peak RSS, {args.big:>6} listings:                  {big['peak_rss_mib']:7.0f} MiB "
-              f"({big['images_per_s']:.1f} images/s; highest RSS in the run's first half "
+              f"(on {cores} idle cores at most {cores * 1000 / e2e['cpu_ms']:.0f} images/s)")  # fmt: skip
+        print(f"peak RSS (all processes), {args.n:>6} listings: {e2e['tree_peak_rss_mib']:7.0f} MiB")
+        print(f"peak RSS (all processes), {args.big:>6} listings: {big['tree_peak_rss_mib']:7.0f} MiB "
+              f"({big['images_per_s']:.1f} images/s; highest in the run's first half "
               f"{big['rss_first_half_mib']:.0f} MiB, second half {big['rss_second_half_mib']:.0f} MiB)", flush=True)  # fmt: skip
 
         if args.layouts:
-            print("\nlayouts (torch threads, decode processes, cue threads) on the same listings:")
-            for torch_threads, decode, cues in ((1, 1, 2), (1, 1, 1), (2, 1, 2), (1, 2, 2), (1, 0, 2)):
-                knobs = (f"score.torch_threads={torch_threads}", f"score.decode_workers={decode}",
-                         f"score.cue_workers={cues}")  # fmt: skip
+            print("\nlayouts on the same listings (lanes x threads; decode workers/cue threads with 1 lane):")
+            layouts = (
+                ("2 lanes, onnx (default)", ("score.lanes=2",)),
+                ("2 lanes, torch", ("score.lanes=2", "score.runtime=torch")),
+                ("1 lane, onnx, 1 decode worker", ("score.lanes=1", "score.decode_workers=1")),
+                ("1 lane, torch, 1 decode worker", ("score.lanes=1", "score.runtime=torch",
+                                                    "score.decode_workers=1")),
+                ("1 lane, onnx 2 threads, 1 decode worker", ("score.lanes=1", "score.torch_threads=2",
+                                                             "score.decode_workers=1")),
+            )  # fmt: skip
+            for name, knobs in layouts:
                 spec = score_spec(overrides, manifest, cheap_bundle, root / "out_layout", *knobs)
                 result = run_child("score", spec, tcmalloc)
-                print(f"  torch {torch_threads}, decode {decode}, cues {cues}: "
-                      f"{result['images_per_s']:6.1f} images/s", flush=True)  # fmt: skip
+                print(f"  {name:42s} {result['images_per_s']:6.1f} images/s, "
+                      f"{result['cpu_ms']:.1f} ms CPU per listing", flush=True)  # fmt: skip
+            torch_embed = run_child(
+                "embed",
+                {"bundle": str(cheap_bundle), "paths": str(paths), "embedder": {"runtime": "torch"}},
+                tcmalloc,
+            )
+            print(
+                f"  embed only with the torch runtime:          {torch_embed['images_per_s']:6.1f} images/s"
+            )
             if tcmalloc:
                 result = run_child(
                     "score", score_spec(overrides, manifest, cheap_bundle, root / "out_m"), False
                 )
-                print(f"  default layout without tcmalloc:  {result['images_per_s']:6.1f} images/s")
+                print(f"  default layout without tcmalloc:            {result['images_per_s']:6.1f} images/s")
 
         if not args.no_cascade:
             full_bundle, full_s = train_bundle(overrides, world, ())

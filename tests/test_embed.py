@@ -271,3 +271,77 @@ def test_cuda_amp_embeddings_agree_with_cpu_fp32(lite0, photo_array):
     assert cuda.identity == lite0.identity
     cosine = np.sum(cuda.embed_arrays(images) * lite0.embed_arrays(images), axis=1)
     assert np.all(cosine > 0.999)
+
+
+# ---- runtimes: the same vectors from PyTorch and ONNX Runtime ------------------------------------------------
+
+
+def test_onnx_runtime_gives_the_torch_vectors_and_reuses_its_export(tmp_path, tiny, photo_array):
+    cache = tmp_path / "onnx"
+    onnx = Embedder.from_config(
+        embedder_config("tiny_random", "embedder.runtime=onnx", f"embedder.onnx_cache={cache}")
+    )
+    assert tiny.runtime == "torch" and onnx.runtime == "onnx"
+    assert onnx.identity == tiny.identity  # same model, same vectors: an index of either serves both
+    images = [photo_array(120 + 10 * s, 90, seed=s) for s in range(5)]
+    vectors = onnx.embed_arrays(images)
+    assert vectors.dtype == np.float32 and vectors.shape == (5, tiny.dim)
+    np.testing.assert_allclose(vectors, tiny.embed_arrays(images), atol=1e-4)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors[:2], onnx.embed_arrays(images[:2]))  # deterministic per batch
+    (exported,) = cache.glob("*.onnx")
+    stamp = exported.stat().st_mtime_ns
+    again = Embedder.from_config(
+        embedder_config("tiny_random", "embedder.runtime=onnx", f"embedder.onnx_cache={cache}")
+    )
+    assert exported.stat().st_mtime_ns == stamp and list(cache.glob("*.onnx")) == [exported]
+    assert np.array_equal(again.embed_arrays(images), vectors)
+    # another model (other seed) is another file, never the cached one
+    Embedder.from_config(
+        embedder_config(
+            "tiny_random", "embedder.runtime=onnx", f"embedder.onnx_cache={cache}", "embedder.seed=1"
+        )
+    )
+    assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def test_a_broken_onnx_export_fails_onnx_and_falls_back_to_torch_under_auto(tmp_path, tiny, photo_array):
+    cache = tmp_path / "onnx"
+    Embedder.from_config(
+        embedder_config("tiny_random", "embedder.runtime=onnx", f"embedder.onnx_cache={cache}")
+    )
+    (exported,) = cache.glob("*.onnx")
+    exported.write_bytes(b"not an onnx model")
+    with pytest.raises(Exception, match="(?i)protobuf|onnx|load"):
+        Embedder.from_config(
+            embedder_config("tiny_random", "embedder.runtime=onnx", f"embedder.onnx_cache={cache}")
+        )
+    auto = Embedder.from_config(
+        embedder_config("tiny_random", "embedder.runtime=auto", f"embedder.onnx_cache={cache}")
+    )
+    assert auto.runtime == "torch" and auto.identity == tiny.identity
+    images = [photo_array(100, 80)]
+    assert np.array_equal(auto.embed_arrays(images), tiny.embed_arrays(images))
+
+
+def test_runtime_settings_are_checked():
+    from brandsentry.embed_runtime import resolve_runtime
+
+    with pytest.raises(ConfigError, match="unknown embedder.runtime 'tensorrt'"):
+        Embedder.from_config(embedder_config("tiny_random", "embedder.runtime=tensorrt"))
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_runtime("onnx", torch.device("cuda"))
+    assert resolve_runtime("auto", torch.device("cuda")) == "torch"
+    assert resolve_runtime("auto", torch.device("cpu")) == "onnx"
+    assert resolve_runtime("torch", torch.device("cpu")) == "torch"
+
+
+def test_lite0_onnx_runtime_matches_pytorch(lite0, photo_array):
+    """The default (runtime=auto on CPU) is ONNX Runtime; PyTorch gives the same Lite0 vectors to 1e-4."""
+    assert lite0.runtime == "onnx"
+    torch_lite0 = Embedder.from_config(
+        embedder_config("lite0", "embedder.num_workers=0", "embedder.runtime=torch")
+    )
+    assert torch_lite0.identity == lite0.identity
+    images = [coffee(), photo_array(320, 240, seed=1), photo_array(240, 320, seed=2)]
+    np.testing.assert_allclose(lite0.embed_arrays(images), torch_lite0.embed_arrays(images), atol=1e-4)

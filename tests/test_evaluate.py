@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from brandsentry.config import load_config
@@ -127,23 +128,23 @@ def test_mirrored_views_average_an_image_with_its_mirror(tmp_path):
     assert np.allclose(np.linalg.norm(both.vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_gem_pooling_spans_average_to_max_pooling_and_replaces_the_backbones_pool(tmp_path):
-    import torch
-
+def test_eval_knobs_are_the_embedder_options(tmp_path):
+    """`eval.gem_p=P` is `embedder.pool=gem embedder.gem_p=P`; no `eval.views` is the embedder's own view."""
     from brandsentry.embed import Embedder
-    from brandsentry.evaluation.retrieval import GeneralizedMeanPool, use_gem_pooling
+    from brandsentry.evaluation.retrieval import suite_embedder_config, suite_views
 
-    feature_map = torch.rand(2, 5, 7, 7)  # non-negative, as after the backbone's last activation
-    assert torch.allclose(GeneralizedMeanPool(1)(feature_map), feature_map.mean(dim=(2, 3)), atol=1e-6)
-    assert torch.allclose(GeneralizedMeanPool(200)(feature_map), feature_map.amax(dim=(2, 3)), rtol=0.03)
     files = [save(tmp_path / f"{seed}.png", texture((96, 80), seed)) for seed in range(2)]
-    embedder_cfg = load_config(["embedder=tiny_random"]).embedder
-    average, _ = embed_views(Embedder.from_config(embedder_cfg), files)
-    gem = Embedder.from_config(embedder_cfg)
-    use_gem_pooling(gem, 3.0)
-    pooled, _ = embed_views(gem, files)
-    assert not np.allclose(pooled.vectors, average.vectors, atol=1e-3)
-    assert np.allclose(np.linalg.norm(pooled.vectors, axis=1), 1.0, atol=1e-5)
+    cfg = load_config([*TINY, "eval=retrieval", "eval.data_dir=x", "eval.gem_p=3"], config_name="evaluate")
+    shorthand = Embedder.from_config(suite_embedder_config(cfg))
+    plain = OmegaConf.to_container(cfg.embedder)
+    options = Embedder.from_config({**plain, "view": "full", "pool": "gem", "gem_p": 3.0})
+    assert shorthand.identity.pool == "gem" and shorthand.identity.gem_p == 3.0
+    assert suite_views(cfg, shorthand) == ("center",) and suite_views(cfg, options) == ("full",)
+    via_knobs, _ = embed_views(shorthand, files, ("full",))
+    via_options, _ = embed_views(options, files)  # the production path: embed_files
+    assert np.allclose(via_knobs.vectors, via_options.vectors, atol=1e-5)
+    average, _ = embed_views(Embedder.from_config(cfg.embedder), files, ("full",))
+    assert not np.allclose(average.vectors, via_options.vectors, atol=1e-3)
 
 
 @pytest.fixture
@@ -382,13 +383,29 @@ def test_tampered_logo_runs_the_pipeline_and_reports_test_figures_per_kind(groce
     kinds = {key.split(".")[1] for key in figures if key.startswith("kind.")}
     assert kinds and kinds <= set(TAMPER_KINDS)
     assert {key.split(".")[2] for key in figures if key.startswith("similarity_only.kind.")} == kinds
-    assert (
-        figures["references_rejected"] == 0
-        and figures["indexed_references"] == figures["references_accepted"]
-    )
+    assert 0 <= figures["val.roc_auc"] <= 1 and figures["cost.placement_ms"] >= 0  # choices use validation
+    assert figures["import_rejected"] == 0 and figures["indexed_references"] == figures["import_accepted"]
     assert result.params["embedder"] == "test_efficientnet.r160_in1k"
     assert (tmp_path / "work" / "workspace" / "catalog.sqlite").is_file()
     assert benchmark.listings.stat().st_mtime_ns == stamp  # the benchmark was reused, not generated again
+
+    # a second run in the same work_dir keeps the index version (part of the training features cache key)
+    from brandsentry.config import Workspace
+    from brandsentry.evaluation.tampered_logo import update_index
+    from brandsentry.index import saved_versions
+
+    train_cfg = load_config(
+        ["embedder=tiny_random", f"workspace={tmp_path / 'work' / 'workspace'}", "listings=x"], "train"
+    )
+    workspace = Workspace.from_config(train_cfg)
+    versions = saved_versions(workspace.index_dir)
+    assert update_index(train_cfg, workspace, progress=False) == (figures["indexed_references"], [])
+    assert saved_versions(workspace.index_dir) == versions
+    rebuilt, _ = update_index(OmegaConf.merge(train_cfg, {"index": {"factory": "HNSW32"}}), workspace, False)
+    assert (
+        rebuilt == figures["indexed_references"]
+        and len(saved_versions(workspace.index_dir)) == len(versions) + 1
+    )
 
 
 def test_finetuned_weights_load_as_an_embedder_and_change_its_identity(product_folders, tmp_path):

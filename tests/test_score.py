@@ -88,6 +88,7 @@ def score_config(world, out: Path, *extra: str, listings: Path | None = None):
             "score.progress=off",
             "score.error_budget=1.0",
             "score.torch_threads=1",  # bit-identical rows across runs need the same threads and batches
+            "score.lanes=1",  # one process (monkeypatches reach it); lanes have their own tests
             *extra,
         ]
     )
@@ -194,17 +195,25 @@ def test_force_scores_again_from_scratch(world, reference, tmp_path):
     assert_close_results(read_results(out), reference[2])
 
 
-def test_resume_after_a_crash_equals_an_uninterrupted_run(world, reference, tmp_path, monkeypatch):
-    out, listings = tmp_path / "crashed", first_rows(world, 40)
+def crash_after_two_shards(monkeypatch) -> None:
+    """The next run dies (KeyboardInterrupt) when it is about to write its third shard.
+
+    Shards are written by the main process whatever the number of lanes, so the patch reaches every run.
+    """
     real_write, written = ShardScorer._write, []
 
-    def crash_after_two_shards(self, buffer):
+    def write(self, buffer):
         if len(written) == 2:
             raise KeyboardInterrupt("simulated crash")
         real_write(self, buffer)
         written.append(buffer.shard.number)
 
-    monkeypatch.setattr(ShardScorer, "_write", crash_after_two_shards)
+    monkeypatch.setattr(ShardScorer, "_write", write)
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(world, reference, tmp_path, monkeypatch):
+    out, listings = tmp_path / "crashed", first_rows(world, 40)
+    crash_after_two_shards(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         score_run(score_config(world, out, "score.shard_size=10", listings=listings))
     monkeypatch.undo()
@@ -224,18 +233,22 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(world, reference, tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_resume_after_kill_minus_9(world, reference, tmp_path):
+@pytest.mark.parametrize("lanes", ["auto", "2"])
+def test_resume_after_kill_minus_9(world, reference, tmp_path, lanes):
     """A real SIGKILL mid-run (the CLI in a subprocess), then a rerun: the rows of an uninterrupted run.
 
     The day is the reference day's first 10 listings four times over (new listing ids); with shards of 10
     every copy is cut into the same batches as the reference run, so each copy must reproduce it exactly.
+    With lanes, the killed command's lane processes die with it (none is left writing).
     """
+    psutil = pytest.importorskip("psutil")
     copies = 4
     listings = write_day(world.listings, tmp_path / "repeated.csv", rows=10, copies=copies)
     day = pd.read_csv(listings, dtype=str, keep_default_na=False)
     out = tmp_path / "killed"
     args = [str(Path(sys.executable).with_name("brandsentry")), "score", *world.overrides, f"listings={listings}",
-            f"out={out}", f"model={world.bundle}", "shard_size=10", "score.error_budget=1.0", "score.torch_threads=1"]  # fmt: skip
+            f"out={out}", f"model={world.bundle}", "shard_size=10", "score.error_budget=1.0", "score.torch_threads=1",
+            f"score.lanes={lanes}"]  # fmt: skip
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while not (out / "part-00001.parquet").exists():
@@ -243,8 +256,11 @@ def test_resume_after_kill_minus_9(world, reference, tmp_path):
         time.sleep(0.005)
     if ctypes.util.find_library("tcmalloc_minimal"):  # the CLI restarted itself with tcmalloc (same pid)
         assert "tcmalloc" in Path(f"/proc/{process.pid}/maps").read_text()
+    children = psutil.Process(process.pid).children(recursive=True)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"processes outlived the killed scorer: {alive}"
     assert not (out / "_SUCCESS").exists(), "the run finished before it could be killed"
     parts_before = len(list(out.glob("part-*.parquet")))
     assert 2 <= parts_before < len(plan_shards(len(day), 10))
@@ -498,7 +514,8 @@ def test_invalid_settings_are_refused_with_their_names(world, tmp_path):
     from brandsentry.errors import ConfigError
     from brandsentry.score import ScoreSettings
 
-    bad = ("score.engine=spark", "score.shard_size=0", "score.error_budget=1.5", "score.device=tpu")
+    bad = ("score.engine=spark", "score.shard_size=0", "score.error_budget=1.5", "score.device=tpu",
+           "score.lanes=0", "score.runtime=tensorrt")  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         ScoreSettings.from_config(score_config(world, tmp_path / "out", *bad))
     for name in (
@@ -506,7 +523,91 @@ def test_invalid_settings_are_refused_with_their_names(world, tmp_path):
         "score.shard_size=0",
         "score.error_budget=1.5",
         "score.device='tpu'",
+        "score.lanes=0",
+        "score.runtime='tensorrt'",
     ):
         assert name in str(caught.value)
     with pytest.raises(ConfigError, match="score.listings"):
         ScoreSettings.from_config(load_config([*world.overrides]))
+
+
+# ---- lanes and runtimes: the same rows whatever the layout ----------------------------------------------------
+
+
+def test_lanes_score_exactly_like_one_process(world, reference, tmp_path):
+    """Two scoring processes (chunks handed out, shards written here) give the reference rows bit for bit."""
+    out = tmp_path / "lanes"
+    summary = score_run(score_config(world, out, "score.shard_size=10", "score.lanes=2"))
+    assert summary.listings == 60 and summary.shards == 6 and (out / "_SUCCESS").is_file()
+    assert comparable(read_results(out)).equals(comparable(reference[2]))
+    vectors = np.concatenate([np.load(p) for p in sorted(out.glob("embeddings-*.npy"))])
+    expected = np.concatenate([np.load(p) for p in sorted(reference[0].glob("embeddings-*.npy"))])
+    np.testing.assert_array_equal(vectors, expected)
+    # shards cut into several chunks each, chunks finishing out of order: still the same rows
+    again = tmp_path / "lanes_chunks"
+    score_run(score_config(world, again, "score.shard_size=20", "score.search_batch=7", "score.lanes=2"))
+    assert_close_results(read_results(again), reference[2])
+
+
+def test_lanes_resume_after_a_crash_like_one_process(world, reference, tmp_path, monkeypatch):
+    out, listings = tmp_path / "crashed_lanes", first_rows(world, 40)
+    crash_after_two_shards(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        score_run(score_config(world, out, "score.shard_size=10", "score.lanes=2", listings=listings))
+    monkeypatch.undo()
+    assert len(list(out.glob("part-*.parquet"))) == 2
+    resumed = score_run(score_config(world, out, "score.shard_size=10", "score.lanes=2", listings=listings))
+    assert resumed.shards_reused == 2 and resumed.scored_now == 20
+    assert comparable(read_results(out)).equals(comparable(reference[2]).head(40))
+
+
+def test_a_lane_that_dies_fails_the_run_and_a_rerun_resumes(world, reference, tmp_path):
+    import threading
+
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "lane_dies"
+    failures = []
+
+    def run() -> None:
+        try:
+            score_run(score_config(world, out, "score.shard_size=10", "score.lanes=2"))
+        except Exception as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while thread.is_alive() and time.monotonic() < deadline:
+        lanes = [c for c in psutil.Process().children() if "spawn_main" in " ".join(c.cmdline())]
+        if lanes:
+            lanes[0].kill()  # as the kernel's OOM killer would
+            break
+        time.sleep(0.01)
+    thread.join(180)
+    assert len(failures) == 1 and isinstance(failures[0], ScoreRunError), failures
+    assert "exit code" in str(failures[0]) and not (out / "_SUCCESS").exists()
+    score_run(score_config(world, out, "score.shard_size=10", "score.lanes=2"))
+    assert comparable(read_results(out)).equals(comparable(reference[2]))
+
+
+def test_onnx_runtime_scores_like_pytorch(world, reference, tmp_path):
+    out = tmp_path / "onnx"
+    score_run(score_config(world, out, "score.shard_size=10", "score.runtime=onnx"))
+    assert_close_results(read_results(out), reference[2])
+
+
+def test_lane_count_follows_the_settings_and_the_work(world, tmp_path):
+    from brandsentry.score import ScoreSettings, lane_count
+
+    settings = ScoreSettings.from_config(score_config(world, tmp_path / "out"))
+    assert lane_count(settings, chunks=5, rows=10_000) == 1
+    auto = ScoreSettings.from_config(
+        score_config(world, tmp_path / "out", "score.lanes=auto", "score.device=cpu")
+    )
+    cpus = len(os.sched_getaffinity(0))
+    assert lane_count(auto, chunks=400, rows=100_000) == min(cpus, 4)
+    assert lane_count(auto, chunks=1, rows=100_000) == 1  # never more lanes than chunks
+    assert lane_count(auto, chunks=4, rows=1000) == 1  # too little work to pay for starting a lane
+    assert lane_count(auto, chunks=40, rows=10_000) == min(cpus, 2)
+    three = ScoreSettings.from_config(score_config(world, tmp_path / "out", "score.lanes=3"))
+    assert lane_count(three, chunks=100, rows=50) == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import math
 import pickle
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from brandsentry.config import require
+from brandsentry.embed_runtime import OnnxBackbone, normalise, resolve_runtime
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 
@@ -37,6 +39,9 @@ _INTERPOLATIONS = {
     "hamming": Image.Resampling.HAMMING,
 }
 DEFAULT_LIMITS = DecodeLimits()
+VIEWS = ("center", "full")  # Preprocessing.view
+POOLS = ("avg", "gem")  # how the backbone's last feature map becomes a vector
+DEFAULT_GEM_P = 3.0
 
 
 class WeightsError(BrandsentryError):
@@ -45,10 +50,13 @@ class WeightsError(BrandsentryError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """timm's eval transform: resize the shorter side to floor(input_size / crop_pct), centre-crop, normalise.
+    """What the backbone sees of an image, as an (input_size x input_size) normalised tensor.
 
-    Only the centre crop is resampled (PIL `box`), which gives the same pixels as resize-then-crop
-    without materialising a huge intermediate for extreme aspect ratios.
+    `view="center"`: timm's eval transform: resize the shorter side to floor(input_size / crop_pct),
+    centre-crop, normalise. Only the centre crop is resampled (PIL `box`), which gives the same pixels as
+    resize-then-crop without materialising a huge intermediate for extreme aspect ratios.
+    `view="full"`: the whole image letterboxed: its longer side resized to input_size, centred on a square
+    of the normalisation mean (zero after normalisation). Nothing of a tall or wide package is cut off.
     """
 
     input_size: int
@@ -56,12 +64,15 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    view: str = "center"
 
     def __post_init__(self):
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(
                 f"unknown interpolation {self.interpolation!r}; one of {sorted(_INTERPOLATIONS)}"
             )
+        if self.view not in VIEWS:
+            raise ValueError(f"unknown embedder view {self.view!r}; one of {list(VIEWS)}")
 
     @property
     def resize_size(self) -> int:
@@ -73,6 +84,8 @@ class Preprocessing:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
         image = Image.fromarray(rgb)
+        if self.view == "full":
+            return self._letterbox(image)
         width, height = image.size
         short = self.resize_size
         if width <= height:
@@ -85,10 +98,68 @@ class Preprocessing:
         scale_x, scale_y = width / resized[0], height / resized[1]
         box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
         crop = image.resize((size, size), _INTERPOLATIONS[self.interpolation], box=box)
+        return torch.from_numpy(np.ascontiguousarray(self._normalise(crop).transpose(2, 0, 1)))
+
+    def _normalise(self, image: Image.Image) -> np.ndarray:
         scale = np.float32(1.0 / 255.0) / np.asarray(self.std, dtype=np.float32)
         shift = np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
-        pixels = np.asarray(crop, dtype=np.float32) * scale - shift
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        return np.asarray(image, dtype=np.float32) * scale - shift
+
+    def _letterbox(self, image: Image.Image) -> torch.Tensor:
+        """The whole image, longer side = input_size, centred on zeros (the mean colour once normalised)."""
+        width, height = image.size
+        size = self.input_size
+        fitted = (
+            max(1, round(width * size / max(width, height))),
+            max(1, round(height * size / max(width, height))),
+        )
+        resized = image.resize(fitted, _INTERPOLATIONS[self.interpolation])
+        canvas = np.zeros((3, size, size), dtype=np.float32)
+        left, top = (size - fitted[0]) // 2, (size - fitted[1]) // 2
+        canvas[:, top : top + fitted[1], left : left + fitted[0]] = self._normalise(resized).transpose(
+            2, 0, 1
+        )
+        return torch.from_numpy(canvas)
+
+
+class GeneralizedMeanPool(torch.nn.Module):
+    """GeM pooling, (mean over space of x^p)^(1/p) -> (n, C): p=1 is average pooling, large p tends to max."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not p >= 1:
+            raise ConfigError(f"GeM exponent must be >= 1, got {p}")
+        self.p = float(p)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+
+    def extra_repr(self) -> str:  # part of repr(model), hence of anything keyed by the module's structure
+        return f"p={self.p:g}"
+
+
+def set_pooling(model: torch.nn.Module, pool: str, gem_p: float | None = None) -> None:
+    """Make `model` (a timm backbone without classifier) pool its feature map by `pool` (avg | gem)."""
+    if pool not in POOLS:
+        raise ConfigError(f"unknown embedder.pool {pool!r}; one of {list(POOLS)}")
+    if pool == "avg":
+        if isinstance(getattr(model, "global_pool", None), GeneralizedMeanPool):
+            raise ConfigError("this backbone already pools by GeM; build a fresh one for average pooling")
+        return
+    if not isinstance(getattr(model, "global_pool", None), torch.nn.Module):
+        raise ConfigError(f"{type(model).__name__} has no global_pool module to replace with GeM")
+    model.global_pool = GeneralizedMeanPool(DEFAULT_GEM_P if gem_p is None else float(gem_p))
+
+
+def pooling_of(model: torch.nn.Module) -> tuple[str, float | None]:
+    """(pool, gem_p) of a backbone: ("gem", p) after `set_pooling(..., "gem", p)`, else ("avg", None)."""
+    pool = getattr(model, "global_pool", None)
+    return ("gem", pool.p) if isinstance(pool, GeneralizedMeanPool) else ("avg", None)
+
+
+# Identity fields added after indexes were first saved, with the value every older embedder had: omitted
+# from `to_dict` at that value, so an index or bundle saved before them keeps its identity (and key).
+_LATER_FIELDS = {"view": "center", "pool": "avg", "gem_p": None}
 
 
 @dataclass(frozen=True)
@@ -103,20 +174,28 @@ class EmbedderIdentity:
     std: tuple[float, float, float]
     interpolation: str
     dim: int
+    view: str = "center"
+    pool: str = "avg"
+    gem_p: float | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["mean"], data["std"] = list(self.mean), list(self.std)
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> EmbedderIdentity:
-        expected = {f.name for f in fields(cls)}
-        if set(data) != expected:
+        known = {f.name for f in fields(cls)}
+        required = known - set(_LATER_FIELDS)
+        if not required <= set(data) <= known:
             raise ValueError(
-                f"embedder identity fields differ: missing {sorted(expected - set(data))}, "
-                f"unexpected {sorted(set(data) - expected)}"
+                f"embedder identity fields differ: missing {sorted(required - set(data))}, "
+                f"unexpected {sorted(set(data) - known)}"
             )
+        gem_p = data.get("gem_p")
         return cls(
             arch=str(data["arch"]),
             weights_sha256=str(data["weights_sha256"]),
@@ -126,6 +205,9 @@ class EmbedderIdentity:
             std=tuple(float(v) for v in data["std"]),
             interpolation=str(data["interpolation"]),
             dim=int(data["dim"]),
+            view=str(data.get("view", "center")),
+            pool=str(data.get("pool", "avg")),
+            gem_p=None if gem_p is None else float(gem_p),
         )
 
     def key(self) -> str:
@@ -134,7 +216,9 @@ class EmbedderIdentity:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(self.input_size, self.crop_pct, self.mean, self.std, self.interpolation)
+        return Preprocessing(
+            self.input_size, self.crop_pct, self.mean, self.std, self.interpolation, self.view
+        )
 
 
 @dataclass(frozen=True)
@@ -274,16 +358,23 @@ def create_backbone(arch: str, weights: str, seed: int = 0) -> tuple[torch.nn.Mo
     return model, weights_sha256
 
 
-def preprocessing_for(model: torch.nn.Module, input_size: int | None = None) -> Preprocessing:
-    """The eval preprocessing timm's pretrained config prescribes for `model`, optionally at another size."""
+def preprocessing_for(
+    model: torch.nn.Module, input_size: int | None = None, view: str = "center"
+) -> Preprocessing:
+    """The eval preprocessing timm's pretrained config prescribes for `model`, optionally at another size
+    or with the whole image letterboxed (`view="full"`) instead of the centre crop."""
     data = timm.data.resolve_model_data_config(model)
-    return Preprocessing(
-        input_size=int(input_size or data["input_size"][-1]),
-        crop_pct=float(data["crop_pct"]),
-        mean=tuple(float(v) for v in data["mean"]),
-        std=tuple(float(v) for v in data["std"]),
-        interpolation=str(data["interpolation"]),
-    )
+    try:
+        return Preprocessing(
+            input_size=int(input_size or data["input_size"][-1]),
+            crop_pct=float(data["crop_pct"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data["interpolation"]),
+            view=view,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -353,6 +444,9 @@ class Embedder:
         amp: bool = True,
         channels_last: bool = True,
         num_workers: int = 0,
+        runtime: str = "torch",
+        threads: int | None = None,
+        onnx_cache: str | Path | None = None,
     ):
         self.device = device
         self.batch_size = batch_size
@@ -361,7 +455,22 @@ class Embedder:
         self.num_workers = num_workers
         self.preprocessing = preprocessing
         self.model = model.eval().to(device)
-        if channels_last:
+        # runtime: how the backbone executes (torch | onnx), never what the vectors mean (see embed_runtime)
+        self.runtime = resolve_runtime(runtime, device)
+        self._onnx: OnnxBackbone | None = None
+        if self.runtime == "onnx":
+            key = {"arch": arch, "weights_sha256": weights_sha256, "pooling": pooling_of(model)}
+            try:
+                self._onnx = OnnxBackbone(self.model, key, preprocessing.input_size, threads, onnx_cache)
+            except Exception as exc:
+                if runtime != "auto":
+                    raise
+                logging.getLogger(__name__).warning(
+                    "embedder.runtime=auto: ONNX export of %s failed (%s: %s); running PyTorch",
+                    arch, type(exc).__name__, exc,
+                )  # fmt: skip
+                self.runtime = "torch"
+        if self.runtime == "torch" and channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         size = preprocessing.input_size
         self.identity = EmbedderIdentity(
@@ -373,6 +482,9 @@ class Embedder:
             std=preprocessing.std,
             interpolation=preprocessing.interpolation,
             dim=int(self.embed_batch(torch.zeros(1, 3, size, size)).shape[1]),
+            view=preprocessing.view,
+            pool=pooling_of(model)[0],
+            gem_p=pooling_of(model)[1],
         )
 
     @classmethod
@@ -388,16 +500,20 @@ class Embedder:
         if threads is not None and device.type == "cpu":
             torch.set_num_threads(int(threads))
         model, weights_sha256 = create_backbone(arch, weights, int(cfg.get("seed", 0)))
+        set_pooling(model, str(cfg.get("pool", "avg")), cfg.get("gem_p"))
         return cls(
             model,
             arch,
             weights_sha256,
-            preprocessing_for(model, cfg.get("input_size")),
+            preprocessing_for(model, cfg.get("input_size"), str(cfg.get("view", "center"))),
             device,
             batch_size=batch_size,
             amp=bool(cfg.get("amp", True)),
             channels_last=bool(cfg.get("channels_last", True)),
             num_workers=int(cfg.get("num_workers", 0)),
+            runtime=str(cfg.get("runtime", "auto")),
+            threads=None if threads is None else int(threads),
+            onnx_cache=cfg.get("onnx_cache"),
         )
 
     @property
@@ -410,6 +526,8 @@ class Embedder:
     @torch.inference_mode()
     def embed_batch(self, batch: torch.Tensor) -> np.ndarray:
         """(n, 3, S, S) preprocessed tensor -> (n, dim) float32 unit vectors."""
+        if self._onnx is not None:
+            return normalise(self._onnx(batch.numpy()))
         batch = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)

@@ -8,7 +8,7 @@ brand) gets an error reason instead of features; it is never dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -140,7 +140,7 @@ class ScoringContext:
         limits: DecodeLimits,
         k: int,
         workers: int = 2,
-        reference_cache: int = 512,
+        reference_cache: int = 128,
     ):
         self.embedder = embedder
         self.index = index
@@ -155,7 +155,7 @@ class ScoringContext:
         self._brand_of = references["brand"].to_dict()
         self._product_of = references["product"].to_dict()
         self.known_brands = {b.casefold(): b for b in references["brand"].unique()}
-        self.reference_image = lru_cache(maxsize=reference_cache)(self._load_reference)
+        self.reference_image = ReferenceStore(self._load_reference, reference_cache)
         self.assets = BrandAssetCache(self._build_assets)
         self.feature_names = list(feature_names(cue_cfg))
         self.cheap_feature_names = list(feature_names(cue_cfg, expensive=False))
@@ -358,6 +358,38 @@ class ScoringContext:
                 tables.append(self.featurize(rows, expensive))
                 bar.update(len(rows))
         return FeatureTable.concat(tables)
+
+
+class ReferenceStore:
+    """Reference id -> decoded image (LRU of `maxsize` images), plus `memo`: what cues derive from them.
+
+    Once a reference's cheap-cue statistics are in `memo` (packaging print statistics, perceptual hash:
+    ~3 KiB per reference), its image is not needed again for them, so a small image LRU (up to ~2.3 MiB
+    per image, once per scoring lane) serves; the memo is bounded too: at `memo_size` entries it starts
+    over. Shared by the cue threads (dict operations are atomic; two threads computing the same entry at
+    once both store the same value).
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], maxsize: int, memo_size: int = 16384):
+        self._cached = lru_cache(maxsize=maxsize)(load)
+        self.memo = _BoundedMemo(memo_size)
+
+    def __call__(self, ref_id: int) -> np.ndarray:
+        return self._cached(ref_id)
+
+    def cache_info(self):
+        return self._cached.cache_info()
+
+
+class _BoundedMemo(dict):
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        super().__setitem__(key, value)
 
 
 def references_frame(catalog: Catalog, ids: np.ndarray | None = None) -> pd.DataFrame:

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 
 from brandsentry.config import Workspace, require
-from brandsentry.embed import create_backbone, preprocessing_for
+from brandsentry.embed import create_backbone, preprocessing_for, set_pooling
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 
@@ -185,6 +185,8 @@ def finetune_embedder(
     torch.manual_seed(seed)
     arch, weights = str(require(cfg, "embedder.arch")), str(require(cfg, "embedder.weights"))
     model, _ = create_backbone(arch, weights, int(cfg.embedder.get("seed", 0)))
+    # learn under the pooling the embedder will use (GeM has no parameters: the state dict is unchanged)
+    set_pooling(model, str(cfg.embedder.get("pool", "avg")), cfg.embedder.get("gem_p"))
     preprocessing = preprocessing_for(model, settings.input_size or cfg.embedder.get("input_size"))
     limits = DecodeLimits.from_config(cfg.images)
 

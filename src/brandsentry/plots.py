@@ -20,7 +20,13 @@ def pr_curve(y: np.ndarray, scores: np.ndarray, target_precision: float | None =
     if target_precision is not None:
         ax.axhline(target_precision, ls="--", color="grey", label=f"target precision {target_precision:.2f}")
         ax.legend(loc="lower left")
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (counterfeit)", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="Precision-recall (counterfeit)",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

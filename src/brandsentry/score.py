@@ -1,21 +1,33 @@
 """The daily batch job: a listings manifest in, one Parquet row per listing out, shard by shard.
 
-The manifest is cut into shards of `shard_size` consecutive rows. Each shard is scored as a unit and
-written atomically as `part-NNNNN.parquet` plus `embeddings-NNNNN.npy`: DataLoader workers decode and
-preprocess model batches (exactly as training decodes), the main thread embeds them (GPU with AMP and
-pinned memory, or CPU), and a scorer thread hands chunks of up to `search_batch` rows to
-`ScoringBundle.score_batch` (FAISS search, cheap cues on a thread pool, cascade, classifier) and writes
-finished shards. A shard's rows depend on its own rows only (batches and chunks never straddle shards),
-so a run killed at any point resumes from its finished shards and ends with the rows of an uninterrupted
-run, bit for bit when batch size, torch threads and device are the same (else equal to float rounding,
-~1e-7 in similarities). Ray actors score the same shards with the same code. Memory is bounded by two
-chunks of decoded images and one shard of results, whatever the day's size; only the manifest's own rows
-(text) are held for the whole run.
+The manifest is cut into shards of `shard_size` consecutive rows, and shards into chunks of up to
+`search_batch` rows (the unit of FAISS search, cues and classifier: exact search is far cheaper per query
+in batches of a few hundred). Each shard is written atomically as `part-NNNNN.parquet` plus
+`embeddings-NNNNN.npy` once all of its chunks are scored. A shard's rows depend on its own rows only
+(model batches and chunks never straddle shards), so a run killed at any point resumes from its finished
+shards and ends with the rows of an uninterrupted run, bit for bit when batch size, threads, runtime and
+device are the same (else equal to float rounding, ~1e-7 in similarities), whatever the number of lanes.
 
-Two cores: the main thread runs the model with one torch thread, one DataLoader process decodes, and the
-cue pool's threads (OpenCV and the classifier's OpenMP single-threaded) fill the rest, so throughput is
-bound by the total CPU per listing (~40 ms with Lite0 and cheap cues), not by one lane. Two torch threads
-halved throughput on the busy dev box; tcmalloc gained 1.5x (scripts/bench_score.py --layouts).
+Layouts (`score.lanes`, auto = one lane per usable CPU, at most 4 and one per 5,000 listings to score;
+1 on CUDA). One lane: DataLoader workers decode and preprocess model batches (exactly as training decodes),
+the main thread embeds them (GPU with AMP and pinned memory, or CPU), and a scorer thread hands each chunk
+to `ScoringBundle.score_batch` (FAISS search, cheap cues on a thread pool, cascade, classifier) and writes
+finished shards. Several lanes (`_score_in_lanes`): lane 0 is a thread of this process, the others are
+spawned processes; each lane is a whole pipeline (decode, model with `torch_threads` threads, cues,
+classifier, one chunk after the other) pulling chunks from one queue, and this process puts the rows back
+into shards and writes them. Lanes have no GIL between them and no hand-over of decoded pixels, and every
+core runs the model, but a spawned lane costs ~7 CPU-s to start (imports, model, index) and its own
+memory: on the dev box 2 lanes scored 500 listings at 17 img/s vs 24 in one process, hence auto = lanes
+for big days only. Ray actors score whole shards with the same `ShardScorer`.
+
+The embedder runs in ONNX Runtime on CPU by default (`embedder.runtime=auto`; same vectors as PyTorch to
+1e-4, see `embed_runtime`), and the cheap cues' per-reference statistics are computed once per lane.
+Memory is bounded whatever the day's size: decoded images of two chunks with one lane, of one chunk per
+lane with several (and this process holds at most two chunks per lane of results besides the shards being
+assembled); only the manifest's own rows (text) are held for the whole run. Every lane holds its own
+model, index and reference caches, so lanes multiply that part of the memory. Figures (one process,
+500 listings, nearly idle 2-core box: 24 img/s vs 16 before the ONNX runtime and reference caches) are
+in the README, from scripts/bench_score.py.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from omegaconf import DictConfig, OmegaConf
 from brandsentry.bundle import ScoringBundle, load_bundle, output_columns
 from brandsentry.config import Workspace, require
 from brandsentry.embed import Embedder
+from brandsentry.embed_runtime import RUNTIMES
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.features import ScoringContext, read_listings
 
@@ -106,6 +119,8 @@ class ScoreSettings:
     decode_workers: int | None = None
     torch_threads: int | None = None
     cue_workers: int | None = None
+    lanes: int | None = None  # None = auto: see `lane_count`
+    runtime: str | None = None  # None = the bundle's embedder.runtime
     error_budget: float = 0.05
     force: bool = False
     progress: str = "auto"
@@ -136,6 +151,8 @@ class ScoreSettings:
             decode_workers=_optional_int(score.get("decode_workers")),
             torch_threads=_optional_int(score.get("torch_threads")),
             cue_workers=_optional_int(score.get("cue_workers")),
+            lanes=None if str(score.get("lanes", "auto")) == "auto" else int(score.get("lanes")),
+            runtime=None if score.get("runtime") is None else str(score.get("runtime")),
             error_budget=float(score.get("error_budget", 0.05)),
             force=bool(score.get("force", False)),
             progress=str(score.get("progress", "auto")),
@@ -174,12 +191,32 @@ class ScoreSettings:
                 problems.append(f"score.{name}={value} (too small)")
         if self.ray.actors < 1:
             problems.append(f"score.ray.actors={self.ray.actors} (must be >= 1)")
+        if self.lanes is not None and self.lanes < 1:
+            problems.append(f"score.lanes={self.lanes} (must be >= 1 or auto)")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            problems.append(f"score.runtime={self.runtime!r} (expected null or one of {', '.join(RUNTIMES)})")
         if problems:
             raise ConfigError("invalid score config: " + "; ".join(problems))
 
 
 def _optional_int(value) -> int | None:
     return None if value is None else int(value)
+
+
+MAX_AUTO_LANES = 4  # each lane holds its own model and index copy: more is memory, not speed, on most hosts
+ROWS_PER_AUTO_LANE = 5000  # a spawned lane costs ~7 CPU-s to start (imports, model, index) on the dev box:
+# 2 lanes scored 500 listings at 17 img/s vs 24 for one process (scripts/bench_score.py), so only big days
+
+
+def lane_count(settings: ScoreSettings, chunks: int, rows: int) -> int:
+    """Scoring lanes of the local engine: `score.lanes`, or auto = 1 on CUDA, else one per usable CPU (at
+    most MAX_AUTO_LANES, one per ROWS_PER_AUTO_LANE listings to score); never more than chunks to score."""
+    lanes = settings.lanes
+    if lanes is None:
+        cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+        cpus = len(os.sched_getaffinity(0))
+        lanes = 1 if cuda else min(cpus, MAX_AUTO_LANES, rows // ROWS_PER_AUTO_LANE)
+    return max(1, min(lanes, chunks))
 
 
 @dataclass(frozen=True)
@@ -294,8 +331,12 @@ def score_run(cfg: DictConfig, bundle: ScoringBundle | None = None) -> ScoreSumm
         )  # fmt: skip
         scoring_started = time.perf_counter()
         with Progress(len(listings), len(listings) - sum(s.size for s in pending), settings) as progress:
+            chunks = _chunks(pending, settings.search_batch)
+            lanes = lane_count(settings, len(chunks), sum(shard.size for shard in pending))
             if settings.engine == "ray":
                 _score_with_ray(cfg, settings, bundle, identity, pending, progress)
+            elif lanes > 1:
+                _score_in_lanes(cfg, settings, bundle, listings, out, chunks, lanes, progress)
             else:
                 scorer = ShardScorer.build(bundle, listings, out, settings)
                 scorer.score(pending, progress.advance)
@@ -501,7 +542,7 @@ class ShardScorer:
     def __init__(
         self,
         bundle: ScoringBundle,
-        context: ScoringContext,
+        context: ScoringContext | None,
         listings: pd.DataFrame,
         out: Path,
         decode_workers: int,
@@ -513,7 +554,7 @@ class ShardScorer:
         self.out = Path(out)
         self.decode_workers = decode_workers
         self.search_batch = search_batch
-        self.embedder = context.embedder
+        self.embedder = context.embedder if context is not None else None  # None: a writer only (lanes)
         results = output_columns(bundle.feature_names) + ["scored_at"]
         self.carried = [c for c in listings.columns if c not in results]
         shadowed = [c for c in listings.columns if c in results and c not in ("listing_id", "claimed_brand")]
@@ -541,6 +582,7 @@ class ShardScorer:
             ("batch_size", settings.batch_size),
             ("num_workers", settings.decode_workers),
             ("threads", settings.torch_threads),
+            ("runtime", settings.runtime),
         ):
             if value is not None:
                 embedder_cfg[key] = value
@@ -606,6 +648,40 @@ class ShardScorer:
     ) -> None:
         shard, start, stop = batches[0][0].chunk
         rows = self.listings.iloc[start:stop].reset_index(drop=True)
+        frame, vectors = self._chunk_frame(rows, batches)
+        buffer = buffers[shard]
+        buffer.add(start, frame, vectors)
+        if buffer.complete:
+            self._write(buffer)
+            del buffers[shard]
+        on_rows(len(rows))
+
+    def score_lane(self, next_task: Callable[[], tuple | None], emit: Callable[..., None]) -> None:
+        """The loop of one scoring lane (a thread or process of the local engine).
+
+        `next_task()` gives (task id, (shard, start, stop), the chunk's manifest rows) or None to stop;
+        `emit(task id, frame, vectors)` receives each chunk's results. A lane works through its chunk
+        serially (decode, embed, then search, cues and classifier), so it holds one chunk of decoded images
+        at a time: the other lanes keep the other cores busy. The chunk is cut into the same model batches
+        as `score` cuts it, so the results are the same.
+        """
+        _one_openmp_thread()
+        for task_id, chunk, rows in iter(next_task, None):
+            rows = rows.reset_index(drop=True)
+            spans = [(chunk, a, b) for a, b in _cut(0, len(rows), self.embedder.batch_size)]
+            dataset = ListingBatches(self.context, rows, spans)
+            batches = []
+            for i in range(len(dataset)):
+                decoded = dataset[i]
+                batches.append((decoded, self._embed(decoded)))
+            emit(task_id, *self._chunk_frame(rows, batches))
+            del batches
+
+    def _chunk_frame(
+        self, rows: pd.DataFrame, batches: list[tuple[DecodedListings, np.ndarray | str]]
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """The result rows and embeddings of one chunk (its decoded, embedded model batches)."""
+        start, stop = batches[0][0].chunk[1:]
         images, errors, vectors = [], [], []
         for decoded, embedded in batches:
             if isinstance(embedded, str):  # the model failed on this batch
@@ -622,12 +698,7 @@ class ShardScorer:
         except Exception as exc:  # chunk edge: error rows with the reason, never lost rows
             log.exception("scoring rows %d-%d failed", start, stop)
             frame = self._failed_rows(rows, "scoring_failed", exc)
-        buffer = buffers[shard]
-        buffer.add(start, frame, vectors)
-        if buffer.complete:
-            self._write(buffer)
-            del buffers[shard]
-        on_rows(len(rows))
+        return frame, vectors
 
     def _failed_rows(self, rows: pd.DataFrame, reason: str, exc: Exception) -> pd.DataFrame:
         n = len(rows)
@@ -669,6 +740,154 @@ class ShardScorer:
 
 def _cut(start: int, stop: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size, stop)) for a in range(start, stop, size)]
+
+
+def _chunks(shards: Sequence[Shard], search_batch: int) -> list[tuple[int, int, int]]:
+    """(shard, start, stop) of every scoring chunk: `search_batch` rows, never across a shard."""
+    return [(shard.number, a, b) for shard in shards for a, b in _cut(shard.start, shard.stop, search_batch)]
+
+
+# ---- lanes: the local engine on several processes --------------------------------------------------------
+
+
+def _score_in_lanes(
+    cfg: DictConfig,
+    settings: ScoreSettings,
+    bundle: ScoringBundle,
+    listings: pd.DataFrame,
+    out: Path,
+    chunks: list[tuple[int, int, int]],
+    lanes: int,
+    progress: Progress,
+) -> None:
+    """Score `chunks` on `lanes` lanes, each a whole pipeline (decode, model, FAISS, cues, classifier).
+
+    Two cores run two lanes with one thread each faster than one process whose model thread, decode
+    worker and cue threads share them (scripts/bench_score.py --layouts): no GIL between them, no
+    hand-over of decoded pixels, and both cores run the model. Lane 0 runs in this process (a thread), so
+    it starts at once; the others are spawned processes that start pulling chunks from the shared queue
+    once they have imported and loaded everything (seconds to tens of seconds on a busy box). This process
+    hands out chunks (with their manifest rows: lanes never read the manifest), puts the rows back
+    together into shards and writes them exactly as one process would, so results do not depend on the
+    number of lanes. At most two chunks per lane wait in the queue, which bounds memory whatever the
+    day's size; a lane that dies fails the run (finished shards stay, a rerun resumes).
+    """
+    import multiprocessing
+    import queue as queue_module
+    import threading
+    import traceback
+
+    from brandsentry.score_lane import lane_entry
+
+    context = multiprocessing.get_context("spawn")  # never fork a process that ran torch/ORT/FAISS threads
+    tasks, results = context.Queue(), context.Queue()
+    spec = {
+        "cfg": _absolute_paths(cfg, settings),
+        "bundle_path": str(bundle.path.resolve()),
+        "bundle_version": str(bundle.version),
+        "parent": os.getpid(),
+    }
+    processes = [
+        context.Process(
+            target=lane_entry, args=(lane, spec, tasks, results), name=f"score-lane-{lane}", daemon=True
+        )
+        for lane in range(1, lanes)
+    ]
+    spans: dict[int, tuple[int, int]] = {}
+    for shard, start, stop in chunks:
+        spans[shard] = (min(start, spans.get(shard, (start, stop))[0]), stop)
+    buffers: dict[int, _ShardBuffer] = {}
+    handed = outstanding = 0
+    stop_local = threading.Event()
+
+    def hand_out() -> None:
+        nonlocal handed, outstanding
+        while handed < len(chunks) and outstanding < 2 * lanes:
+            shard, start, stop = chunks[handed]
+            tasks.put((handed, chunks[handed], listings.iloc[start:stop]))
+            handed, outstanding = handed + 1, outstanding + 1
+
+    def next_local_task() -> tuple | None:
+        while not stop_local.is_set():
+            with contextlib.suppress(queue_module.Empty):
+                return tasks.get(timeout=0.2)
+        return None
+
+    def emit(key: int, frame: pd.DataFrame, vectors: np.ndarray) -> None:
+        results.put(("chunk", key, (frame, vectors)))
+
+    def local_lane() -> None:
+        try:
+            local.score_lane(next_local_task, emit)
+        except BaseException:  # reported to the coordinator, which fails the run
+            results.put(("failed", "0 (in-process)", traceback.format_exc()[-4000:]))
+
+    local_thread = threading.Thread(target=local_lane, name="score-lane-0", daemon=True)
+    try:
+        for process in processes:  # their imports overlap with this process loading its own lane
+            process.start()
+        local = ShardScorer.build(bundle, listings, out, settings, decode_workers=0)
+        local_thread.start()
+        hand_out()
+        while outstanding:
+            dead = [p for p in processes if p.exitcode is not None]
+            if dead:
+                raise ScoreRunError(
+                    f"scoring lane {dead[0].name} ended with exit code {dead[0].exitcode} mid-run; "
+                    "the finished shards are kept, a rerun resumes"
+                )
+            try:
+                kind, key, payload = results.get(timeout=1.0)
+            except queue_module.Empty:
+                continue
+            if kind == "failed":
+                raise ScoreRunError(f"scoring lane {key} failed:\n{payload}")
+            frame, vectors = payload
+            shard, start, stop = chunks[key]
+            if shard not in buffers:
+                buffers[shard] = _ShardBuffer(Shard(shard, *spans[shard]))
+            buffer = buffers[shard]
+            buffer.add(start, frame, vectors)
+            outstanding -= 1
+            if buffer.complete:
+                local._write(buffer)
+                del buffers[shard]
+            progress.advance(len(frame))
+            hand_out()
+        for _ in range(lanes):
+            tasks.put(None)
+        for process in processes:  # a lane still starting up is killed below: lanes never write files
+            process.join(timeout=5)
+    finally:
+        stop_local.set()
+        if local_thread.is_alive():
+            local_thread.join()
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
+        for channel in (tasks, results):
+            channel.cancel_join_thread()
+            channel.close()
+
+
+def _lane_main(lane: int, spec: dict, tasks, results) -> None:
+    """A scoring lane's process (started through `score_lane.lane_entry`): build the pipeline from the
+    bundle folder, score chunks until told to stop."""
+    try:
+        settings = ScoreSettings.from_config(OmegaConf.create(spec["cfg"]))
+        bundle = ScoringBundle(Path(spec["bundle_path"]), version=spec["bundle_version"])
+        scorer = ShardScorer.build(bundle, pd.DataFrame(), settings.out, settings, decode_workers=0)
+
+        def emit(key: int, frame: pd.DataFrame, vectors: np.ndarray) -> None:
+            results.put(("chunk", key, (frame, vectors)))
+
+        scorer.score_lane(tasks.get, emit)
+    except BaseException:  # the parent reports it and fails the run
+        import traceback
+
+        results.put(("failed", lane, traceback.format_exc()[-4000:]))
+        raise SystemExit(1) from None
 
 
 def _one_openmp_thread() -> None:

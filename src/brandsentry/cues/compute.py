@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from brandsentry.cues import logo, packaging, quality, seller, similarity, text
+from brandsentry.cues import logo, packaging, placement, quality, seller, similarity, text
 from brandsentry.cues.assets import BrandAssets
 from brandsentry.cues.config import CueConfig
 from brandsentry.cues.imagestats import to_grey
@@ -91,6 +91,23 @@ GROUPS = (
         True,
         lambda cfg: cfg.logo.enabled,
         lambda x: logo.logo_cues(x.rgb, x.grey, x.assets, x.claimed_brand, x.cfg.logo, x.cfg.packaging),
+    ),
+    _Group(
+        "placement",
+        placement.FEATURES,
+        True,
+        lambda cfg: cfg.placement.enabled and cfg.logo.enabled,
+        lambda x: placement.placement_cues(
+            x.rgb,
+            x.grey,
+            x.neighbours,
+            x.claimed_brand,
+            x.claimed_product,
+            x.assets,
+            x.references,
+            x.cfg.logo,
+            x.cfg.placement,
+        ),
     ),
     _Group(
         "text",

@@ -57,13 +57,26 @@ class LogoParams:
     detector: str = "sift"
     max_features: int = 1500
     max_side: int = 800
+    min_side: int = 0  # smaller listings are enlarged to this longest side before features (0: never)
     template_max_side: int = 400
+    template_min_side: int = 0  # smaller logo templates are enlarged to this longest side (0: never)
     ratio: float = 0.75
     min_matches: int = 8
     ransac_threshold: float = 5.0
     min_inliers: int = 12
     min_inlier_spread: float = 0.05
     min_box_side: int = 16
+
+
+@dataclass(frozen=True)
+class PlacementParams:
+    """The listing registered onto its product reference; the logo checked where the reference has it."""
+
+    enabled: bool = False
+    max_references: int = 2  # claimed-brand product references tried (the most package inliers wins)
+    min_inliers: int = 15  # inliers of the package homography below which the listing counts as unregistered
+    min_inlier_spread: float = 0.1  # ... or whose convex hull covers less of the listing than this share
+    ransac_threshold: float = 4.0  # pixels at the listing's logo working scale
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class CueConfig:
     seller: SellerParams = SellerParams()
     packaging: PackagingParams = PackagingParams()
     logo: LogoParams = LogoParams()
+    placement: PlacementParams = PlacementParams()
     text: TextParams = TextParams()
 
     @classmethod
@@ -99,6 +113,7 @@ class CueConfig:
             "seller": SellerParams,
             "packaging": PackagingParams,
             "logo": LogoParams,
+            "placement": PlacementParams,
             "text": TextParams,
         }
         unknown = set(raw) - set(sections)
@@ -120,6 +135,10 @@ class CueConfig:
         if not 0.0 <= self.logo.min_inlier_spread <= 1.0:
             raise ConfigError(
                 f"cues.logo.min_inlier_spread must lie in [0, 1], got {self.logo.min_inlier_spread}"
+            )
+        if not 0.0 <= self.placement.min_inlier_spread <= 1.0:
+            raise ConfigError(
+                f"cues.placement.min_inlier_spread must lie in [0, 1], got {self.placement.min_inlier_spread}"
             )
         if self.logo.min_matches < 4:
             raise ConfigError(
@@ -143,6 +162,8 @@ class CueConfig:
             "logo.max_features": self.logo.max_features,
             "logo.max_side": self.logo.max_side,
             "logo.template_max_side": self.logo.template_max_side,
+            "placement.max_references": self.placement.max_references,
+            "placement.min_inliers": self.placement.min_inliers,
             "text.max_side": self.text.max_side,
             "text.near_miss_chars_per_edit": self.text.near_miss_chars_per_edit,
         }

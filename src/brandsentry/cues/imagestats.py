@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -74,17 +75,27 @@ def halftone_energy(grey: np.ndarray, crop: int, band: tuple[float, float], peak
     top, left = (height - size) // 2, (width - size) // 2
     patch = grey[top : top + size, left : left + size].astype(np.float32)
     patch -= patch.mean()
-    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    window, ac, band_mask = _spectrum_masks(size, float(band[0]), float(band[1]))
     power = np.abs(np.fft.rfft2(patch * window)) ** 2
+    total = float(power[ac].sum())
+    if total <= 0.0:
+        return 0.0
+    in_band = power[band_mask]
+    peaks = in_band[in_band > peak_factor * float(np.median(in_band))]
+    return float(peaks.sum()) / total
+
+
+@functools.lru_cache(maxsize=16)
+def _spectrum_masks(size: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hann window, AC mask and band mask of a size x size rfft2 spectrum (the same for every listing)."""
+    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]
     radius = np.sqrt(fx**2 + fy**2)
-    total = float(power[radius > 0].sum())
-    if total <= 0.0:
-        return 0.0
-    in_band = power[(radius >= band[0]) & (radius <= band[1])]
-    peaks = in_band[in_band > peak_factor * float(np.median(in_band))]
-    return float(peaks.sum()) / total
+    masks = (window, radius > 0, (radius >= low) & (radius <= high))
+    for array in masks:
+        array.setflags(write=False)  # shared by every caller and thread
+    return masks
 
 
 def lab_histogram(rgb: np.ndarray, bins: tuple[int, int, int], mask: np.ndarray | None = None) -> np.ndarray:

@@ -43,6 +43,23 @@ REGION_FEATURES = ("region_color_distance", "region_delta_e", "region_sharpness_
 FEATURES = LOGO_FEATURES + REGION_FEATURES
 
 
+def work_image(grey: np.ndarray, params: LogoParams) -> tuple[np.ndarray, tuple[float, float]]:
+    """The greyscale image local features are found in, and its (sx, sy) scale from the original pixels.
+
+    Downscaled to `max_side`; a smaller image is enlarged (bicubic) until its longest side reaches
+    `min_side` (0: never), so the few-pixel corners of a small logo become detectable at all.
+    """
+    work, (sx, sy) = resize_longest(grey, params.max_side)
+    longest = max(work.shape[:2])
+    if 0 < longest < params.min_side:
+        factor = params.min_side / longest
+        size = (max(1, round(work.shape[1] * factor)), max(1, round(work.shape[0] * factor)))
+        enlarged = cv2.resize(work, size, interpolation=cv2.INTER_CUBIC)
+        sx, sy = sx * size[0] / work.shape[1], sy * size[1] / work.shape[0]
+        work = enlarged
+    return work, (sx, sy)
+
+
 def signed_area(polygon: np.ndarray) -> float:
     """Shoelace area; positive for clockwise vertices in image coordinates (y down)."""
     x, y = polygon[:, 0], polygon[:, 1]
@@ -144,7 +161,7 @@ def logo_cues(
     if not assets.logos:
         skipped = f" ({len(assets.skipped_logos)} skipped: too few features)" if assets.skipped_logos else ""
         return CueResult.missing(FEATURES, f"no logo references for brand {assets.brand!r}{skipped}")
-    work, scale = resize_longest(grey, params.max_side)
+    work, scale = work_image(grey, params)
     listing = extract(work, params)
     best: LogoMatch | None = None
     most_matches = 0

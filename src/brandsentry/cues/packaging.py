@@ -72,25 +72,24 @@ def packaging_cues(
     if not hits:
         return CueResult.missing(FEATURES, f"no neighbour of claimed brand {claimed_brand!r}")
     listing = print_stats(rgb, params, grey)
-    best: tuple[float, int, np.ndarray] | None = None
+    best: tuple[float, int, PrintStats] | None = None
     tried = []
     for position in hits:
         if len(tried) == params.max_references:
             break
         ref_id = neighbours.ref_ids[position]
-        image = references.get(ref_id)
-        if image is None:
+        # a reference's statistics do not depend on the listing: computed once per scorer (memo)
+        stats = references.derived(ref_id, ("print_stats", params), lambda image: print_stats(image, params))
+        if stats is None:
             continue
         tried.append(ref_id)
-        work, _ = resize_longest(image, params.work_side)
-        distance = histogram_distance(listing.histogram, lab_histogram(work, params.color_bins))
+        distance = histogram_distance(listing.histogram, stats.histogram)
         if best is None or distance < best[0]:
-            best = (distance, ref_id, image)
+            best = (distance, ref_id, stats)
     if best is None:
         failures = "; ".join(f"{i}: {references.failures[i]}" for i in (neighbours.ref_ids[p] for p in hits))
         return CueResult.missing(FEATURES, f"no claimed-brand reference image available ({failures})")
-    distance, ref_id, image = best
-    reference = print_stats(image, params)
+    distance, ref_id, reference = best
     values = {
         "pack_color_distance": distance,
         "pack_sharpness_diff": listing.sharpness - reference.sharpness,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +120,10 @@ class ReferenceImages:
     """`reference_lookup` memoised for one listing; a reference that cannot be had is noted, not raised.
 
     The lookup belongs to the caller (catalog + image store, a cache, a test dict); any failure of it
-    is that reference's problem only, so it is caught here and reported as the cue's reason.
+    is that reference's problem only, so it is caught here and reported as the cue's reason. A lookup
+    with a `memo` attribute (a dict-like shared by every listing it serves, e.g. `ReferenceStore`) also
+    keeps what cues derive from a reference image (`derived`), so each reference's statistics are computed
+    once per scoring process instead of once per listing that matches it.
     """
 
     def __init__(self, lookup: Callable[[int], np.ndarray]):
@@ -139,3 +142,24 @@ class ReferenceImages:
                 self._images[ref_id] = None
                 self.failures[ref_id] = f"{type(exc).__name__}: {exc}"
         return self._images[ref_id]
+
+    def derived(self, ref_id: int, key: Hashable, compute: Callable[[np.ndarray], Any]) -> Any:
+        """`compute(image of ref_id)`, memoised under (ref_id, key) by the lookup's `memo` when it has one;
+        None when the image cannot be had (the reason is in `failures`). `key` must name everything
+        `compute` depends on besides the image (its parameters), since the memo outlives this listing.
+        """
+        memo = getattr(self._lookup, "memo", None)
+        if memo is not None:
+            found = memo.get((ref_id, key), _ABSENT)
+            if found is not _ABSENT:
+                return found
+        image = self.get(ref_id)
+        if image is None:
+            return None
+        value = compute(image)
+        if memo is not None:
+            memo[(ref_id, key)] = value
+        return value
+
+
+_ABSENT = object()

@@ -61,12 +61,12 @@ def seller_cues(
     ref_id = neighbours.ref_ids[top]
     top_similarity = neighbours.similarities[top]
     evidence["copy_reference_id"] = ref_id
-    reference = references.get(ref_id)
+    reference = references.derived(ref_id, "phash", perceptual_hash)  # once per reference and scorer
     if reference is None:
         values["copy_phash_distance"] = math.nan
         reasons["copy_phash_distance"] = f"reference {ref_id} unavailable: {references.failures[ref_id]}"
     else:
-        values["copy_phash_distance"] = float(perceptual_hash(rgb) - perceptual_hash(reference))
+        values["copy_phash_distance"] = float(perceptual_hash(rgb) - reference)
     if top_similarity >= params.copy_similarity:
         values["copy_reused"] = 1.0
     elif reference is None:

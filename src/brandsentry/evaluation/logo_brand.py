@@ -25,7 +25,13 @@ from brandsentry.cues.logo import inlier_spread, verify_template
 from brandsentry.embed import Embedder
 from brandsentry.evaluation.datasets import labelled_images
 from brandsentry.evaluation.report import SuiteResult
-from brandsentry.evaluation.retrieval import embed_views, embedder_params, subsample, use_gem_pooling
+from brandsentry.evaluation.retrieval import (
+    embed_views,
+    embedder_params,
+    subsample,
+    suite_embedder_config,
+    suite_views,
+)
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.metrics import recall_at_k
 
@@ -64,7 +70,7 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
 
     suite = cfg.eval
     data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser()
-    seed, views = int(cfg.seed), tuple(str(v) for v in suite.views)
+    seed = int(cfg.seed)
     limits = DecodeLimits.from_config(cfg.images)
     started = time.perf_counter()
     images = labelled_images(data_dir)
@@ -82,8 +88,9 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     candidates = np.array([i for i in usable if labels[i] in findable])
     queries = subsample(candidates, suite.get("max_queries"), seed)
 
-    embedder = Embedder.from_config(cfg.embedder)
-    use_gem_pooling(embedder, suite.get("gem_p"))
+    embedder_cfg = suite_embedder_config(cfg)
+    embedder = Embedder.from_config(embedder_cfg)
+    views = suite_views(cfg, embedder)
     paths = [images.paths[i] for i in usable]
     embeddings, failures = embed_views(embedder, paths, views, limits, progress)
     failed += [f"{paths[int(i)]}: {error.reason} (embedder)" for i, error in failures]
@@ -133,7 +140,7 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
         "gem_p": str(suite.get("gem_p")),
         "seed": str(seed),
         "logo_detector": cues.logo.detector,
-        **embedder_params(embedder, cfg.embedder),
+        **embedder_params(embedder, embedder_cfg),
     }
     per_brand = {
         str(brand): float(correct[labels[queries] == brand].mean()) for brand in sorted(set(labels[queries]))

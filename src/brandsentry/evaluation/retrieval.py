@@ -1,11 +1,12 @@
 """Suite `retrieval`: instance retrieval on a folder-per-product set (GroZi-120 in-situ) by exact search.
 
 The foundation split: every `reference_every`-th frame of a product (sorted by file name, from the first)
-is a reference, the others are queries. Test-time views (`eval.views`) average the embeddings of several
-views of each image (centre crop, its mirror, the whole image padded square, ...); `center` alone is the
-production embedding. Mirrored views make vectors partly blind to mirroring, so they are an evaluation
-knob here, not something the scorer does. `eval.gem_p` swaps the backbone's average pooling for
-generalised-mean pooling (GeM) in this suite only; the production embedder still pools by average.
+is a reference, the others are queries. The embedding is the configured embedder's own (its
+`embedder.view` and `embedder.pool` included), i.e. what the index and the scorer use. Test-time views
+(`eval.views`) instead average the embeddings of several views of each image (centre crop, its mirror,
+the whole image letterboxed, ...); mirrored views make vectors partly blind to mirroring, so they are an
+evaluation knob, not something the scorer does. `eval.gem_p=P` is shorthand for
+`embedder.pool=gem embedder.gem_p=P`.
 """
 
 from __future__ import annotations
@@ -28,42 +29,23 @@ from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.metrics import retrieval_report
 
 VIEWS = ("center", "flip", "full", "full_flip")
-# Padding colour of the `full` view: the ImageNet mean, i.e. zero after normalisation.
-PAD_RGB = (124, 116, 104)
 DEFAULT_LIMITS = DecodeLimits()
 
 
-class GeneralizedMeanPool(torch.nn.Module):
-    """GeM pooling, (mean over space of x^p)^(1/p): p=1 is average pooling, large p approaches max pooling."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        if p < 1:
-            raise ConfigError(f"GeM exponent must be >= 1, got {p}")
-        self.p = float(p)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+def suite_embedder_config(cfg: DictConfig, embedder_cfg: DictConfig | None = None) -> DictConfig:
+    """The embedder config a suite evaluates: `embedder_cfg` (default `cfg.embedder`) with `eval.gem_p` applied."""
+    embedder_cfg = cfg.embedder if embedder_cfg is None else embedder_cfg
+    gem_p = cfg.eval.get("gem_p")
+    if gem_p is None:
+        return embedder_cfg
+    plain = OmegaConf.to_container(embedder_cfg, resolve=True)
+    return OmegaConf.create({**plain, "pool": "gem", "gem_p": float(gem_p)})
 
 
-def use_gem_pooling(embedder: Embedder, p: float | None) -> None:
-    """Pool `embedder`'s feature map by GeM(p) instead of its average pooling (None: leave it alone)."""
-    if p is None:
-        return
-    if not hasattr(embedder.model, "global_pool"):
-        raise ConfigError(f"{embedder.identity.arch} has no global_pool to replace with GeM")
-    embedder.model.global_pool = GeneralizedMeanPool(p)
-
-
-def pad_square(rgb: np.ndarray) -> np.ndarray:
-    """The whole image centred on a square canvas of the normalisation mean colour."""
-    height, width = rgb.shape[:2]
-    side = max(height, width)
-    canvas = np.empty((side, side, 3), np.uint8)
-    canvas[:] = PAD_RGB
-    top, left = (side - height) // 2, (side - width) // 2
-    canvas[top : top + height, left : left + width] = rgb
-    return canvas
+def suite_views(cfg: DictConfig, embedder: Embedder) -> tuple[str, ...]:
+    """`eval.views`, or the embedder's own view when unset (the production embedding)."""
+    views = cfg.eval.get("views")
+    return (embedder.preprocessing.view,) if views is None else tuple(str(v) for v in views)
 
 
 class ViewDataset(torch.utils.data.Dataset):
@@ -74,23 +56,24 @@ class ViewDataset(torch.utils.data.Dataset):
         if unknown or not views:
             raise ConfigError(f"unknown view(s) {unknown}; choose from {list(VIEWS)}")
         self.paths, self.views = list(paths), tuple(views)
-        self.preprocessing, self.limits = preprocessing, limits
-        self.whole = replace(preprocessing, crop_pct=1.0)
+        self.limits = limits
+        self.center = replace(preprocessing, view="center")
+        self.full = replace(preprocessing, view="full")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            rgb = decode_image(self.paths[index], self.limits, target_size=self.preprocessing.resize_size)
+            rgb = decode_image(self.paths[index], self.limits, target_size=self.center.resize_size)
         except ImageDecodeError as error:
             return index, None, error
         tensors = {}
         if {"center", "flip"} & set(self.views):
-            tensors["center"] = self.preprocessing(rgb)
+            tensors["center"] = self.center(rgb)
             tensors["flip"] = torch.flip(tensors["center"], dims=[2])
         if {"full", "full_flip"} & set(self.views):
-            tensors["full"] = self.whole(pad_square(rgb))
+            tensors["full"] = self.full(rgb)
             tensors["full_flip"] = torch.flip(tensors["full"], dims=[2])
         return index, torch.stack([tensors[view] for view in self.views]), None
 
@@ -107,12 +90,13 @@ class ViewDataset(torch.utils.data.Dataset):
 def embed_views(
     embedder: Embedder,
     paths: Sequence[Path],
-    views: Sequence[str] = ("center",),
+    views: Sequence[str] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
     progress: bool = False,
 ) -> tuple[Embeddings, list[tuple[int, ImageDecodeError]]]:
-    """Unit vectors of the mean embedding over `views` of each file; `center` alone is `embed_files`."""
-    if tuple(views) == ("center",):
+    """Unit vectors of the mean embedding over `views` of each file; the embedder's own view alone (or
+    None) is exactly `embed_files`, the production embedding."""
+    if views is None or tuple(views) == (embedder.preprocessing.view,):
         return embedder.embed_files(paths, limits=limits, progress=progress)
     from tqdm import tqdm
 
@@ -156,6 +140,8 @@ def embedder_params(embedder: Embedder, embedder_cfg: DictConfig) -> dict[str, s
         "embedder_weights": str(embedder_cfg.weights),
         "embedder_key": identity.key(),
         "input_size": str(identity.input_size),
+        "embedder_view": identity.view,
+        "embedder_pool": identity.pool if identity.gem_p is None else f"{identity.pool}{identity.gem_p:g}",
     }
 
 
@@ -163,7 +149,7 @@ def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     """R@1, R@5 and mAP of the configured embedder (optionally fine-tuned on the references first)."""
     suite = cfg.eval
     data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser()
-    seed, views = int(cfg.seed), tuple(str(v) for v in suite.views)
+    seed = int(cfg.seed)
     limits = DecodeLimits.from_config(cfg.images)
     started = time.perf_counter()
     images = labelled_images(data_dir)
@@ -183,8 +169,9 @@ def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
         )
         embedder_cfg = OmegaConf.merge(cfg.embedder, {"weights": str(out)})
         finetuned = report.params()
+    embedder_cfg = suite_embedder_config(cfg, embedder_cfg)
     embedder = Embedder.from_config(embedder_cfg)
-    use_gem_pooling(embedder, suite.get("gem_p"))
+    views = suite_views(cfg, embedder)
     embed_started = time.perf_counter()
     chosen = np.concatenate([reference_idx, query_idx])
     embeddings, failures = embed_views(embedder, list(paths[chosen]), views, limits, progress)

@@ -1,0 +1,234 @@
+"""Placement cues: the listing registered onto its matched product reference, the logo checked where it belongs.
+
+A package's design fixes where its logo sits. The listing is aligned with the best claimed-brand product
+reference by one homography over the whole package (local features + RANSAC: the logo is a small share of
+the package's features, so it does not steer the fit); the brand's logo templates are located in that
+reference; then the listing region where the logo must be is warped into the template's frame and compared
+with the template, and a logo that verifies in the listing is compared with that expected place.
+
+What each tamper leaves there: a moved logo leaves its old place unlike the template (and verifies away from
+it), a mirrored, replaced or retyped logo leaves a region that does not correlate with the template, a
+blurred or badly printed one loses sharpness, a recoloured one differs in colour. None of this needs the
+listing's own logo to verify, which small, rotated logos often do not. `placement_package_*` describe the
+registration itself (how well the package as a whole matches), so the classifier can tell a changed logo
+from a generally different photo.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from brandsentry.cues.assets import BrandAssets, LogoTemplate
+from brandsentry.cues.config import LogoParams, PlacementParams
+from brandsentry.cues.features import LocalFeatures, extract, match
+from brandsentry.cues.imagestats import mean_delta_e, sharpness, to_grey
+from brandsentry.cues.logo import homography_problem, inlier_spread, project, verify_template, work_image
+from brandsentry.cues.records import CueResult, Neighbours, ReferenceImages
+
+FEATURES = (
+    "placement_package_inliers",
+    "placement_package_ncc",
+    "placement_package_delta_e",
+    "placement_logo_ncc",
+    "placement_logo_delta_e",
+    "placement_logo_sharpness_diff",
+    "placement_logo_offset",
+)
+LOGO_REGION = FEATURES[3:6]
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class ReferenceLayout:
+    """What placement needs of one product reference, at its feature working scale (computed once per scorer)."""
+
+    features: LocalFeatures
+    shape: tuple[int, int]
+    rgb: np.ndarray  # the reference at the working scale
+    logo: LogoTemplate | None  # the brand logo template found in the reference (most inliers), if any
+    logo_homography: np.ndarray | None  # template -> reference working pixels
+
+
+def reference_layout(
+    rgb: np.ndarray, templates: tuple[LogoTemplate, ...], params: LogoParams
+) -> ReferenceLayout:
+    """Local features of a product reference and where the brand's logo lies in it."""
+    work, scale = work_image(to_grey(rgb), params)
+    shrink = work.shape[0] < rgb.shape[0]
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    work_rgb = cv2.resize(rgb, (work.shape[1], work.shape[0]), interpolation=interpolation)
+    features = extract(work, params)
+    best, best_key = None, (0, 0.0)
+    for template in templates:
+        found, _, _ = verify_template(template, features, work.shape, params)
+        if found is None:
+            continue
+        inliers, spread = len(found.inlier_listing_points), inlier_spread(found)
+        if (
+            inliers >= params.min_inliers
+            and spread >= params.min_inlier_spread
+            and (inliers, spread) > best_key
+        ):
+            best, best_key = found, (inliers, spread)
+    return ReferenceLayout(
+        features,
+        work.shape,
+        work_rgb,
+        None if best is None else best.template,
+        None if best is None else best.homography,
+    )
+
+
+def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Zero-mean normalised cross-correlation of two aligned greyscale images over `mask`, in [-1, 1]."""
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    if x.size < 16:
+        return math.nan
+    x, y = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / denominator if denominator > 1e-9 else 0.0
+
+
+def _register(
+    listing: LocalFeatures,
+    listing_shape: tuple[int, int],
+    layout: ReferenceLayout,
+    params: PlacementParams,
+    ratio: float,
+) -> tuple[np.ndarray | None, int]:
+    """(homography listing work -> reference work pixels, inliers); None when no plausible one is found."""
+    listing_idx, reference_idx = match(listing, layout.features, ratio)
+    if len(listing_idx) < max(4, params.min_inliers):
+        return None, 0
+    source = listing.points[listing_idx].astype(np.float64)
+    target = layout.features.points[reference_idx].astype(np.float64)
+    homography, mask = cv2.findHomography(
+        source, target, cv2.RANSAC, params.ransac_threshold, maxIters=2000, confidence=0.995
+    )
+    height, width = listing_shape
+    outline = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
+    if homography_problem(homography, outline, layout.shape, 1) is not None:
+        return None, 0
+    kept = mask.ravel().astype(bool)
+    inliers = int(kept.sum())
+    # inliers crowded into one spot (a word both images happen to show) do not register two packages
+    hull = cv2.contourArea(cv2.convexHull(source[kept].astype(np.float32))) if inliers >= 3 else 0.0
+    spread = hull / float(height * width)
+    if inliers < params.min_inliers or spread < params.min_inlier_spread:
+        return None, inliers
+    return homography, inliers
+
+
+def placement_cues(
+    rgb: np.ndarray,
+    grey: np.ndarray,
+    neighbours: Neighbours,
+    claimed_brand: str,
+    claimed_product: str | None,
+    assets: BrandAssets | None,
+    references: ReferenceImages,
+    logo: LogoParams,
+    params: PlacementParams,
+) -> CueResult:
+    """Register the listing onto its best claimed-brand product reference and check the logo's place."""
+    if assets is None or not assets.logos or assets.detector != logo.detector:
+        return CueResult.missing(FEATURES, f"no usable logo templates for claimed brand {claimed_brand!r}")
+    hits = neighbours.of_brand(claimed_brand, claimed_product) if claimed_product else []
+    hits = hits or neighbours.of_brand(claimed_brand)
+    template_ids = {template.ref_id for template in assets.logos}
+    candidates = [neighbours.ref_ids[p] for p in hits if neighbours.ref_ids[p] not in template_ids]
+    candidates = candidates[: params.max_references]
+    if not candidates:
+        return CueResult.missing(FEATURES, f"no product reference of claimed brand {claimed_brand!r} nearby")
+
+    work, (sx, sy) = work_image(grey, logo)
+    listing = extract(work, logo)
+    key = ("placement_layout", logo, tuple(sorted(template_ids)))
+    best: tuple[int, int, ReferenceLayout, np.ndarray | None] | None = None
+    for ref_id in candidates:
+        layout = references.derived(ref_id, key, lambda image: reference_layout(image, assets.logos, logo))
+        if layout is None:
+            continue
+        homography, inliers = _register(listing, work.shape, layout, params, logo.ratio)
+        if best is None or (homography is not None, inliers) > (best[3] is not None, best[0]):
+            best = (inliers, ref_id, layout, homography)
+    if best is None:
+        failures = "; ".join(f"{i}: {references.failures.get(i)}" for i in candidates)
+        return CueResult.missing(FEATURES, f"no product reference image available ({failures})")
+    inliers, ref_id, layout, to_reference = best
+    evidence = {"placement": {"reference_id": ref_id, "package_inliers": inliers}}
+    if to_reference is None:
+        values = {"placement_package_inliers": float(inliers)}
+        return CueResult(values, evidence=evidence).merged(
+            CueResult.missing(FEATURES[1:], "listing not registered onto a product reference")
+        )
+
+    # the whole package, listing warped onto the reference (working scale)
+    to_work = np.diag([sx, sy, 1.0])  # listing pixels -> listing working pixels
+    listing_to_reference = to_reference @ to_work
+    height, width = layout.shape
+    warped = cv2.warpPerspective(rgb, listing_to_reference, (width, height), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.full(grey.shape, 255, np.uint8), listing_to_reference, (width, height))
+    overlap = cv2.erode(inside, np.ones((5, 5), np.uint8)) == 255
+    values = {
+        "placement_package_inliers": float(inliers),
+        "placement_package_ncc": ncc(to_grey(warped), to_grey(layout.rgb), overlap),
+        "placement_package_delta_e": mean_delta_e(warped, layout.rgb, overlap) if overlap.any() else math.nan,
+    }
+    if layout.logo is None:
+        return CueResult(values, evidence=evidence).merged(
+            CueResult.missing(FEATURES[3:], "no logo template verified in the product reference")
+        )
+
+    # where the logo must be in the listing: template -> reference -> listing pixels
+    template = layout.logo
+    expected = np.linalg.inv(listing_to_reference) @ layout.logo_homography
+    quad, _ = project(expected, template.corners)
+    evidence["placement"].update(logo_reference_id=template.ref_id, expected_quad=quad.round(2).tolist())
+    t_height, t_width = template.image.shape[:2]
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    aligned = cv2.warpPerspective(rgb, expected, (t_width, t_height), flags=flags)
+    covered = cv2.warpPerspective(
+        np.full(grey.shape, 255, np.uint8), expected, (t_width, t_height), flags=flags
+    )
+    mask = cv2.erode(covered, np.ones((3, 3), np.uint8)) == 255
+    if mask.sum() < 0.5 * mask.size:
+        values.update(dict.fromkeys(LOGO_REGION, math.nan))
+        reasons = dict.fromkeys(LOGO_REGION, "less than half of the expected logo place lies in the listing")
+    else:
+        values.update(
+            placement_logo_ncc=ncc(to_grey(aligned), to_grey(template.image), mask),
+            placement_logo_delta_e=mean_delta_e(aligned, template.image, mask),
+            placement_logo_sharpness_diff=sharpness(to_grey(aligned), mask)
+            - sharpness(to_grey(template.image), mask),
+        )
+        reasons = {}
+
+    # a logo that verifies in the listing: how far from its expected place, in logo sizes
+    found = None
+    for candidate in assets.logos:
+        match_, _, _ = verify_template(candidate, listing, work.shape, logo)
+        if match_ is None:
+            continue
+        inliers = len(match_.inlier_listing_points)
+        verified = inliers >= logo.min_inliers and inlier_spread(match_) >= logo.min_inlier_spread
+        if verified and (found is None or inliers > len(found.inlier_listing_points)):
+            found = match_
+    if found is None:
+        values["placement_logo_offset"] = math.nan
+        reasons["placement_logo_offset"] = "logo not verified in the listing"
+    else:
+        # both quads in reference working pixels, where the template's own outline is the yardstick
+        seen = project(to_reference @ found.homography, found.template.corners)[0]
+        centre_seen = seen.mean(axis=0)
+        own = project(layout.logo_homography, template.corners)[0]
+        if found.template.ref_id == template.ref_id:
+            offset = float(np.linalg.norm(seen - own, axis=1).mean())
+        else:  # another template of the brand: compare centres only
+            offset = float(np.linalg.norm(centre_seen - own.mean(axis=0)))
+        size = math.sqrt(abs(float(cv2.contourArea(own.astype(np.float32)))))
+        values["placement_logo_offset"] = offset / size if size > 0 else math.nan
+    return CueResult(values, reasons, evidence)

@@ -1,0 +1,151 @@
+"""Placement cues on generated packages: the logo checked where the matched product reference has it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from brandsentry.cues import build_brand_assets, compute_cues, feature_names
+from brandsentry.cues.logo import logo_cues, work_image
+from brandsentry.cues.placement import FEATURES, placement_cues
+from brandsentry.cues.records import ReferenceImages
+from test_cues import CFG as DEFAULT_CFG
+from test_cues import QUAD, clutter, grey, make_logo, neighbours, paste, rephoto
+
+REFERENCE_ID, LOGO_ID = 11, 7
+CFG = replace(DEFAULT_CFG, placement=replace(DEFAULT_CFG.placement, enabled=True))
+
+
+@pytest.fixture(scope="module")
+def world():
+    logo = make_logo()
+    background = clutter(seed=5)
+    return {
+        "logo": logo,
+        "background": background,
+        "reference": paste(background, logo, QUAD),
+        "assets": build_brand_assets("Korvalis", [], {LOGO_ID: logo}, CFG),
+    }
+
+
+class Lookup(dict):
+    """A reference lookup with a memo, as the scorer's reference store has."""
+
+    def __init__(self, images):
+        super().__init__(images)
+        self.memo = {}
+
+    def __call__(self, ref_id):
+        return self[ref_id]
+
+
+def placement(world, listing, lookup=None, params=CFG.placement):
+    found = neighbours((LOGO_ID, 0.95, "Korvalis", "Tonic"), (REFERENCE_ID, 0.9, "Korvalis", "Tonic"))
+    lookup = Lookup({REFERENCE_ID: world["reference"]}) if lookup is None else lookup
+    return placement_cues(
+        listing, grey(listing), found, "Korvalis", "Tonic", world["assets"], ReferenceImages(lookup),
+        CFG.logo, params,
+    )  # fmt: skip
+
+
+def test_an_authentic_rephoto_has_its_logo_where_the_reference_has_it(world):
+    result = placement(world, rephoto(world["reference"]))
+    v = result.values
+    assert set(v) == set(FEATURES) and not result.reasons
+    assert result.evidence["placement"]["reference_id"] == REFERENCE_ID  # the logo reference is skipped
+    assert v["placement_package_inliers"] >= 100 and v["placement_package_ncc"] > 0.8
+    assert v["placement_logo_ncc"] > 0.8 and v["placement_logo_delta_e"] < 10
+    assert v["placement_logo_offset"] < 0.05
+    expected = np.array(result.evidence["placement"]["expected_quad"])
+    assert np.abs(expected - QUAD).max() < 12  # rephoto moves corners by up to 8 px
+
+
+def test_a_moved_logo_leaves_its_place_unlike_the_template_and_verifies_away_from_it(world):
+    moved = rephoto(paste(world["background"], world["logo"], QUAD + [180, 40]))
+    v = placement(world, moved).values
+    assert v["placement_package_inliers"] >= 50  # the package outside the logo still registers
+    assert v["placement_logo_ncc"] < 0.5 and v["placement_logo_offset"] > 0.4
+
+
+def test_a_mirrored_logo_in_its_place_correlates_less_and_does_not_verify(world):
+    mirrored = rephoto(paste(world["background"], np.ascontiguousarray(world["logo"][:, ::-1]), QUAD))
+    result = placement(world, mirrored)
+    # the emblem's ellipse is symmetric, its contents are not: well below the authentic ~0.98
+    assert result.values["placement_logo_ncc"] < 0.8 and result.values["placement_logo_delta_e"] > 15
+    assert math.isnan(result.values["placement_logo_offset"])
+    assert "not verified" in result.reasons["placement_logo_offset"]
+
+
+def test_an_unrelated_photo_is_not_registered_and_nothing_is_guessed(world):
+    other = clutter(seed=9)
+    result = placement(world, other)
+    # a few inliers may line up (both scenes show the same stray words), but crowded into one spot
+    assert result.values["placement_package_inliers"] < 50
+    for name in FEATURES[1:]:
+        assert math.isnan(result.values[name]) and "not registered" in result.reasons[name]
+
+
+def test_missing_inputs_give_nan_with_reasons_and_the_reference_layout_is_memoised(world):
+    only_logo = neighbours((LOGO_ID, 0.95, "Korvalis", "Tonic"))
+    refs = ReferenceImages(Lookup({}))
+    listing = world["reference"]
+    nothing = placement_cues(listing, grey(listing), only_logo, "Korvalis", None, world["assets"], refs,
+                             CFG.logo, CFG.placement)  # fmt: skip
+    assert all(math.isnan(v) for v in nothing.values.values())
+    assert "no product reference" in nothing.reasons["placement_logo_ncc"]
+    no_assets = placement_cues(listing, grey(listing), only_logo, "Korvalis", None, None, refs,
+                               CFG.logo, CFG.placement)  # fmt: skip
+    assert "no usable logo templates" in no_assets.reasons["placement_package_inliers"]
+    unreadable = placement(world, listing, Lookup({}))
+    assert "no product reference image available" in unreadable.reasons["placement_logo_ncc"]
+    lookup = Lookup({REFERENCE_ID: world["reference"]})
+    placement(world, listing, lookup)
+    assert len(lookup.memo) == 1  # computed once per scorer, not once per listing
+    layout = next(iter(lookup.memo.values()))
+    assert layout.logo is not None and layout.logo.ref_id == LOGO_ID
+
+
+def test_placement_is_an_expensive_cue_that_needs_the_logo_cue(world):
+    assert not set(FEATURES) & set(feature_names(DEFAULT_CFG))  # off by default (see configs/cues)
+    assert set(FEATURES) <= set(feature_names(CFG, expensive=True))
+    without_logo = replace(CFG, logo=replace(CFG.logo, enabled=False))
+    assert not set(FEATURES) & set(feature_names(without_logo))
+    listing = rephoto(world["reference"])
+    found = neighbours((REFERENCE_ID, 0.9, "Korvalis", "Tonic"))
+    lookup = Lookup({REFERENCE_ID: world["reference"]})
+    args = (listing, found, "Korvalis", "Tonic", None, world["assets"], lookup, CFG)
+    full = compute_cues(*args, expensive=True)
+    assert full.values["placement_logo_ncc"] > 0.8 and "placement" in full.timings_ms
+    cheap = compute_cues(*args, expensive=False)
+    assert math.isnan(cheap.values["placement_logo_ncc"])
+
+
+def test_small_listings_are_enlarged_before_features_when_asked(world):
+    params = replace(CFG.logo, min_side=600)
+    small = cv2.resize(world["reference"], (200, 150), interpolation=cv2.INTER_AREA)
+    work, (sx, sy) = work_image(grey(small), params)
+    assert work.shape == (450, 600) and sx == sy == 3.0
+    same, scale = work_image(grey(small), CFG.logo)
+    assert same.shape == (150, 200) and scale == (1.0, 1.0)
+    big, (bx, _) = work_image(grey(clutter(1600, 1200)), params)
+    assert max(big.shape) == CFG.logo.max_side and bx == 0.5  # large images are only ever reduced
+    # the box still comes back in the listing's own pixels
+    listing = paste(clutter(400, 300, seed=6), cv2.resize(world["logo"], (160, 160)), QUAD / 2)
+    enlarged = logo_cues(listing, grey(listing), world["assets"], "Korvalis", params, CFG.packaging)
+    assert enlarged.values["logo_verified"] == 1.0
+    assert np.abs(np.array(enlarged.evidence["logo"]["quad"]) - QUAD / 2).max() < 3.0
+
+
+def test_tiny_logo_templates_are_enlarged_when_asked(world):
+    tiny_logo = cv2.resize(world["logo"], (40, 40), interpolation=cv2.INTER_AREA)
+    plain = build_brand_assets("Korvalis", [], {LOGO_ID: tiny_logo}, CFG)
+    cfg = replace(CFG, logo=replace(CFG.logo, template_min_side=160))
+    enlarged = build_brand_assets("Korvalis", [], {LOGO_ID: tiny_logo}, cfg)
+    assert enlarged.logos[0].image.shape == (160, 160, 3)
+    assert len(enlarged.logos[0].features) > (len(plain.logos[0].features) if plain.logos else 0)
+    big = build_brand_assets("Korvalis", [], {LOGO_ID: world["logo"]}, cfg)
+    assert big.logos[0].image.shape == world["logo"].shape  # only small templates grow
