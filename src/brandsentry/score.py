@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -336,7 +337,7 @@ def score_run(cfg: DictConfig, bundle: ScoringBundle | None = None) -> ScoreSumm
             if settings.engine == "ray":
                 _score_with_ray(cfg, settings, bundle, identity, pending, progress)
             elif lanes > 1:
-                _score_in_lanes(cfg, settings, bundle, listings, out, chunks, lanes, progress)
+                _score_in_lanes(cfg, settings, bundle, listings, out, pending, chunks, lanes, progress)
             else:
                 scorer = ShardScorer.build(bundle, listings, out, settings)
                 scorer.score(pending, progress.advance)
@@ -542,7 +543,7 @@ class ShardScorer:
     def __init__(
         self,
         bundle: ScoringBundle,
-        context: ScoringContext | None,
+        context: ScoringContext,
         listings: pd.DataFrame,
         out: Path,
         decode_workers: int,
@@ -554,7 +555,7 @@ class ShardScorer:
         self.out = Path(out)
         self.decode_workers = decode_workers
         self.search_batch = search_batch
-        self.embedder = context.embedder if context is not None else None  # None: a writer only (lanes)
+        self.embedder = context.embedder
         results = output_columns(bundle.feature_names) + ["scored_at"]
         self.carried = [c for c in listings.columns if c not in results]
         shadowed = [c for c in listings.columns if c in results and c not in ("listing_id", "claimed_brand")]
@@ -600,12 +601,9 @@ class ShardScorer:
         if not shards:
             return
         spans = [
-            ((shard.number, chunk, min(chunk + self.search_batch, shard.stop)), start, stop)
-            for shard in shards
-            for chunk in range(shard.start, shard.stop, self.search_batch)
-            for start, stop in _cut(
-                chunk, min(chunk + self.search_batch, shard.stop), self.embedder.batch_size
-            )
+            (chunk, start, stop)
+            for chunk in _chunks(shards, self.search_batch)
+            for start, stop in _cut(chunk[1], chunk[2], self.embedder.batch_size)
         ]
         loader = torch.utils.data.DataLoader(
             ListingBatches(self.context, self.listings, spans),
@@ -756,11 +754,12 @@ def _score_in_lanes(
     bundle: ScoringBundle,
     listings: pd.DataFrame,
     out: Path,
+    shards: Sequence[Shard],
     chunks: list[tuple[int, int, int]],
     lanes: int,
     progress: Progress,
 ) -> None:
-    """Score `chunks` on `lanes` lanes, each a whole pipeline (decode, model, FAISS, cues, classifier).
+    """Score `chunks` (of `shards`) on `lanes` lanes, each a whole pipeline (decode, model, FAISS, cues, classifier).
 
     Two cores run two lanes with one thread each faster than one process whose model thread, decode
     worker and cue threads share them (scripts/bench_score.py --layouts): no GIL between them, no
@@ -793,9 +792,7 @@ def _score_in_lanes(
         )
         for lane in range(1, lanes)
     ]
-    spans: dict[int, tuple[int, int]] = {}
-    for shard, start, stop in chunks:
-        spans[shard] = (min(start, spans.get(shard, (start, stop))[0]), stop)
+    by_number = {shard.number: shard for shard in shards}
     buffers: dict[int, _ShardBuffer] = {}
     handed = outstanding = 0
     stop_local = threading.Event()
@@ -813,12 +810,9 @@ def _score_in_lanes(
                 return tasks.get(timeout=0.2)
         return None
 
-    def emit(key: int, frame: pd.DataFrame, vectors: np.ndarray) -> None:
-        results.put(("chunk", key, (frame, vectors)))
-
     def local_lane() -> None:
         try:
-            local.score_lane(next_local_task, emit)
+            local.score_lane(next_local_task, functools.partial(_put_chunk, results))
         except BaseException:  # reported to the coordinator, which fails the run
             results.put(("failed", "0 (in-process)", traceback.format_exc()[-4000:]))
 
@@ -845,7 +839,7 @@ def _score_in_lanes(
             frame, vectors = payload
             shard, start, stop = chunks[key]
             if shard not in buffers:
-                buffers[shard] = _ShardBuffer(Shard(shard, *spans[shard]))
+                buffers[shard] = _ShardBuffer(by_number[shard])
             buffer = buffers[shard]
             buffer.add(start, frame, vectors)
             outstanding -= 1
@@ -871,6 +865,11 @@ def _score_in_lanes(
             channel.close()
 
 
+def _put_chunk(results, key: int, frame: pd.DataFrame, vectors: np.ndarray) -> None:
+    """What a lane sends the coordinator for each scored chunk."""
+    results.put(("chunk", key, (frame, vectors)))
+
+
 def _lane_main(lane: int, spec: dict, tasks, results) -> None:
     """A scoring lane's process (started through `score_lane.lane_entry`): build the pipeline from the
     bundle folder, score chunks until told to stop."""
@@ -878,11 +877,7 @@ def _lane_main(lane: int, spec: dict, tasks, results) -> None:
         settings = ScoreSettings.from_config(OmegaConf.create(spec["cfg"]))
         bundle = ScoringBundle(Path(spec["bundle_path"]), version=spec["bundle_version"])
         scorer = ShardScorer.build(bundle, pd.DataFrame(), settings.out, settings, decode_workers=0)
-
-        def emit(key: int, frame: pd.DataFrame, vectors: np.ndarray) -> None:
-            results.put(("chunk", key, (frame, vectors)))
-
-        scorer.score_lane(tasks.get, emit)
+        scorer.score_lane(tasks.get, functools.partial(_put_chunk, results))
     except BaseException:  # the parent reports it and fails the run
         import traceback
 
