@@ -14,7 +14,7 @@ from brandsentry.cues.logo import logo_cues, work_image
 from brandsentry.cues.placement import FEATURES, placement_cues
 from brandsentry.cues.records import ReferenceImages
 from test_cues import CFG as DEFAULT_CFG
-from test_cues import QUAD, clutter, grey, make_logo, neighbours, paste, rephoto
+from test_cues import QUAD, clutter, grey, hue_shift, make_logo, neighbours, paste, rephoto
 
 REFERENCE_ID, LOGO_ID = 11, 7
 CFG = replace(DEFAULT_CFG, placement=replace(DEFAULT_CFG.placement, enabled=True))
@@ -78,6 +78,28 @@ def test_a_mirrored_logo_in_its_place_correlates_less_and_does_not_verify(world)
     assert result.values["placement_logo_ncc"] < 0.8 and result.values["placement_logo_delta_e"] > 15
     assert math.isnan(result.values["placement_logo_offset"])
     assert "not verified" in result.reasons["placement_logo_offset"]
+
+
+def relit(rgb: np.ndarray) -> np.ndarray:
+    """Other light and white balance, with a gamma: a smooth per-channel change of the whole photo."""
+    image = (rgb.astype(np.float32) / 255.0) * np.array([1.08, 0.97, 0.9], np.float32)
+    return (np.clip(image, 0, 1) ** 0.85 * 255 + 0.5).astype(np.uint8)
+
+
+def test_a_recoloured_or_blurred_logo_stands_out_from_its_package_under_other_light(world):
+    authentic = placement(world, relit(rephoto(world["reference"]))).values
+    recoloured_logo = paste(world["background"], hue_shift(world["logo"], 120), QUAD)
+    recoloured = placement(world, relit(rephoto(recoloured_logo))).values
+    blurred_logo = paste(world["background"], cv2.GaussianBlur(world["logo"], (0, 0), 4), QUAD)
+    blurred = placement(world, relit(rephoto(blurred_logo))).values
+    # the light is explained by the colour match: the authentic logo's place is as close as its surround
+    assert authentic["placement_logo_color_residual"] < 12
+    assert authentic["placement_surround_color_residual"] < 6
+    assert abs(authentic["placement_logo_sharpness_rel"]) < 0.3
+    # ... which the raw comparison of the registered package still shows
+    assert authentic["placement_package_delta_e"] > 3 * authentic["placement_surround_color_residual"]
+    assert recoloured["placement_logo_color_residual"] > 3 * authentic["placement_logo_color_residual"]
+    assert blurred["placement_logo_sharpness_rel"] < authentic["placement_logo_sharpness_rel"] - 0.5
 
 
 def test_an_unrelated_photo_is_not_registered_and_nothing_is_guessed(world):

@@ -23,6 +23,7 @@ Layout (`bundle.json` names the format):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -35,7 +36,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -64,7 +64,6 @@ __all__ = [
     "BUNDLE_FORMAT",
     "BundleError",
     "BundleMetadata",
-    "BundlePythonModel",
     "EmbedderMismatchError",
     "ScoringBundle",
     "load_bundle",
@@ -377,14 +376,29 @@ def load_bundle(uri: str | Path, workspace: Workspace, tracking_uri: str | None 
     )
 
 
-class BundlePythonModel(mlflow.pyfunc.PythonModel):
-    """The bundle as an MLflow pyfunc: `predict(listings DataFrame)` returns `score_frame`'s result."""
+@functools.cache
+def _pyfunc_class() -> type:
+    """`BundlePythonModel`, defined on first use: importing MLflow costs seconds that scoring (and each of
+    its lanes) need not pay when the bundle is a local path."""
+    import mlflow.pyfunc
 
-    def load_context(self, context) -> None:
-        self.bundle = ScoringBundle.load(context.artifacts["bundle"])
+    class BundlePythonModel(mlflow.pyfunc.PythonModel):
+        """The bundle as an MLflow pyfunc: `predict(listings DataFrame)` returns `score_frame`'s result."""
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.bundle.score_frame(pd.DataFrame(model_input))
+        def load_context(self, context) -> None:
+            self.bundle = ScoringBundle.load(context.artifacts["bundle"])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            return self.bundle.score_frame(pd.DataFrame(model_input))
+
+    BundlePythonModel.__module__, BundlePythonModel.__qualname__ = __name__, "BundlePythonModel"
+    return BundlePythonModel
+
+
+def __getattr__(name: str):
+    if name == "BundlePythonModel":  # the models-from-code file imports it by this name
+        return _pyfunc_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def pyfunc_signature():
@@ -472,6 +486,8 @@ def mlflow_store(uri: str | None) -> Iterator[None]:
     if uri is None:
         yield
         return
+    import mlflow
+
     previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
