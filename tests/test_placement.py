@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from brandsentry.cues import build_brand_assets, compute_cues, feature_names
+from brandsentry.cues import logo as logo_module
+from brandsentry.cues.features import extract
 from brandsentry.cues.logo import logo_cues, work_image
 from brandsentry.cues.placement import FEATURES, placement_cues
 from brandsentry.cues.records import ReferenceImages
@@ -144,6 +146,23 @@ def test_placement_is_an_expensive_cue_that_needs_the_logo_cue(world):
     assert full.values["placement_logo_ncc"] > 0.8 and "placement" in full.timings_ms
     cheap = compute_cues(*args, expensive=False)
     assert math.isnan(cheap.values["placement_logo_ncc"])
+
+
+def test_the_logo_and_placement_cues_share_one_extraction_and_give_what_they_give_alone(world, monkeypatch):
+    listing = relit(rephoto(paste(world["background"], world["logo"], QUAD + [60, 20])))
+    found = neighbours((REFERENCE_ID, 0.9, "Korvalis", "Tonic"))
+    alone = {
+        **logo_cues(listing, grey(listing), world["assets"], "Korvalis", CFG.logo, CFG.packaging).values,
+        **placement(world, listing).values,
+    }
+    extractions = []
+    monkeypatch.setattr(logo_module, "extract", lambda *a: extractions.append(1) or extract(*a))
+    lookup = Lookup({REFERENCE_ID: world["reference"]})
+    shared = compute_cues(
+        listing, found, "Korvalis", "Tonic", None, world["assets"], lookup, CFG, expensive=True
+    )
+    assert len(extractions) == 1  # the listing's SIFT features, once for both cues
+    assert {name: shared.values[name] for name in alone} == pytest.approx(alone, nan_ok=True, abs=0)
 
 
 def test_small_listings_are_enlarged_before_features_when_asked(world):

@@ -36,9 +36,18 @@ class _Listing:
     references: ReferenceImages
     cfg: CueConfig
     grey: np.ndarray = field(init=False)
+    _logo_view: logo.ListingView | None = field(init=False, default=None)
 
     def __post_init__(self):
         self.grey = to_grey(self.rgb)
+
+    def logo_view(self) -> logo.ListingView | None:
+        """Local features and template verdicts, extracted once for the logo and placement cues (None when
+        the brand has no usable templates: both cues then stop before reading it)."""
+        assets = self.assets
+        if self._logo_view is None and assets and assets.logos and assets.detector == self.cfg.logo.detector:
+            self._logo_view = logo.listing_view(self.grey, assets.logos, self.cfg.logo)
+        return self._logo_view
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,9 @@ GROUPS = (
         logo.FEATURES,
         True,
         lambda cfg: cfg.logo.enabled,
-        lambda x: logo.logo_cues(x.rgb, x.grey, x.assets, x.claimed_brand, x.cfg.logo, x.cfg.packaging),
+        lambda x: logo.logo_cues(
+            x.rgb, x.grey, x.assets, x.claimed_brand, x.cfg.logo, x.cfg.packaging, x.logo_view()
+        ),
     ),
     _Group(
         "placement",
@@ -107,6 +118,7 @@ GROUPS = (
             x.references,
             x.cfg.logo,
             x.cfg.placement,
+            x.logo_view(),
         ),
     ),
     _Group(

@@ -132,6 +132,26 @@ def verify_template(
     return LogoMatch(template, homography, matches, source[inliers], target[inliers], error), matches, None
 
 
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class ListingView:
+    """A listing's local features at the logo working scale and every brand template verified against
+    them: computed once per listing and read by both the logo and the placement cue."""
+
+    shape: tuple[int, int]  # of the working image
+    scale: tuple[float, float]  # listing pixels -> working pixels
+    features: LocalFeatures
+    verdicts: tuple[
+        tuple[LogoTemplate, LogoMatch | None, int, str | None], ...
+    ]  # verify_template per template
+
+
+def listing_view(grey: np.ndarray, templates: tuple[LogoTemplate, ...], params: LogoParams) -> ListingView:
+    work, scale = work_image(grey, params)
+    features = extract(work, params)
+    verdicts = tuple((t, *verify_template(t, features, work.shape, params)) for t in templates)
+    return ListingView(work.shape, scale, features, verdicts)
+
+
 def inlier_spread(found: LogoMatch) -> float:
     """Share of the template covered by the convex hull of the inliers.
 
@@ -151,8 +171,12 @@ def logo_cues(
     claimed_brand: str,
     params: LogoParams,
     packaging: PackagingParams,
+    view: ListingView | None = None,
 ) -> CueResult:
-    """Verify each logo template; report the one with the most inliers under a valid homography."""
+    """Verify each logo template; report the one with the most inliers under a valid homography.
+
+    `view`: the listing's `listing_view` when the caller already has it (it is computed otherwise).
+    """
     if assets is None:
         return CueResult.missing(FEATURES, f"no brand assets for claimed brand {claimed_brand!r}")
     if assets.detector != params.detector:
@@ -161,19 +185,17 @@ def logo_cues(
     if not assets.logos:
         skipped = f" ({len(assets.skipped_logos)} skipped: too few features)" if assets.skipped_logos else ""
         return CueResult.missing(FEATURES, f"no logo references for brand {assets.brand!r}{skipped}")
-    work, scale = work_image(grey, params)
-    listing = extract(work, params)
+    view = view or listing_view(grey, assets.logos, params)
     best: LogoMatch | None = None
     most_matches = 0
     rejected = []
-    for template in assets.logos:
-        found, matches, problem = verify_template(template, listing, work.shape, params)
+    for template, found, matches, problem in view.verdicts:
         most_matches = max(most_matches, matches)
         if found is None:
             rejected.append({"reference_id": template.ref_id, "matches": matches, "why": problem})
         elif best is None or len(found.inlier_listing_points) > len(best.inlier_listing_points):
             best = found
-    evidence = {"logo": {"listing_features": len(listing), "rejected": rejected}}
+    evidence = {"logo": {"listing_features": len(view.features), "rejected": rejected}}
     if best is None:
         values = {
             "logo_matches": float(most_matches),
@@ -193,7 +215,7 @@ def logo_cues(
     inliers = len(best.inlier_listing_points)
     spread = inlier_spread(best)
     verified = inliers >= params.min_inliers and spread >= params.min_inlier_spread
-    sx, sy = scale
+    sx, sy = view.scale
     to_listing = np.diag([1 / sx, 1 / sy, 1.0]) @ best.homography  # template -> listing pixels
     quad, _ = project(to_listing, best.template.corners)
     evidence["logo"].update(

@@ -29,7 +29,15 @@ from brandsentry.cues.assets import BrandAssets, LogoTemplate
 from brandsentry.cues.config import LogoParams, PlacementParams
 from brandsentry.cues.features import LocalFeatures, extract, match
 from brandsentry.cues.imagestats import mean_delta_e, sharpness, to_grey
-from brandsentry.cues.logo import homography_problem, inlier_spread, project, verify_template, work_image
+from brandsentry.cues.logo import (
+    ListingView,
+    homography_problem,
+    inlier_spread,
+    listing_view,
+    project,
+    verify_template,
+    work_image,
+)
 from brandsentry.cues.records import CueResult, Neighbours, ReferenceImages
 
 FEATURES = (
@@ -197,8 +205,12 @@ def placement_cues(
     references: ReferenceImages,
     logo: LogoParams,
     params: PlacementParams,
+    view: ListingView | None = None,
 ) -> CueResult:
-    """Register the listing onto its best claimed-brand product reference and check the logo's place."""
+    """Register the listing onto its best claimed-brand product reference and check the logo's place.
+
+    `view`: the listing's `listing_view` as the logo cue computed it (it is computed otherwise).
+    """
     if assets is None or not assets.logos or assets.detector != logo.detector:
         return CueResult.missing(FEATURES, f"no usable logo templates for claimed brand {claimed_brand!r}")
     hits = neighbours.of_brand(claimed_brand, claimed_product) if claimed_product else []
@@ -209,15 +221,15 @@ def placement_cues(
     if not candidates:
         return CueResult.missing(FEATURES, f"no product reference of claimed brand {claimed_brand!r} nearby")
 
-    work, (sx, sy) = work_image(grey, logo)
-    listing = extract(work, logo)
+    view = view or listing_view(grey, assets.logos, logo)
+    listing, (sx, sy) = view.features, view.scale
     key = ("placement_layout", logo, tuple(sorted(template_ids)))
     best: tuple[int, int, ReferenceLayout, np.ndarray | None] | None = None
     for ref_id in candidates:
         layout = references.derived(ref_id, key, lambda image: reference_layout(image, assets.logos, logo))
         if layout is None:
             continue
-        homography, inliers = _register(listing, work.shape, layout, params, logo.ratio)
+        homography, inliers = _register(listing, view.shape, layout, params, logo.ratio)
         if best is None or (homography is not None, inliers) > (best[3] is not None, best[0]):
             best = (inliers, ref_id, layout, homography)
     if best is None:
@@ -287,8 +299,7 @@ def placement_cues(
 
     # a logo that verifies in the listing: how far from its expected place, in logo sizes
     found = None
-    for candidate in assets.logos:
-        match_, _, _ = verify_template(candidate, listing, work.shape, logo)
+    for _, match_, _, _ in view.verdicts:
         if match_ is None:
             continue
         inliers = len(match_.inlier_listing_points)
