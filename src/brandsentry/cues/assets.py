@@ -6,12 +6,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from brandsentry.cues.config import CueConfig
 from brandsentry.cues.features import LocalFeatures, extract
-from brandsentry.cues.imagestats import resize_longest, to_grey
+from brandsentry.cues.imagestats import enlarge_longest, resize_longest, to_grey
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -56,10 +55,7 @@ def build_brand_assets(
     logos, skipped = [], []
     for ref_id, rgb in logo_images.items():
         image, _ = resize_longest(np.ascontiguousarray(rgb), params.template_max_side)
-        if 0 < max(image.shape[:2]) < params.template_min_side:  # a tiny logo crop: enlarge it (bicubic)
-            factor = params.template_min_side / max(image.shape[:2])
-            size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+        image, _ = enlarge_longest(image, params.template_min_side)  # a tiny logo crop
         features = extract(to_grey(image), params)
         if len(features) < params.min_matches:
             skipped.append((int(ref_id), f"only {len(features)} local features (< {params.min_matches})"))

@@ -44,9 +44,8 @@ class _Listing:
     def logo_view(self) -> logo.ListingView | None:
         """Local features and template verdicts, extracted once for the logo and placement cues (None when
         the brand has no usable templates: both cues then stop before reading it)."""
-        assets = self.assets
-        if self._logo_view is None and assets and assets.logos and assets.detector == self.cfg.logo.detector:
-            self._logo_view = logo.listing_view(self.grey, assets.logos, self.cfg.logo)
+        if self._logo_view is None and logo.templates_usable(self.assets, self.cfg.logo):
+            self._logo_view = logo.listing_view(self.grey, self.assets.logos, self.cfg.logo)
         return self._logo_view
 
 

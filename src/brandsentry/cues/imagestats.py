@@ -33,6 +33,20 @@ def resize_longest(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[floa
     return image, (sx, sy)
 
 
+def enlarge_longest(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """Enlarge (bicubic, never shrink) so the longest side reaches `side` (0: never); the image and (sx, sy).
+
+    For tiny logos and listings whose few-pixel corners local-feature detectors would not find at all.
+    """
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if not 0 < longest < side:
+        return image, (1.0, 1.0)
+    factor = side / longest
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), (size[0] / width, size[1] / height)
+
+
 def to_grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 

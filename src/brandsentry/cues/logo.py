@@ -21,6 +21,7 @@ from brandsentry.cues.assets import BrandAssets, LogoTemplate
 from brandsentry.cues.config import LogoParams, PackagingParams
 from brandsentry.cues.features import LocalFeatures, extract, match
 from brandsentry.cues.imagestats import (
+    enlarge_longest,
     halftone_energy,
     histogram_distance,
     lab_histogram,
@@ -50,14 +51,8 @@ def work_image(grey: np.ndarray, params: LogoParams) -> tuple[np.ndarray, tuple[
     `min_side` (0: never), so the few-pixel corners of a small logo become detectable at all.
     """
     work, (sx, sy) = resize_longest(grey, params.max_side)
-    longest = max(work.shape[:2])
-    if 0 < longest < params.min_side:
-        factor = params.min_side / longest
-        size = (max(1, round(work.shape[1] * factor)), max(1, round(work.shape[0] * factor)))
-        enlarged = cv2.resize(work, size, interpolation=cv2.INTER_CUBIC)
-        sx, sy = sx * size[0] / work.shape[1], sy * size[1] / work.shape[0]
-        work = enlarged
-    return work, (sx, sy)
+    work, (fx, fy) = enlarge_longest(work, params.min_side)
+    return work, (sx * fx, sy * fy)
 
 
 def signed_area(polygon: np.ndarray) -> float:
@@ -135,14 +130,13 @@ def verify_template(
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class ListingView:
     """A listing's local features at the logo working scale and every brand template verified against
-    them: computed once per listing and read by both the logo and the placement cue."""
+    them (`verdicts`: each template with `verify_template`'s answer): computed once per listing and read
+    by both the logo and the placement cue."""
 
     shape: tuple[int, int]  # of the working image
     scale: tuple[float, float]  # listing pixels -> working pixels
     features: LocalFeatures
-    verdicts: tuple[
-        tuple[LogoTemplate, LogoMatch | None, int, str | None], ...
-    ]  # verify_template per template
+    verdicts: tuple[tuple[LogoTemplate, LogoMatch | None, int, str | None], ...]
 
 
 def listing_view(grey: np.ndarray, templates: tuple[LogoTemplate, ...], params: LogoParams) -> ListingView:
@@ -150,6 +144,16 @@ def listing_view(grey: np.ndarray, templates: tuple[LogoTemplate, ...], params: 
     features = extract(work, params)
     verdicts = tuple((t, *verify_template(t, features, work.shape, params)) for t in templates)
     return ListingView(work.shape, scale, features, verdicts)
+
+
+def templates_usable(assets: BrandAssets | None, params: LogoParams) -> bool:
+    """Whether `assets` hold logo templates this config can match (some, built with its detector)."""
+    return assets is not None and bool(assets.logos) and assets.detector == params.detector
+
+
+def is_verified(inliers: int, spread: float, params: LogoParams) -> bool:
+    """Enough RANSAC inliers, spread over enough of the template: the logo counts as found."""
+    return inliers >= params.min_inliers and spread >= params.min_inlier_spread
 
 
 def inlier_spread(found: LogoMatch) -> float:
@@ -214,7 +218,7 @@ def logo_cues(
 
     inliers = len(best.inlier_listing_points)
     spread = inlier_spread(best)
-    verified = inliers >= params.min_inliers and spread >= params.min_inlier_spread
+    verified = is_verified(inliers, spread, params)
     sx, sy = view.scale
     to_listing = np.diag([1 / sx, 1 / sy, 1.0]) @ best.homography  # template -> listing pixels
     quad, _ = project(to_listing, best.template.corners)

@@ -67,8 +67,7 @@ def packaging_cues(
     params: PackagingParams,
 ) -> CueResult:
     """Compare against the closest-coloured of the top `max_references` claimed-brand (product) neighbours."""
-    hits = neighbours.of_brand(claimed_brand, claimed_product) if claimed_product else []
-    hits = hits or neighbours.of_brand(claimed_brand)
+    hits = neighbours.of_claim(claimed_brand, claimed_product)
     if not hits:
         return CueResult.missing(FEATURES, f"no neighbour of claimed brand {claimed_brand!r}")
     listing = print_stats(rgb, params, grey)

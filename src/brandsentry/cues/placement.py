@@ -33,8 +33,10 @@ from brandsentry.cues.logo import (
     ListingView,
     homography_problem,
     inlier_spread,
+    is_verified,
     listing_view,
     project,
+    templates_usable,
     verify_template,
     work_image,
 )
@@ -82,11 +84,7 @@ def reference_layout(
         if found is None:
             continue
         inliers, spread = len(found.inlier_listing_points), inlier_spread(found)
-        if (
-            inliers >= params.min_inliers
-            and spread >= params.min_inlier_spread
-            and (inliers, spread) > best_key
-        ):
+        if is_verified(inliers, spread, params) and (inliers, spread) > best_key:
             best, best_key = found, (inliers, spread)
     return ReferenceLayout(
         features,
@@ -211,10 +209,9 @@ def placement_cues(
 
     `view`: the listing's `listing_view` as the logo cue computed it (it is computed otherwise).
     """
-    if assets is None or not assets.logos or assets.detector != logo.detector:
+    if not templates_usable(assets, logo):
         return CueResult.missing(FEATURES, f"no usable logo templates for claimed brand {claimed_brand!r}")
-    hits = neighbours.of_brand(claimed_brand, claimed_product) if claimed_product else []
-    hits = hits or neighbours.of_brand(claimed_brand)
+    hits = neighbours.of_claim(claimed_brand, claimed_product)
     template_ids = {template.ref_id for template in assets.logos}
     candidates = [neighbours.ref_ids[p] for p in hits if neighbours.ref_ids[p] not in template_ids]
     candidates = candidates[: params.max_references]
@@ -303,7 +300,7 @@ def placement_cues(
         if match_ is None:
             continue
         inliers = len(match_.inlier_listing_points)
-        verified = inliers >= logo.min_inliers and inlier_spread(match_) >= logo.min_inlier_spread
+        verified = is_verified(inliers, inlier_spread(match_), logo)
         if verified and (found is None or inliers > len(found.inlier_listing_points)):
             found = match_
     if found is None:

@@ -68,6 +68,10 @@ class Neighbours:
             if same_name(self.brands[p], brand) and (product is None or same_name(self.products[p], product))
         ]
 
+    def of_claim(self, brand: str, product: str | None) -> list[int]:
+        """The claimed product's neighbours when there are any, else the claimed brand's (best first)."""
+        return (self.of_brand(brand, product) if product else []) or self.of_brand(brand)
+
 
 @dataclass(frozen=True)
 class CueResult:

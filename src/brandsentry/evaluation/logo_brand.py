@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from brandsentry.config import require
 from brandsentry.cues import CueConfig, LogoTemplate, build_brand_assets
 from brandsentry.cues.features import extract
-from brandsentry.cues.imagestats import resize_longest, to_grey
-from brandsentry.cues.logo import inlier_spread, verify_template
+from brandsentry.cues.imagestats import to_grey
+from brandsentry.cues.logo import inlier_spread, is_verified, verify_template, work_image
 from brandsentry.embed import Embedder
 from brandsentry.evaluation.datasets import labelled_images
 from brandsentry.evaluation.report import SuiteResult
@@ -48,7 +48,7 @@ def logo_cue_answer(
 ) -> tuple[str | None, int, bool]:
     """(brand of the best valid template or None, its inliers, whether the cue would call it verified)."""
     params = cues.logo
-    work, _ = resize_longest(to_grey(query_rgb), params.max_side)
+    work, _ = work_image(to_grey(query_rgb), params)
     listing = extract(work, params)
     best: tuple[int, float, str | None, bool] = (0, 0.0, None, False)
     for brand, template in templates:
@@ -59,8 +59,7 @@ def logo_cue_answer(
             continue
         inliers, spread = len(found.inlier_listing_points), inlier_spread(found)
         if (inliers, spread) > best[:2]:
-            verified = inliers >= params.min_inliers and spread >= params.min_inlier_spread
-            best = (inliers, spread, brand, verified)
+            best = (inliers, spread, brand, is_verified(inliers, spread, params))
     return best[2], best[0], best[3]
 
 
