@@ -646,13 +646,23 @@ class ShardScorer:
     ) -> None:
         shard, start, stop = batches[0][0].chunk
         rows = self.listings.iloc[start:stop].reset_index(drop=True)
-        frame, vectors = self._chunk_frame(rows, batches)
+        self._collect(buffers, shard, start, *self._chunk_frame(rows, batches))
+        on_rows(len(rows))
+
+    def _collect(
+        self,
+        buffers: dict[int, _ShardBuffer],
+        shard: int,
+        start: int,
+        frame: pd.DataFrame,
+        vectors: np.ndarray,
+    ) -> None:
+        """Add a scored chunk to its shard's buffer; write the shard once all of its rows are in."""
         buffer = buffers[shard]
         buffer.add(start, frame, vectors)
         if buffer.complete:
             self._write(buffer)
             del buffers[shard]
-        on_rows(len(rows))
 
     def score_lane(self, next_task: Callable[[], tuple | None], emit: Callable[..., None]) -> None:
         """The loop of one scoring lane (a thread or process of the local engine).
@@ -840,12 +850,8 @@ def _score_in_lanes(
             shard, start, stop = chunks[key]
             if shard not in buffers:
                 buffers[shard] = _ShardBuffer(by_number[shard])
-            buffer = buffers[shard]
-            buffer.add(start, frame, vectors)
+            local._collect(buffers, shard, start, frame, vectors)
             outstanding -= 1
-            if buffer.complete:
-                local._write(buffer)
-                del buffers[shard]
             progress.advance(len(frame))
             hand_out()
         for _ in range(lanes):
