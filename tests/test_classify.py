@@ -103,3 +103,18 @@ def test_decision_metrics_per_kind():
     assert metrics["flag_recall"] == pytest.approx(2 / 4)
     assert metrics["kind.a.flag_recall"] == 0.5
     assert metrics["kind.b.flag_recall"] == 0.5
+
+
+def test_per_kind_metrics_on_a_hand_example():
+    # 20 authentic listings score 0..0.19; kind a sits above all of them, kind b straddles the top ones
+    authentic = np.arange(20) / 100
+    scores = np.r_[authentic, [0.9, 0.8, 0.7, 0.6], [0.185, 0.175, 0.5, 0.05]]
+    y = np.r_[np.zeros(20), np.ones(8)].astype(np.int8)
+    kinds = np.array([""] * 20 + ["a"] * 4 + ["b"] * 4)
+    metrics = classification_metrics(y, scores, kinds=kinds)
+    assert metrics["kind.a.roc_auc"] == 1.0 and metrics["kind.a.recall_at_p95"] == 1.0
+    assert metrics["kind.b.recall_at_p95"] == 0.25  # only 0.5 beats every authentic listing
+    # overall, precision 0.95 is first reached at 0.5 (5 of 5): a is all caught there, b one in four
+    assert metrics["recall_at_p95"] == 5 / 8
+    assert metrics["kind.a.recall_at_overall_p95"] == 1.0
+    assert metrics["kind.b.recall_at_overall_p95"] == 0.25

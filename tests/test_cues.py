@@ -171,6 +171,8 @@ def test_default_yaml_matches_dataclass_defaults():
         ({"cascade": {"low": 0.8, "high": 0.2}}, "low=0.8"),
         ({"logo": {"ratoi": 0.7}}, "ratoi"),
         ({"ocr": {}}, "ocr"),
+        ({"placement": {"min_template_correlation": 1.5}}, "1.5"),
+        ({"placement": {"correlation_scale_step": 1.0}}, "correlation_scale_step"),
     ],
 )
 def test_bad_config_is_refused_naming_the_value(raw, message):

@@ -13,7 +13,7 @@ from brandsentry.cues import build_brand_assets, compute_cues, feature_names
 from brandsentry.cues import logo as logo_module
 from brandsentry.cues.features import extract
 from brandsentry.cues.logo import logo_cues, work_image
-from brandsentry.cues.placement import FEATURES, placement_cues
+from brandsentry.cues.placement import FEATURES, placement_cues, reference_layout
 from brandsentry.cues.records import ReferenceImages
 from test_cues import CFG as DEFAULT_CFG
 from test_cues import QUAD, clutter, grey, hue_shift, make_logo, neighbours, paste, rephoto
@@ -45,11 +45,11 @@ class Lookup(dict):
         return self[ref_id]
 
 
-def placement(world, listing, lookup=None, params=CFG.placement):
+def placement(world, listing, lookup=None, params=CFG.placement, assets=None):
     found = neighbours((LOGO_ID, 0.95, "Korvalis", "Tonic"), (REFERENCE_ID, 0.9, "Korvalis", "Tonic"))
     lookup = Lookup({REFERENCE_ID: world["reference"]}) if lookup is None else lookup
     return placement_cues(
-        listing, grey(listing), found, "Korvalis", "Tonic", world["assets"], ReferenceImages(lookup),
+        listing, grey(listing), found, "Korvalis", "Tonic", assets or world["assets"], ReferenceImages(lookup),
         CFG.logo, params,
     )  # fmt: skip
 
@@ -190,3 +190,31 @@ def test_tiny_logo_templates_are_enlarged_when_asked(world):
     assert len(enlarged.logos[0].features) > (len(plain.logos[0].features) if plain.logos else 0)
     big = build_brand_assets("Korvalis", [], {LOGO_ID: world["logo"]}, cfg)
     assert big.logos[0].image.shape == world["logo"].shape  # only small templates grow
+
+
+def test_a_logo_too_small_for_local_features_is_located_in_its_reference_by_correlation(world):
+    tiny = cv2.resize(world["logo"], (40, 40), interpolation=cv2.INTER_AREA)
+    assets = build_brand_assets("Korvalis", [], {LOGO_ID: tiny}, CFG)
+    box = np.array([[300, 200], [348, 200], [348, 248], [300, 248]], dtype=np.float64)  # 1.2x the template
+    small = cv2.resize(tiny, (48, 48), interpolation=cv2.INTER_CUBIC)
+    reference = paste(world["background"], small, box)
+    layout = reference_layout(reference, assets.logos, CFG.logo, CFG.placement)
+    assert layout.logo_located_by == "correlation"  # its few corners do not verify
+    projected = logo_module.project(layout.logo_homography, layout.logo.corners)[0]
+    assert np.abs(projected - box).max() <= 3.0
+    # a template the reference does not show (another brand's small wordmark) is not placed anywhere
+    stranger = cv2.resize(make_logo(word="ZEPHYRA")[230:], (60, 15), interpolation=cv2.INTER_AREA)
+    other = build_brand_assets("Zephyra", [], {LOGO_ID: stranger}, CFG)
+    assert other.logos and reference_layout(reference, other.logos, CFG.logo, CFG.placement).logo is None
+    never = replace(CFG.placement, min_template_correlation=1.0)
+    assert reference_layout(reference, assets.logos, CFG.logo, never).logo is None
+    # the listing's logo place is then checked as for any other logo
+    lookup = Lookup({REFERENCE_ID: reference})
+    authentic = placement(world, rephoto(reference), lookup, assets=assets)
+    recoloured = placement(
+        world, rephoto(paste(world["background"], hue_shift(small, 120), box)), lookup, assets=assets
+    )
+    assert authentic.evidence["placement"]["logo_located_by"] == "correlation"
+    assert authentic.values["placement_logo_ncc"] > 0.8
+    residual = "placement_logo_color_residual"
+    assert recoloured.values[residual] > 2 * authentic.values[residual]

@@ -191,7 +191,9 @@ def classification_metrics(
 ) -> dict[str, float]:
     """ROC-AUC, PR-AUC and recall at fixed precisions; per brand and per counterfeit kind.
 
-    Per kind: that kind's counterfeits against all authentic listings, so each kind's difficulty shows.
+    Per kind: that kind's counterfeits against all authentic listings, so each kind's difficulty shows,
+    and (`recall_at_overall_p95`) the share of the kind caught at the score where the whole set reaches
+    precision 0.95: how the overall recall at that precision splits over the kinds.
     """
     if len(np.unique(y)) < 2:
         raise TrainingDataError("evaluation data holds one class only")
@@ -203,6 +205,7 @@ def classification_metrics(
     }
     for target in (0.90, 0.95, 0.99):
         metrics[f"recall_at_p{round(target * 100)}"] = recall_at_precision(scores, y, target)
+    overall_p95 = threshold_for_precision(scores, y, 0.95)
     groups = {"brand": brands, "kind": kinds}
     for prefix, values in groups.items():
         if values is None:
@@ -216,6 +219,9 @@ def classification_metrics(
             key = f"{prefix}.{value}"
             metrics[f"{key}.roc_auc"] = float(roc_auc_score(y[mask], scores[mask]))
             metrics[f"{key}.recall_at_p95"] = recall_at_precision(scores[mask], y[mask], 0.95)
+            if prefix == "kind":
+                caught = scores[(values == value) & (y == 1)] >= overall_p95
+                metrics[f"{key}.recall_at_overall_p95"] = float(caught.mean())
     return metrics
 
 

@@ -77,6 +77,9 @@ class PlacementParams:
     min_inliers: int = 15  # inliers of the package homography below which the listing counts as unregistered
     min_inlier_spread: float = 0.1  # ... or whose convex hull covers less of the listing than this share
     ransac_threshold: float = 4.0  # pixels at the listing's logo working scale
+    min_template_correlation: float = 0.9  # a logo too small for local features is located in the product
+    # reference by normalised cross-correlation over scales where its peak reaches this
+    correlation_scale_step: float = 1.1  # ratio between the template scales tried
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,15 @@ class CueConfig:
         if not 0.0 <= self.placement.min_inlier_spread <= 1.0:
             raise ConfigError(
                 f"cues.placement.min_inlier_spread must lie in [0, 1], got {self.placement.min_inlier_spread}"
+            )
+        if not 0.0 < self.placement.min_template_correlation <= 1.0:
+            raise ConfigError(
+                "cues.placement.min_template_correlation must lie in (0, 1], "
+                f"got {self.placement.min_template_correlation}"
+            )
+        if self.placement.correlation_scale_step <= 1.0:
+            raise ConfigError(
+                f"cues.placement.correlation_scale_step must be > 1, got {self.placement.correlation_scale_step}"
             )
         if self.logo.min_matches < 4:
             raise ConfigError(

@@ -3,7 +3,8 @@
 A package's design fixes where its logo sits. The listing is aligned with the best claimed-brand product
 reference by one homography over the whole package (local features + RANSAC: the logo is a small share of
 the package's features, so it does not steer the fit); the brand's logo templates are located in that
-reference; then the listing region where the logo must be is warped into the template's frame and compared
+reference (by local features, or for a logo with too few corners by cross-correlation over scales); then
+the listing region where the logo must be is warped into the template's frame and compared
 with the template, and a logo that verifies in the listing is compared with that expected place.
 
 What each tamper leaves there: a moved logo leaves its old place unlike the template (and verifies away from
@@ -65,14 +66,54 @@ class ReferenceLayout:
     features: LocalFeatures
     shape: tuple[int, int]
     rgb: np.ndarray  # the reference at the working scale
-    logo: LogoTemplate | None  # the brand logo template found in the reference (most inliers), if any
+    logo: LogoTemplate | None  # the brand logo template found in the reference, if any
     logo_homography: np.ndarray | None  # template -> reference working pixels
+    logo_located_by: str | None = None  # "features" (verified, most inliers) or "correlation"
+
+
+def locate_by_correlation(
+    work: np.ndarray, template: LogoTemplate, params: PlacementParams, min_box_side: int
+) -> tuple[float, np.ndarray] | None:
+    """(peak correlation, template -> `work` homography) of the template's best axis-aligned placement.
+
+    Normalised cross-correlation over a geometric series of template scales (1 among them): the fallback
+    for logos with too few corners for local features, typically a small crop of the product photo itself.
+    Scales run from a projected box of `min_box_side` up to the largest that fits in the reference.
+    """
+    pattern = to_grey(template.image)
+    t_height, t_width = pattern.shape
+    height, width = work.shape
+    if pattern.std() < 1.0:  # a flat template correlates with nothing (or with every flat patch)
+        return None
+    step = math.log(params.correlation_scale_step)
+    lowest = math.ceil(math.log(min_box_side / math.sqrt(t_height * t_width)) / step)
+    highest = math.floor(math.log(min(height / t_height, width / t_width)) / step)
+    best: tuple[float, np.ndarray] | None = None
+    for power in range(lowest, highest + 1):
+        factor = params.correlation_scale_step**power
+        size = (max(1, round(t_width * factor)), max(1, round(t_height * factor)))
+        if size[0] > width or size[1] > height:
+            continue
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+        scaled = cv2.resize(pattern, size, interpolation=interpolation)
+        if scaled.std() < 1.0:
+            continue
+        scores = cv2.matchTemplate(work, scaled, cv2.TM_CCOEFF_NORMED)
+        _, peak, _, (x, y) = cv2.minMaxLoc(scores)
+        if best is None or peak > best[0]:
+            sx, sy = size[0] / t_width, size[1] / t_height
+            best = (float(peak), np.array([[sx, 0.0, x], [0.0, sy, y], [0.0, 0.0, 1.0]]))
+    return best
 
 
 def reference_layout(
-    rgb: np.ndarray, templates: tuple[LogoTemplate, ...], params: LogoParams
+    rgb: np.ndarray, templates: tuple[LogoTemplate, ...], params: LogoParams, placement: PlacementParams
 ) -> ReferenceLayout:
-    """Local features of a product reference and where the brand's logo lies in it."""
+    """Local features of a product reference and where the brand's logo lies in it.
+
+    A template verified by local features wins (most inliers); when none verifies, the template that
+    correlates best, at or above `placement.min_template_correlation`, is taken.
+    """
     work, scale = work_image(to_grey(rgb), params)
     shrink = work.shape[0] < rgb.shape[0]
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
@@ -86,13 +127,16 @@ def reference_layout(
         inliers, spread = len(found.inlier_listing_points), inlier_spread(found)
         if is_verified(inliers, spread, params) and (inliers, spread) > best_key:
             best, best_key = found, (inliers, spread)
-    return ReferenceLayout(
-        features,
-        work.shape,
-        work_rgb,
-        None if best is None else best.template,
-        None if best is None else best.homography,
-    )
+    if best is not None:
+        return ReferenceLayout(features, work.shape, work_rgb, best.template, best.homography, "features")
+    least, located = placement.min_template_correlation, None
+    for template in templates:
+        found = locate_by_correlation(work, template, placement, params.min_box_side)
+        if found is not None and found[0] >= least:
+            least, located = found[0], (template, found[1])
+    if located is None:
+        return ReferenceLayout(features, work.shape, work_rgb, None, None)
+    return ReferenceLayout(features, work.shape, work_rgb, *located, "correlation")
 
 
 def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -220,10 +264,12 @@ def placement_cues(
 
     view = view or listing_view(grey, assets.logos, logo)
     listing, (sx, sy) = view.features, view.scale
-    key = ("placement_layout", logo, tuple(sorted(template_ids)))
+    key = ("placement_layout", logo, params, tuple(sorted(template_ids)))
     best: tuple[int, int, ReferenceLayout, np.ndarray | None] | None = None
     for ref_id in candidates:
-        layout = references.derived(ref_id, key, lambda image: reference_layout(image, assets.logos, logo))
+        layout = references.derived(
+            ref_id, key, lambda image: reference_layout(image, assets.logos, logo, params)
+        )
         if layout is None:
             continue
         homography, inliers = _register(listing, view.shape, layout, params, logo.ratio)
@@ -273,7 +319,11 @@ def placement_cues(
     # where the logo must be in the listing: template -> reference -> listing pixels
     expected = np.linalg.inv(listing_to_reference) @ layout.logo_homography
     quad, _ = project(expected, template.corners)
-    evidence["placement"].update(logo_reference_id=template.ref_id, expected_quad=quad.round(2).tolist())
+    evidence["placement"].update(
+        logo_reference_id=template.ref_id,
+        logo_located_by=layout.logo_located_by,
+        expected_quad=quad.round(2).tolist(),
+    )
     t_height, t_width = template.image.shape[:2]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     aligned = cv2.warpPerspective(rgb, expected, (t_width, t_height), flags=flags)
