@@ -38,7 +38,7 @@ done
 
 step "6. a (simulated) reviewer answers day 2's flag/review queue; verdicts go into the catalog"
 $BS feedback simulate "$WORKSPACE/runs/score/day2" "$DEMO_DIR/listings_day2.csv" --top 150 $WS
-$BS feedback import "$WORKSPACE/runs/score/day2/verdicts.csv" $WS
+$BS feedback import "$WORKSPACE/runs/score/day2/_verdicts.csv" $WS
 
 step "7. retrain with the reviewed listings (promoted only if it beats the champion on the same validation set)"
 $BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES-experiment=fast_cues}

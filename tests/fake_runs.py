@@ -73,7 +73,7 @@ def make_results(
 
 
 def write_run(out_dir: Path, results: pd.DataFrame, parts: int = 2, images_per_s: float = 12.5) -> Path:
-    """Write `results` as a finished scoring run: part files, summary.json, _SUCCESS."""
+    """Write `results` as a finished scoring run: part files, _summary.json, _SUCCESS."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, chunk in enumerate(np.array_split(np.arange(len(results)), parts)):
         results.iloc[chunk].to_parquet(out_dir / f"part-{index:05d}.parquet", index=False)
@@ -82,6 +82,6 @@ def write_run(out_dir: Path, results: pd.DataFrame, parts: int = 2, images_per_s
         "images_per_s": images_per_s,
         "elapsed_s": len(results) / images_per_s,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary))
+    (out_dir / "_summary.json").write_text(json.dumps(summary))
     (out_dir / "_SUCCESS").write_text("")
     return out_dir

@@ -4,9 +4,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from brandsentry.classify import (
+    CascadeClassifier,
     ClassifierSettings,
     CounterfeitClassifier,
+    InformativeColumns,
     TrainingDataError,
+    calibration_folds,
     classification_metrics,
     decision_metrics,
     encode_labels,
@@ -118,3 +121,73 @@ def test_per_kind_metrics_on_a_hand_example():
     assert metrics["recall_at_p95"] == 5 / 8
     assert metrics["kind.a.recall_at_overall_p95"] == 1.0
     assert metrics["kind.b.recall_at_overall_p95"] == 0.25
+
+
+# ---- any cue matrix trains ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["hgb", "logreg"])
+@pytest.mark.parametrize(
+    "column",
+    [np.full(300, np.nan), np.zeros(300), np.where(np.arange(300) % 3 == 0, 1.0, np.nan)],
+    ids=["all_nan", "constant", "nan_or_constant"],
+)
+def test_an_uninformative_cue_is_dropped_by_name_and_scoring_reads_the_rest(kind, column, caplog):
+    X, y, groups, _ = make_listings(300, seed=5)
+    X["seller_known"] = column
+    with caplog.at_level("INFO", logger="brandsentry.classify"):
+        model = CounterfeitClassifier(ClassifierSettings(kind=kind), list(X.columns)).fit(X, y, groups)
+    assert model.feature_names == ["similarity", "logo_inliers", "noise"]
+    assert "training listings" not in model.dropped_features["seller_known"]  # says what it is fitted on
+    assert "300 listings" in model.dropped_features["seller_known"]
+    assert [r.getMessage() for r in caplog.records if "seller_known" in r.getMessage()] == [
+        f"cue seller_known dropped from the model: {model.dropped_features['seller_known']}"
+    ]
+    # scoring frames carry every computed column; the model reads exactly its own
+    Xt, yt, _, _ = make_listings(300, seed=6)
+    Xt["seller_known"] = 0.5
+    assert classification_metrics(yt, model.predict_proba(Xt))["roc_auc"] > 0.9
+
+
+def test_a_cue_missing_in_one_calibration_fold_only_is_kept_for_the_final_model(caplog):
+    X, y, groups, _ = make_listings(600, seed=7)
+    settings = ClassifierSettings(calibration_folds=3)
+    folds = calibration_folds(settings, y, groups)
+    # informative everywhere except on the rows one fold's model is fitted on, where it is NaN
+    fold_rows = np.zeros(len(y), dtype=bool)
+    fold_rows[folds[0][0]] = True
+    X["logo_score"] = np.where(fold_rows, np.nan, y + np.random.default_rng(0).normal(0, 0.3, len(y)))
+    with caplog.at_level("INFO", logger="brandsentry.classify"):
+        cascade = CascadeClassifier.fit(settings, ["similarity", "noise"], list(X.columns), X, y, groups)
+    assert "logo_score" in cascade.full.feature_names and not cascade.dropped_features
+    assert any(
+        "logo_score is left out of calibration fold 1 of 3 only" in r.getMessage() for r in caplog.records
+    )
+    assert np.isfinite(cascade.full.predict_proba(X)).all()
+
+
+def test_a_cascade_whose_expensive_cues_are_all_dropped_never_escalates():
+    X, y, groups, _ = make_listings(300, seed=8)
+    X["logo_inliers_x"], X["ocr_match"] = np.nan, 1.0
+    cascade = CascadeClassifier.fit(
+        ClassifierSettings(), ["similarity", "logo_inliers", "noise"], list(X.columns), X, y, groups
+    )
+    assert not cascade.has_expensive and set(cascade.dropped_features) == {"logo_inliers_x", "ocr_match"}
+    scores, escalated = cascade.cascaded_scores(X, lambda p: True)
+    assert not escalated.any() and np.isfinite(scores).all()
+
+
+def test_no_learnable_cue_is_an_error_naming_each_cue_and_why():
+    X, y, groups, _ = make_listings(100, seed=9)
+    X = pd.DataFrame({"a": np.nan, "b": 2.0}, index=X.index)
+    with pytest.raises(TrainingDataError, match=r"a: NaN on all 100 .*b: constant 2 on all 100"):
+        CounterfeitClassifier(ClassifierSettings(), ["a", "b"]).fit(X, y, groups)
+    with pytest.raises(TrainingDataError, match="no cheap cue can be learnt from"):
+        CascadeClassifier.fit(ClassifierSettings(), ["a"], ["a", "b"], X, y, groups)
+
+
+def test_informative_columns_keeps_only_columns_that_vary():
+    X = np.array([[1.0, np.nan, 3.0, 1.0], [1.0, np.nan, np.nan, 2.0], [1.0, np.nan, 3.0, np.nan]])
+    selector = InformativeColumns().fit(X)
+    assert selector.keep_.tolist() == [False, False, False, True]
+    assert selector.transform(X).shape == (3, 1)
+    with pytest.raises(TrainingDataError, match="none of the 3 cue"):
+        InformativeColumns().fit(X[:, :3])

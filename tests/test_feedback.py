@@ -14,15 +14,15 @@ from brandsentry.cli import main
 from brandsentry.config import Workspace
 from brandsentry.feedback import (
     CUE_COLUMNS,
-    ScoringResultsError,
     VerdictFileError,
     feedback_training_rows,
     import_verdicts,
     latest_scorings,
-    read_scoring_results,
     record_scoring_run,
     simulate_verdicts,
 )
+from brandsentry.run_folder import ScoringResultsError
+from brandsentry.run_folder import read_results as read_scoring_results
 from fake_runs import make_results, write_run
 
 
@@ -53,8 +53,8 @@ def test_unfinished_run_is_refused(tmp_path):
 def test_a_run_over_its_error_budget_is_finished_but_not_successful(tmp_path):
     run = write_run(tmp_path / "run", make_results(n=10))
     (run / "_SUCCESS").unlink()
-    summary = json.loads((run / "summary.json").read_text())
-    (run / "summary.json").write_text(json.dumps({**summary, "status": "error_budget_exceeded"}))
+    summary = json.loads((run / "_summary.json").read_text())
+    (run / "_summary.json").write_text(json.dumps({**summary, "status": "error_budget_exceeded"}))
     assert len(read_scoring_results(run)) == 10  # every shard was written: reviewers must see this day
 
 

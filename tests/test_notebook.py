@@ -12,9 +12,10 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from brandsentry.config import Workspace
-from brandsentry.feedback import read_scoring_results, record_scoring_run
+from brandsentry.feedback import record_scoring_run
 from brandsentry.review import ReviewSettings
 from brandsentry.review.evidence import ImageSources, build_evidence_page
+from brandsentry.run_folder import read_results as read_scoring_results
 from fake_runs import make_results, write_run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_scoring_run.ipynb"

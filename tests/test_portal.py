@@ -23,6 +23,7 @@ from brandsentry.config import load_config
 from brandsentry.index import update_from_catalog
 from brandsentry.portal.app import SESSION_COOKIE, create_app
 from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore
+from brandsentry.run_folder import embeddings_path
 
 LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
 
@@ -497,12 +498,12 @@ def test_flood_check_counts_similar_recent_listings(tmp_path):
         listings = np.concatenate([close, far])
         listings /= np.linalg.norm(listings, axis=1, keepdims=True)
         run = world.workspace / "runs" / "score" / "2026-01-01"
-        run.mkdir(parents=True)
-        np.save(run / "embeddings-000.npy", listings[:100].astype(np.float32))
-        np.save(run / "embeddings-001.npy", listings[100:].astype(np.float32))
+        embeddings_path(run, 0).parent.mkdir(parents=True)
+        np.save(embeddings_path(run, 0), listings[:100].astype(np.float32))
+        np.save(embeddings_path(run, 1), listings[100:].astype(np.float32))
         older = world.workspace / "runs" / "score" / "old-other-embedder"
-        older.mkdir()
-        np.save(older / "embeddings-000.npy", np.ones((5, 7), dtype=np.float32))
+        embeddings_path(older, 0).parent.mkdir(parents=True)
+        np.save(embeddings_path(older, 0), np.ones((5, 7), dtype=np.float32))
         outcomes = world.upload(
             world.acme, ("generic.jpg", encode(generic)), ("specific.jpg", encode(specific))
         )

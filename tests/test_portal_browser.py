@@ -22,6 +22,7 @@ from brandsentry.images import decode_image
 from brandsentry.index import update_from_catalog
 from brandsentry.portal.app import create_app
 from brandsentry.portal.service import UploadedFile
+from brandsentry.run_folder import embeddings_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -179,8 +180,8 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
         ]
     ).astype(np.float32)
     run = workspace / "runs" / "score" / "2026-01-30"
-    run.mkdir(parents=True)
-    np.save(run / "embeddings-000.npy", listings / np.linalg.norm(listings, axis=1, keepdims=True))
+    embeddings_path(run, 0).parent.mkdir(parents=True)
+    np.save(embeddings_path(run, 0), listings / np.linalg.norm(listings, axis=1, keepdims=True))
 
     try:
         with live_server(app) as base, chromium(tmp_path / "profile") as driver:

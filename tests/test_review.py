@@ -259,7 +259,7 @@ def test_scoring_runs_are_logged_with_counts_tags_and_artifacts(review_world, lo
     assert client.get_experiment(experiment_id).name == "scoring"
     assert run.data.tags["model_version"] == "1" and run.data.tags["run_kind"] == "daily"
     assert run.data.tags["drift_warning"] == "false" and run.data.tags["drift_baseline_runs"] == "0"
-    results = pd.concat(pd.read_parquet(p) for p in sorted(review_world["day1"].glob("part-*.parquet")))
+    results = pd.read_parquet(review_world["day1"])  # the run folder is a Parquet dataset
     assert run.data.metrics["decisions.flag"] == (results["decision"] == "flag").sum()
     assert run.data.metrics["throughput.images_per_s"] == 12.5
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
@@ -391,8 +391,8 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     """score two batches -> log both (attributions, drift) -> verdicts -> rescan, then rescan after a withdrawal."""
     from brandsentry.cli import main
     from brandsentry.feedback import feedback_training_rows, import_verdicts, simulate_verdicts
-    from brandsentry.feedback import read_scoring_results as read_results
     from brandsentry.review import load_bundle_for, rescan
+    from brandsentry.run_folder import read_results
     from brandsentry.score import score_run
 
     workspace = tmp_path / "ws"

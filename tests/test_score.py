@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image
 
 from brandsentry.config import load_config
 from brandsentry.features import ListingManifestError
+from brandsentry.run_folder import embedding_files, embeddings_path, part_files
 from brandsentry.score import (
     ErrorBudgetExceeded,
     ScoreRunError,
@@ -95,7 +98,11 @@ def score_config(world, out: Path, *extra: str, listings: Path | None = None):
 
 
 def read_results(out: Path) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
+    return pd.concat([pd.read_parquet(p) for p in part_files(out)], ignore_index=True)
+
+
+def read_vectors(out: Path) -> np.ndarray:
+    return np.concatenate([np.load(p) for p in embedding_files(out)])
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -146,7 +153,7 @@ def test_one_row_per_listing_with_every_column(world, reference):
     undecodable = manifest.index[manifest["counterfeit_kind"] == "undecodable"]
     assert len(undecodable) and (results.loc[undecodable, "decision"] == "error").all()
     assert (out / "_SUCCESS").is_file()
-    written = json.loads((out / "summary.json").read_text())
+    written = json.loads((out / "_summary.json").read_text())
     assert written["listings"] == len(manifest) == summary.listings
     assert (
         written["decisions"]
@@ -164,7 +171,7 @@ def test_embeddings_are_saved_row_aligned_per_shard(world, reference):
     from brandsentry.bundle import ScoringBundle
 
     out, _, results = reference
-    vectors = np.concatenate([np.load(p) for p in sorted(out.glob("embeddings-*.npy"))])
+    vectors = read_vectors(out)
     assert vectors.dtype == np.float32 and len(vectors) == len(results)
     failed = (results["decision"] == "error").to_numpy()
     assert np.isnan(vectors[failed]).all()
@@ -174,6 +181,57 @@ def test_embeddings_are_saved_row_aligned_per_shard(world, reference):
     for ids, sims, row in zip(found.ids, found.scores, results[~failed].itertuples(), strict=True):
         assert list(ids[ids >= 0]) == list(row.top_ref_ids)
         np.testing.assert_allclose(sims[ids >= 0], row.top_similarities, rtol=1e-6)
+
+
+def test_a_finished_run_folder_is_a_parquet_dataset(reference):
+    import pyarrow.dataset as ds
+
+    out, summary, results = reference
+    assert {p.name for p in out.iterdir() if not p.name.startswith(("_", "."))} == {
+        p.name for p in part_files(out)
+    }
+    by_pandas = pd.read_parquet(out)
+    assert len(by_pandas) == summary.listings and list(by_pandas.columns) == list(results.columns)
+    assert by_pandas["listing_id"].tolist() == results["listing_id"].tolist()
+    dataset = ds.dataset(out, format="parquet")
+    assert dataset.count_rows() == summary.listings
+    assert sorted(dataset.to_table(columns=["listing_id"])["listing_id"].to_pylist()) == sorted(
+        results["listing_id"]
+    )
+    assert dataset.schema.field("cue_failures").type == pa.list_(pa.string())
+
+
+def test_a_folder_of_the_old_layout_is_refused_by_name(world, reference, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(reference[0], out)
+    (out / "_summary.json").rename(out / "summary.json")
+    with pytest.raises(ScoreRunError, match="summary.json.*force=true"):
+        score_run(score_config(world, out, "score.shard_size=10"))
+
+
+def test_cue_failures_are_counted_in_the_summary_and_a_bug_is_logged_once(
+    world, tmp_path, monkeypatch, caplog
+):
+    import brandsentry.cues.compute as compute
+    import brandsentry.cues.quality as quality
+
+    def broken(*args, **kwargs):
+        raise TypeError("quality cue bug")
+
+    monkeypatch.setattr(quality, "quality_cues", broken)
+    monkeypatch.setattr(compute, "_reported", set())
+    out = tmp_path / "failing"
+    with caplog.at_level(logging.ERROR, logger="brandsentry.cues.compute"):
+        summary = score_run(score_config(world, out, listings=first_rows(world, 20)))
+    results = read_results(out)
+    decoded = int((results["decision"] != "error").sum())
+    assert summary.cue_failures == {"quality": {"TypeError": decoded}} and decoded > 0
+    assert json.loads((out / "_summary.json").read_text())["cue_failures"] == summary.cue_failures
+    failed = results[results["decision"] != "error"]
+    assert failed["cue_failures"].map(lambda entries: list(entries) == ["quality: TypeError"]).all()
+    assert failed["quality_sharpness"].isna().all() and failed["score"].notna().all()
+    bugs = [r for r in caplog.records if "quality" in r.getMessage() and r.exc_info]
+    assert len(bugs) == 1 and "quality cue bug" in str(bugs[0].exc_info[1])
 
 
 def test_finished_run_is_a_noop_unless_forced(world, reference, tmp_path):
@@ -191,7 +249,7 @@ def test_force_scores_again_from_scratch(world, reference, tmp_path):
     forced = score_run(score_config(world, out, "score.shard_size=20", "score.force=true"))
     assert forced.scored_now == forced.listings and forced.shards_reused == 0 and forced.shards == 3
     assert sorted(p.name for p in out.glob("part-*")) == [f"part-{i:05d}.parquet" for i in range(3)]
-    assert len(list(out.glob("embeddings-*"))) == 3
+    assert len(embedding_files(out)) == 3
     assert_close_results(read_results(out), reference[2])
 
 
@@ -220,14 +278,14 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(world, reference, tmp_
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
     assert not (out / "_SUCCESS").exists()
     # what a kill -9 in the middle of shard 2's write leaves behind: its embeddings and a temp file
-    (out / "embeddings-00002.npy").write_bytes(b"half")
+    embeddings_path(out, 2).write_bytes(b"half")
     (out / ".part-00002.parquet.tmp-999").write_bytes(b"half")
+    (out / "_embeddings" / ".part-00003.npy.tmp-999").write_bytes(b"half")
     resumed = score_run(score_config(world, out, "score.shard_size=10", listings=listings))
     assert resumed.shards_reused == 2 and resumed.scored_now == 20 and resumed.listings == 40
-    assert not list(out.glob(".*tmp*")) and (out / "_SUCCESS").is_file()
+    assert not list(out.glob("**/.*tmp*")) and (out / "_SUCCESS").is_file()
     assert comparable(read_results(out)).equals(comparable(reference[2]).head(40))
-    vectors = np.concatenate([np.load(p) for p in sorted(out.glob("embeddings-*.npy"))])
-    expected = np.concatenate([np.load(p) for p in sorted(reference[0].glob("embeddings-*.npy"))])
+    vectors, expected = read_vectors(out), read_vectors(reference[0])
     np.testing.assert_array_equal(vectors, expected[:40])
 
 
@@ -398,7 +456,7 @@ def test_error_budget_fails_loudly_after_writing_everything(world, tmp_path, cap
     failed = (read_results(out)["decision"] == "error").sum()
     assert summary.status == "error_budget_exceeded" and summary.decisions["error"] == failed > 0
     assert len(list(out.glob("part-*.parquet"))) == 3 and len(read_results(out)) == summary.listings == 25
-    assert json.loads((out / "summary.json").read_text())["status"] == "error_budget_exceeded"
+    assert json.loads((out / "_summary.json").read_text())["status"] == "error_budget_exceeded"
     assert not (out / "_SUCCESS").exists()
     # without a terminal, progress is a log line with rate and ETA
     lines = [r.getMessage() for r in caplog.records if "images/s, ETA" in r.getMessage()]
@@ -540,8 +598,7 @@ def test_lanes_score_exactly_like_one_process(world, reference, tmp_path):
     summary = score_run(score_config(world, out, "score.shard_size=10", "score.lanes=2"))
     assert summary.listings == 60 and summary.shards == 6 and (out / "_SUCCESS").is_file()
     assert comparable(read_results(out)).equals(comparable(reference[2]))
-    vectors = np.concatenate([np.load(p) for p in sorted(out.glob("embeddings-*.npy"))])
-    expected = np.concatenate([np.load(p) for p in sorted(reference[0].glob("embeddings-*.npy"))])
+    vectors, expected = read_vectors(out), read_vectors(reference[0])
     np.testing.assert_array_equal(vectors, expected)
     # shards cut into several chunks each, chunks finishing out of order: still the same rows
     again = tmp_path / "lanes_chunks"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from brandsentry.run_folder import EMBEDDINGS_DIR, embedding_files
 from brandsentry.score import score_run
 from test_score import comparable, read_results, reference, score_config, world  # noqa: F401 (fixtures)
 
@@ -29,5 +30,5 @@ def test_ray_engine_matches_the_local_engine(world, reference, tmp_path):  # noq
     local_out, local_summary, local_results = reference
     assert summary.decisions == local_summary.decisions and summary.errors == local_summary.errors
     assert comparable(read_results(out)).equals(comparable(local_results))
-    for part in sorted(local_out.glob("embeddings-*.npy")):
-        np.testing.assert_array_equal(np.load(out / part.name), np.load(part))
+    for part in embedding_files(local_out):
+        np.testing.assert_array_equal(np.load(out / EMBEDDINGS_DIR / part.name), np.load(part))

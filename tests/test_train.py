@@ -132,6 +132,22 @@ def test_a_split_without_both_classes_is_refused(tiny_trained, tmp_path, capsys)
     assert "validation split needs authentic and counterfeit listings" in capsys.readouterr().err
 
 
+def test_too_few_training_listings_for_the_calibration_folds_is_refused_before_any_work(
+    tiny_trained, capsys, monkeypatch
+):
+    listings = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
+    train_counterfeits = listings.index[(listings["split"] == "train") & (listings["label"] == "counterfeit")]
+    few = listings.drop(train_counterfeits[2:])  # 2 counterfeit training listings for 3 folds
+    manifest = tiny_trained.workspace.world / "two_train_counterfeits.csv"
+    few.to_csv(manifest, index=False)
+    monkeypatch.setattr(ScoringContext, "featurize_all", lambda *a, **k: pytest.fail("featurised"))
+    code = main(["train", f"listings={manifest}", *tiny_trained.overrides])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "2 counterfeit listing(s)" in err and "needs at least 3 of each" in err
+    assert "classifier.calibration_folds=3" in err
+
+
 def test_promote_sets_the_alias(tiny_trained, tmp_path, client, capsys):
     workspace = copy_workspace(tiny_trained.workspace, tmp_path / "workspace")
     uri = Workspace(workspace.path).mlflow_uri

@@ -88,8 +88,10 @@ class BundleMetadata:
     embedder: dict  # EmbedderIdentity.to_dict()
     index_version: int  # the workspace index version the model was trained against (copied into index/)
     image_root: str  # where reference images (stored_path) are read from
-    feature_names: list[str]
+    feature_names: list[str]  # the cue columns scoring computes and writes (the enabled cues)
     cheap_feature_names: list[str]
+    model_feature_names: list[str] = field(default_factory=list)  # those the models read (cheap and full)
+    dropped_features: dict[str, str] = field(default_factory=dict)  # enabled cues training dropped, and why
     dataset_digest: str = ""  # sha256 of the labelled manifest rows
     validation_digest: str = ""  # sha256 of the validation rows (auto-promotion compares on equal digests)
     metrics: dict[str, float] = field(default_factory=dict)  # training summary (validation and test)
@@ -120,6 +122,7 @@ def output_columns(feature_columns: list[str]) -> list[str]:
         "top_similarities",
         *feature_columns,
         "expensive_cues",
+        "cue_failures",
         "error",
         "error_detail",
         "model_version",
@@ -204,6 +207,11 @@ class ScoringBundle:
             )
         with open(self.path / "model.pkl", "rb") as handle:
             self.model: CascadeClassifier = pickle.load(handle)
+        unknown = [name for name in self.model.feature_names if name not in self.metadata.feature_names]
+        if unknown:
+            raise BundleError(
+                f"bundle {self.path}: the model reads cue(s) {unknown} that scoring does not compute"
+            )
         self.references = pd.read_parquet(self.path / "references.parquet")
         assets = json.loads((self.path / "assets.json").read_text(encoding="utf-8"))
         self.wordmarks: dict[str, list[str]] = assets["wordmarks"]
@@ -336,6 +344,7 @@ class ScoringBundle:
         features = table.features.reindex(columns=self.feature_names)
         out = pd.concat([out, features.reset_index(drop=True)], axis=1)
         out["expensive_cues"] = escalated
+        out["cue_failures"] = table.cue_failures()
         out["error"] = table.errors
         out["error_detail"] = table.error_details
         out["model_version"] = self.version

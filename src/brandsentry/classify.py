@@ -4,14 +4,22 @@ The model is fitted on the training split and calibrated on out-of-fold predicti
 folds of it (calibration never sees a score of a product the model was fitted on), then refitted on the
 whole split, so no labelled product is kept from the model. Thresholds are picked on the validation split
 for a target precision, per brand where a brand has enough labelled listings, else globally.
+
+Any cue matrix trains: a cue that is NaN or takes one value on every training row carries nothing to learn
+(and HistGradientBoosting's binning fails on it), so it is dropped from the model with one log line naming
+it and why, and the model keeps the names it uses; a cue that is so only on the rows one calibration fold
+fits on is left out of that fold's model alone (logged too).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
@@ -24,6 +32,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from brandsentry.errors import BrandsentryError
+
+log = logging.getLogger(__name__)
 
 LABELS = ("authentic", "counterfeit")
 DECISIONS = ("flag", "review", "pass", "error")
@@ -76,17 +86,85 @@ def encode_labels(labels: pd.Series | np.ndarray) -> np.ndarray:
 
 def _base_estimator(settings: ClassifierSettings):
     if settings.kind == "hgb":
-        return HistGradientBoostingClassifier(
-            max_iter=settings.max_iter,
-            learning_rate=settings.learning_rate,
-            min_samples_leaf=settings.min_samples_leaf,
-            random_state=settings.seed,
+        return make_pipeline(
+            InformativeColumns(),
+            HistGradientBoostingClassifier(
+                max_iter=settings.max_iter,
+                learning_rate=settings.learning_rate,
+                min_samples_leaf=settings.min_samples_leaf,
+                random_state=settings.seed,
+            ),
         )
     return make_pipeline(
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         StandardScaler(),
         LogisticRegression(max_iter=2000, C=1.0, random_state=settings.seed),
     )
+
+
+def calibration_folds(settings: ClassifierSettings, y: np.ndarray, groups: np.ndarray) -> list | None:
+    """Product-grouped, class-stratified folds whose fitting parts all hold both classes (None: too few
+    groups to hold any out, calibrate in-sample). Depends on (y, groups) only, so every model fitted on the
+    same rows gets the same folds."""
+    n_splits = min(settings.calibration_folds, len(np.unique(groups)))
+    if n_splits < 2:
+        return None
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=settings.seed)
+    folds = list(splitter.split(np.zeros((len(y), 1)), y, groups))
+    if any(len(np.unique(y[fit_idx])) < 2 for fit_idx, _ in folds):
+        return None
+    return folds
+
+
+def _uninformative(column: np.ndarray) -> str | None:
+    known = column[~np.isnan(column)]
+    if known.size == 0:
+        return "NaN"
+    if np.unique(known).size == 1:
+        return f"constant {known[0]:g}" if known.size == column.size else f"NaN or constant {known[0]:g}"
+    return None
+
+
+def uninformative_features(features: pd.DataFrame, names: Sequence[str]) -> dict[str, str]:
+    """Cue -> why no model can learn from it on these rows: NaN, or a single value, on every row."""
+    matrix = features[list(names)].to_numpy(dtype=np.float64)
+    found = {name: _uninformative(matrix[:, j]) for j, name in enumerate(names)}
+    return {
+        name: f"{why} on all {len(matrix)} listings it is fitted on" for name, why in found.items() if why
+    }
+
+
+def log_dropped(dropped: dict[str, str]) -> None:
+    for name, reason in dropped.items():
+        log.info("cue %s dropped from the model: %s", name, reason)
+
+
+def log_fold_gaps(features: pd.DataFrame, names: Sequence[str], folds: list | None) -> None:
+    """Cues a calibration fold's model goes without (uninformative on the rows that fold fits on)."""
+    for k, (fit_idx, _) in enumerate(folds or ()):
+        gaps = uninformative_features(features.iloc[fit_idx], names)
+        for name, reason in gaps.items():
+            log.info(
+                "cue %s is left out of calibration fold %d of %d only: %s", name, k + 1, len(folds), reason
+            )
+
+
+class InformativeColumns(BaseEstimator, TransformerMixin):
+    """Keeps the columns that hold two or more distinct known values on the rows it is fitted on.
+
+    HistGradientBoosting's binning fails on a column without two distinct values; a calibration fold's
+    model may see such a column where the whole training split does not, and then goes without it.
+    """
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        self.keep_ = np.array([_uninformative(X[:, j]) is None for j in range(X.shape[1])], dtype=bool)
+        if not self.keep_.any():
+            raise TrainingDataError(f"none of the {X.shape[1]} cue(s) varies over {len(X)} training listings")
+        return self
+
+    def transform(self, X):
+        return np.asarray(X, dtype=np.float64)[:, self.keep_]
 
 
 def threshold_for_precision(scores: np.ndarray, y: np.ndarray, target: float) -> float:
@@ -114,17 +192,28 @@ class CounterfeitClassifier:
     """A fitted, calibrated classifier plus its decision thresholds; pickled into the model bundle."""
 
     settings: ClassifierSettings
-    feature_names: list[str]
+    feature_names: list[str]  # the cues the model reads (uninformative ones dropped at fit)
     model: object = None
     global_threshold: float = 0.5
     brand_thresholds: dict[str, float] = field(default_factory=dict)
+    dropped_features: dict[str, str] = field(default_factory=dict)  # cue -> why it was dropped
 
     def fit(self, features: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> CounterfeitClassifier:
-        """Calibrate on out-of-fold scores (grouped folds), then refit the model on every row."""
+        """Drop uninformative cues, calibrate on out-of-fold scores (grouped folds), refit on every row."""
         if len(np.unique(y)) < 2:
             raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
+        self._matrix(features)  # every named column present
+        folds = calibration_folds(self.settings, y, groups)
+        dropped = uninformative_features(features, self.feature_names)
+        if len(dropped) == len(self.feature_names):
+            raise TrainingDataError(
+                "no cue can be learnt from: "
+                + "; ".join(f"{name}: {reason}" for name, reason in dropped.items())
+            )
+        log_dropped(dropped)
+        self.dropped_features = {**self.dropped_features, **dropped}
+        self.feature_names = [name for name in self.feature_names if name not in dropped]
         X = self._matrix(features)
-        folds = self._calibration_folds(X, y, groups)
         with self.threads():
             if folds is None:  # too few groups to hold any out: calibrate in-sample
                 base = FrozenEstimator(_base_estimator(self.settings).fit(X, y))
@@ -135,17 +224,6 @@ class CounterfeitClassifier:
                 )
             self.model = calibrated.fit(X, y)
         return self
-
-    def _calibration_folds(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list | None:
-        """Product-grouped, class-stratified folds whose training parts all hold both classes (or None)."""
-        n_splits = min(self.settings.calibration_folds, len(np.unique(groups)))
-        if n_splits < 2:
-            return None
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.settings.seed)
-        folds = list(splitter.split(X, y, groups))
-        if any(len(np.unique(y[fit_idx])) < 2 for fit_idx, _ in folds):
-            return None
-        return folds
 
     def threads(self):
         """OpenMP limited to `settings.threads`: per-tree thread start-up dominates small batches (and the
@@ -267,17 +345,47 @@ class CascadeClassifier:
         y: np.ndarray,
         groups: np.ndarray,
     ) -> CascadeClassifier:
-        """Fit both models on the same rows (whose expensive cues were computed for all)."""
+        """Fit both models on the same rows (whose expensive cues were computed for all).
+
+        Uninformative cues are found once for both models (they share the calibration folds); when every
+        expensive cue is dropped the cascade is the cheap model alone and never escalates.
+        """
         if not cheap_names:
             raise TrainingDataError("no cheap cue is enabled: the cascade's first model has no features")
-        cheap = CounterfeitClassifier(settings, list(cheap_names)).fit(features, y, groups)
-        if list(all_names) == list(cheap_names):
+        if len(np.unique(y)) < 2:
+            raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
+        dropped = uninformative_features(features, all_names)
+        cheap_kept = [name for name in cheap_names if name not in dropped]
+        if not cheap_kept:
+            raise TrainingDataError(
+                "no cheap cue can be learnt from, so the cascade's first model has no features: "
+                + "; ".join(f"{name}: {dropped[name]}" for name in cheap_names)
+            )
+        log_dropped(dropped)
+        all_kept = [name for name in all_names if name not in dropped]
+        log_fold_gaps(features, all_kept, calibration_folds(settings, y, groups))
+
+        cheap = CounterfeitClassifier(settings, cheap_kept).fit(features, y, groups)
+        if all_kept == cheap_kept:  # no expensive cue left (or none enabled): one model, no escalation
+            cheap.dropped_features = dict(dropped)
             return cls(cheap, cheap)
-        return cls(cheap, CounterfeitClassifier(settings, list(all_names)).fit(features, y, groups))
+        cheap.dropped_features = {name: why for name, why in dropped.items() if name in cheap_names}
+        full = CounterfeitClassifier(settings, all_kept).fit(features, y, groups)
+        full.dropped_features = dict(dropped)
+        return cls(cheap, full)
 
     @property
     def has_expensive(self) -> bool:
         return self.full is not self.cheap
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Every cue either model reads: what scoring must compute."""
+        return list(dict.fromkeys([*self.cheap.feature_names, *self.full.feature_names]))
+
+    @property
+    def dropped_features(self) -> dict[str, str]:
+        return dict(self.full.dropped_features)
 
     def escalate(self, cheap_scores: np.ndarray, needs_expensive) -> np.ndarray:
         """Rows whose cheap probability earns the expensive cues (`needs_expensive`: probability -> bool)."""

@@ -109,6 +109,14 @@ class FeatureTable:
     def ok(self) -> np.ndarray:
         return np.array([error is None for error in self.errors], dtype=bool)
 
+    def cue_failures(self) -> list[list[str]]:
+        """Per row, the cue groups that raised as "group: ExceptionType" (empty for most rows)."""
+        return [[f"{g}: {t}" for g, t in sorted(e.get("failures", {}).items())] for e in self.evidence]
+
+    def cue_failure_counts(self) -> dict[str, dict[str, int]]:
+        """cue group -> exception type -> listings."""
+        return count_cue_failures(self.cue_failures())
+
     @staticmethod
     def concat(tables: Iterable[FeatureTable]) -> FeatureTable:
         tables = list(tables)
@@ -280,6 +288,8 @@ class ScoringContext:
         for i, result in results.items():
             matrix[i] = result.row(names)
             evidence[i] = {"cues": dict(result.evidence), "reasons": dict(result.reasons)}
+            if result.failures:
+                evidence[i]["failures"] = dict(result.failures)
         return FeatureTable(
             listing_ids=rows["listing_id"].astype(str).to_numpy(dtype=object),
             features=pd.DataFrame(matrix, columns=names),
@@ -315,10 +325,13 @@ class ScoringContext:
                 evidence[i] = {**evidence[i], "reasons": {**evidence[i].get("reasons", {}), **skipped}}
                 continue
             features.loc[i, expensive_names] = result.row(expensive_names)
+            failures = {**evidence[i].get("failures", {}), **result.failures}
             evidence[i] = {
                 "cues": {**evidence[i].get("cues", {}), **result.evidence},
                 "reasons": {**evidence[i].get("reasons", {}), **result.reasons},
             }
+            if failures:
+                evidence[i]["failures"] = failures
         timings = table.timings_ms.join(_timings(results, len(rows)), how="left")
         return replace(table, features=features[self.feature_names], evidence=evidence, timings_ms=timings)
 
@@ -390,6 +403,26 @@ class _BoundedMemo(dict):
         if len(self) >= self.limit:
             self.clear()
         super().__setitem__(key, value)
+
+
+def count_cue_failures(rows: Iterable[Iterable[str]]) -> dict[str, dict[str, int]]:
+    """ "group: ExceptionType" entries (a `cue_failures` column) -> {group: {type: listings}}."""
+    counts: dict[str, dict[str, int]] = {}
+    for entries in rows:
+        for entry in entries:
+            group, _, kind = str(entry).partition(": ")
+            counts.setdefault(group, {})
+            counts[group][kind] = counts[group].get(kind, 0) + 1
+    return {group: dict(sorted(kinds.items())) for group, kinds in sorted(counts.items())}
+
+
+def format_cue_failures(counts: dict[str, dict[str, int]]) -> str:
+    """ "logo 3 (ValueError 2, KeyError 1); text 1 (RuntimeError 1)", or "none"."""
+    parts = [
+        f"{group} {sum(kinds.values())} ({', '.join(f'{kind} {n}' for kind, n in kinds.items())})"
+        for group, kinds in counts.items()
+    ]
+    return "; ".join(parts) or "none"
 
 
 def references_frame(catalog: Catalog, ids: np.ndarray | None = None) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from brandsentry.catalog import Catalog, utc_now
 from brandsentry.config import Workspace
 from brandsentry.cues.compute import GROUPS
 from brandsentry.errors import BrandsentryError
+from brandsentry.run_folder import ScoringResultsError, read_results
 
 VERDICT_LABELS = {
     "confirmed_counterfeit": "counterfeit",
@@ -34,61 +35,14 @@ VERDICT_LABELS = {
 VERDICT_COLUMNS = ("listing_id", "verdict", "reviewer", "note")
 # Every cue column any configuration can produce (a run scored with some cues disabled has a subset).
 CUE_COLUMNS = tuple(name for group in GROUPS for name in group.features)
-SUCCESS_MARKER = "_SUCCESS"
 _LEDGER_COLUMNS = (
     "listing_id", "claimed_brand", "claimed_product", "image_path", "seller_id", "scored_at", "decision",
     "score", "error", "model_version",
 )  # fmt: skip
 
 
-class ScoringResultsError(BrandsentryError, ValueError):
-    """A scoring run directory that is missing, unfinished (no _SUCCESS) or lacks the result columns."""
-
-
 class VerdictFileError(BrandsentryError, ValueError):
     """A verdicts file (or a simulator's ground truth) that cannot be read at all: missing file or columns."""
-
-
-def run_finished(out_dir: Path) -> bool:
-    """Every shard written: a successful run, or one that wrote everything and then exceeded its error budget.
-
-    The latter has no _SUCCESS marker, yet it is exactly the kind of day a reviewer has to look at.
-    """
-    if (out_dir / SUCCESS_MARKER).is_file():
-        return True
-    summary = out_dir / "summary.json"
-    if not summary.is_file():
-        return False
-    try:
-        return json.loads(summary.read_text()).get("status") == "error_budget_exceeded"
-    except (json.JSONDecodeError, AttributeError):
-        return False
-
-
-def read_scoring_results(out_dir: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """All result rows of a finished scoring run (`out_dir/part-*.parquet`), in part order.
-
-    An unfinished run is refused: its parts would be a partial day that looks like a whole one.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise ScoringResultsError(f"scoring run directory {out_dir} does not exist")
-    if not run_finished(out_dir):
-        raise ScoringResultsError(f"scoring run {out_dir} is unfinished (no {SUCCESS_MARKER} marker)")
-    parts = sorted(out_dir.glob("part-*.parquet"))
-    if not parts:
-        raise ScoringResultsError(f"scoring run {out_dir} has no part-*.parquet files")
-    wanted = None if columns is None else list(dict.fromkeys(columns))
-    frames = []
-    for part in parts:
-        frame = pd.read_parquet(part)
-        if wanted is not None:
-            missing = [c for c in wanted if c not in frame.columns]
-            if missing:
-                raise ScoringResultsError(f"{part} lacks result column(s) {missing}")
-            frame = frame[wanted]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
 
 
 def iso_utc(values) -> list[str]:
@@ -128,7 +82,7 @@ def record_scoring_run(workspace: Workspace | str | Path, out_dir: str | Path) -
     Idempotent: recording the same run again replaces its rows. Rescans and verdict imports read it.
     """
     out_dir = Path(out_dir).resolve()
-    results = read_scoring_results(out_dir)
+    results = read_results(out_dir)
     for column in ("listing_id", "claimed_brand", "image_path", "decision", "score", "scored_at"):
         if column not in results.columns:
             raise ScoringResultsError(f"scoring run {out_dir} lacks result column {column!r}")
@@ -263,7 +217,7 @@ def _judged_features(scorings: pd.DataFrame) -> tuple[dict[str, tuple[str, bool]
     found, problems = {}, {}
     for run_dir, group in scorings.groupby("run_dir"):
         try:
-            results = read_scoring_results(run_dir)
+            results = read_results(run_dir)
         except (ScoringResultsError, OSError, ValueError) as exc:
             problems[run_dir] = f"results of scoring run {run_dir} unreadable: {exc}"
             continue

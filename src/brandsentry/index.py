@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -556,7 +556,7 @@ class ReferenceIndex:
                 stored=int(self._stored.size),
                 tombstones=int(self._tombstones.size),
                 embedder=self.embedder,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 catalog_high_water=int(catalog_high_water),
             )
             name = f"v{version:06d}"

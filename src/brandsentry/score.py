@@ -2,8 +2,8 @@
 
 The manifest is cut into shards of `shard_size` consecutive rows, and shards into chunks of up to
 `search_batch` rows (the unit of FAISS search, cues and classifier: exact search is far cheaper per query
-in batches of a few hundred). Each shard is written atomically as `part-NNNNN.parquet` plus
-`embeddings-NNNNN.npy` once all of its chunks are scored. A shard's rows depend on its own rows only
+in batches of a few hundred). Each shard is written atomically as `part-NNNNN.parquet` plus its embeddings
+(`_embeddings/part-NNNNN.npy`; the folder's layout is `run_folder`'s) once all of its chunks are scored. A shard's rows depend on its own rows only
 (model batches and chunks never straddle shards), so a run killed at any point resumes from its finished
 shards and ends with the rows of an uninterrupted run, bit for bit when batch size, threads, runtime and
 device are the same (else equal to float rounding, ~1e-7 in similarities), whatever the number of lanes.
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -56,24 +55,37 @@ import pyarrow.parquet as pq
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from brandsentry import run_folder
 from brandsentry.bundle import ScoringBundle, load_bundle, output_columns
 from brandsentry.config import Workspace, require
 from brandsentry.embed import Embedder
 from brandsentry.embed_runtime import RUNTIMES
 from brandsentry.errors import BrandsentryError, ConfigError
-from brandsentry.features import ScoringContext, read_listings
+from brandsentry.features import ScoringContext, count_cue_failures, format_cue_failures, read_listings
+from brandsentry.files import atomic_write, atomic_write_bytes, file_sha256
+from brandsentry.run_folder import (
+    EMBEDDINGS_DIR,
+    LOCK_FILE,
+    RUN_FILE,
+    SUCCESS_FILE,
+    SUMMARY_FILE,
+    embeddings_path,
+    legacy_entries,
+    part_files,
+    part_path,
+    temp_files,
+)
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
-RUN_FILE = "_run.json"
-SUCCESS_FILE = "_SUCCESS"
-SUMMARY_FILE = "summary.json"
-LOCK_FILE = ".lock"
-_TEMP_MARK = ".tmp-"
 # Columns whose cells are lists; every other object column is written as text.
-_LIST_TYPES = {"top_ref_ids": pa.list_(pa.int64()), "top_similarities": pa.list_(pa.float32())}
+_LIST_TYPES = {
+    "top_ref_ids": pa.list_(pa.int64()),
+    "top_similarities": pa.list_(pa.float32()),
+    "cue_failures": pa.list_(pa.string()),
+}
 
 
 class ScoreRunError(BrandsentryError):
@@ -232,14 +244,6 @@ class Shard:
     def size(self) -> int:
         return self.stop - self.start
 
-    @property
-    def part_name(self) -> str:
-        return f"part-{self.number:05d}.parquet"
-
-    @property
-    def embeddings_name(self) -> str:
-        return f"embeddings-{self.number:05d}.npy"
-
 
 def plan_shards(rows: int, shard_size: int) -> list[Shard]:
     return [
@@ -286,6 +290,7 @@ class ScoreSummary:
     images_per_s: float  # listings scored by this invocation per second of scoring
     elapsed_s: float  # wall time of this invocation, model loading included
     already_complete: bool = False
+    cue_failures: dict[str, dict[str, int]] = field(default_factory=dict)  # cue -> exception type -> listings
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -312,7 +317,7 @@ def score_run(cfg: DictConfig, bundle: ScoringBundle | None = None) -> ScoreSumm
     started = time.perf_counter()
     settings = ScoreSettings.from_config(cfg)
     listings = read_listings(settings.listings)
-    digest = _file_sha256(settings.listings)
+    digest = file_sha256(settings.listings)
     if bundle is None:
         bundle = load_bundle(settings.model, Workspace.from_config(cfg))
     identity = RunIdentity(digest, len(listings), str(bundle.version), settings.shard_size)
@@ -346,15 +351,16 @@ def score_run(cfg: DictConfig, bundle: ScoringBundle | None = None) -> ScoreSumm
             out, shards, settings, identity, len(shards) - len(pending), sum(s.size for s in pending),
             scoring_s, time.perf_counter() - started,
         )  # fmt: skip
-        _atomic_write_bytes(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2).encode())
+        atomic_write_bytes(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2).encode())
         if summary.status != "complete":
             raise ErrorBudgetExceeded(summary)
-        _atomic_write_bytes(out / SUCCESS_FILE, b"")
+        atomic_write_bytes(out / SUCCESS_FILE, b"")
     log.info(
         "scored %d listings in %.1f s (%.1f images/s): %s; errors: %s",
         summary.listings, summary.elapsed_s, summary.images_per_s, _format_counts(summary.decisions),
         _format_counts(summary.errors) or "none",
     )  # fmt: skip
+    log.info("cue failures: %s", format_cue_failures(summary.cue_failures))
     return summary
 
 
@@ -362,7 +368,12 @@ def _prepare_out(out: Path, identity: RunIdentity, settings: ScoreSettings) -> S
     """Start, resume or refuse; the finished run's summary when there is nothing to do."""
     run_file = out / RUN_FILE
     if settings.force:
-        _clear_out(out)
+        run_folder.clear(out)
+    elif legacy_entries(out):
+        raise ScoreRunError(
+            f"{out} holds {', '.join(legacy_entries(out))} of the layout before results became a Parquet "
+            "dataset folder; pass force=true to score it again, or choose another out="
+        )
     elif run_file.is_file():
         recorded = json.loads(run_file.read_text())
         differences = identity.differences(recorded)
@@ -374,34 +385,19 @@ def _prepare_out(out: Path, identity: RunIdentity, settings: ScoreSettings) -> S
         if (out / SUCCESS_FILE).is_file() and (out / SUMMARY_FILE).is_file():
             summary = ScoreSummary.from_dict(json.loads((out / SUMMARY_FILE).read_text()))
             return replace(summary, already_complete=True, scored_now=0)
-    elif any(out.glob("part-*.parquet")):
+    elif part_files(out):
         raise ScoreRunError(f"{out} holds result shards but no {RUN_FILE}; pass force=true to start over")
-    for stale in out.glob(f".*{_TEMP_MARK}*"):
+    for stale in temp_files(out):
         stale.unlink()  # half-written files of a killed run
     (out / SUCCESS_FILE).unlink(missing_ok=True)
     record = {**asdict(identity), "manifest": str(settings.listings.resolve()), "model_uri": settings.model}
-    _atomic_write_bytes(run_file, json.dumps(record, indent=2).encode())
+    atomic_write_bytes(run_file, json.dumps(record, indent=2).encode())
     return None
 
 
-def _clear_out(out: Path) -> None:
-    """Remove what a scoring run writes (and nothing else a user may keep in the folder)."""
-    patterns = (
-        "part-*.parquet",
-        "embeddings-*.npy",
-        f".*{_TEMP_MARK}*",
-        RUN_FILE,
-        SUCCESS_FILE,
-        SUMMARY_FILE,
-    )
-    for pattern in patterns:
-        for path in out.glob(pattern):
-            path.unlink()
-
-
 def _shard_done(out: Path, shard: Shard) -> bool:
-    part = out / shard.part_name
-    if not part.is_file() or not (out / shard.embeddings_name).is_file():
+    part = part_path(out, shard.number)
+    if not part.is_file() or not embeddings_path(out, shard.number).is_file():
         return False
     return pq.ParquetFile(part).metadata.num_rows == shard.size
 
@@ -419,16 +415,18 @@ def _summarise(
     """Counts read back from the written shards: the summary describes exactly what is on disk."""
     decisions: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    failures: list = []
     expensive = rows = 0
     for shard in shards:
-        part = out / shard.part_name
+        part = part_path(out, shard.number)
         if not _shard_done(out, shard):
             raise ScoreRunError(f"shard {part} is missing or incomplete after scoring")
-        frame = pd.read_parquet(part, columns=["decision", "error", "expensive_cues"])
+        frame = pd.read_parquet(part, columns=["decision", "error", "expensive_cues", "cue_failures"])
         rows += len(frame)
         decisions.update(frame["decision"].astype(str))
         errors.update(frame.loc[frame["decision"] == "error", "error"].fillna("unknown").astype(str))
         expensive += int(frame["expensive_cues"].fillna(False).astype(bool).sum())
+        failures.extend(entries for entries in frame["cue_failures"] if entries is not None and len(entries))
     fraction = decisions.get("error", 0) / rows if rows else 0.0
     return ScoreSummary(
         out_dir=out.resolve(),
@@ -448,6 +446,7 @@ def _summarise(
         scored_now=scored_now,
         images_per_s=scored_now / scoring_s if scored_now and scoring_s > 0 else 0.0,
         elapsed_s=elapsed_s,
+        cue_failures=count_cue_failures(failures),
     )
 
 
@@ -720,6 +719,7 @@ class ShardScorer:
                 "top_ref_ids": [[] for _ in range(n)],
                 "top_similarities": [[] for _ in range(n)],
                 "expensive_cues": False,
+                "cue_failures": [[] for _ in range(n)],
                 "error": reason,
                 "error_detail": f"{type(exc).__name__}: {exc}"[:1000],
                 "model_version": str(self.bundle.version),
@@ -742,8 +742,9 @@ class ShardScorer:
             frame[column] = manifest_rows[column].to_numpy()
         frame["scored_at"] = pd.Timestamp(datetime.now(UTC))
         table = _to_arrow(frame)
-        _atomic_write(self.out / shard.embeddings_name, lambda handle: np.save(handle, vectors))
-        _atomic_write(self.out / shard.part_name, lambda handle: pq.write_table(table, handle))
+        (self.out / EMBEDDINGS_DIR).mkdir(exist_ok=True)
+        atomic_write(embeddings_path(self.out, shard.number), lambda handle: np.save(handle, vectors))
+        atomic_write(part_path(self.out, shard.number), lambda handle: pq.write_table(table, handle))
 
 
 def _cut(start: int, stop: int, size: int) -> list[tuple[int, int]]:
@@ -970,7 +971,7 @@ class RayShardActor:
         listings = read_listings(settings.listings)
         bundle = ScoringBundle(Path(bundle_path), version=bundle_version)
         found = RunIdentity(
-            _file_sha256(settings.listings), len(listings), str(bundle.version), settings.shard_size
+            file_sha256(settings.listings), len(listings), str(bundle.version), settings.shard_size
         )
         if asdict(found) != identity:
             raise ScoreRunError(
@@ -1095,36 +1096,6 @@ class Progress:
 
 
 # ---- files ---------------------------------------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write through `write(handle)` to a temp file, fsync, rename over `path`, fsync the folder."""
-    temp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
-    try:
-        with temp.open("wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda handle: handle.write(data))
 
 
 @contextlib.contextmanager

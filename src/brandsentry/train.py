@@ -24,11 +24,10 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,8 @@ from brandsentry.classify import (
 )
 from brandsentry.config import Workspace, config_dir, require
 from brandsentry.errors import BrandsentryError, ConfigError
-from brandsentry.features import FeatureTable, ScoringContext, read_listings
+from brandsentry.features import FeatureTable, ScoringContext, format_cue_failures, read_listings
+from brandsentry.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class LabelledSet:
     feedback_rows: int  # reviewed listings appended to the training split
     dataset_digest: str
     validation_digest: str
+    cue_failures: dict[str, dict[str, int]]  # cue group -> exception type -> listings (featurised here)
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,7 @@ def cached_features(
             return table
     table = context.featurize_all(listings, expensive=True, progress=progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as handle:
-        pickle.dump(table, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(handle.name, path)
+    atomic_write(path, lambda handle: pickle.dump(table, handle, protocol=pickle.HIGHEST_PROTOCOL))
     return table
 
 
@@ -256,12 +255,17 @@ def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = Fals
     y = encode_labels(listings[label_column])
     for split in SPLITS:  # before hours of cue computation, not after
         require_both_classes(split, y[splits == split])
+    require_calibration_rows(y[splits == "train"], int(cfg.classifier.calibration_folds))
     validation_digest = rows_digest(listings[splits == "validation"], base)
 
     workspace = Workspace.from_config(cfg)
     key = feature_cache_key(context, cfg, dataset_digest)
     table = cached_features(context, listings, workspace.runs_dir / "features", key, progress)
     ok = table.ok
+    cue_failures = table.cue_failure_counts()
+    log.info(
+        "cue failures while featurising %d listings: %s", len(listings), format_cue_failures(cue_failures)
+    )
     for reason in table.errors[~ok]:
         excluded[f"error.{reason}"] = excluded.get(f"error.{reason}", 0) + 1
     rows = pd.DataFrame(
@@ -282,7 +286,9 @@ def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = Fals
         rows = pd.concat([rows, extra[rows.columns]], ignore_index=True)
         features = pd.concat([features, extra[context.feature_names]], ignore_index=True)
         timings = timings.reindex(range(len(rows)))  # no cue was computed for them here
-    return LabelledSet(rows, features, timings, excluded, len(extra), dataset_digest, validation_digest)
+    return LabelledSet(
+        rows, features, timings, excluded, len(extra), dataset_digest, validation_digest, cue_failures
+    )
 
 
 def require_both_classes(split: str, y: np.ndarray) -> None:
@@ -291,6 +297,19 @@ def require_both_classes(split: str, y: np.ndarray) -> None:
         raise TrainingDataError(
             f"the {split} split needs authentic and counterfeit listings; its {len(y)} "
             f"usable listing(s) are {', '.join(present) or 'none'}"
+        )
+
+
+def require_calibration_rows(y_train: np.ndarray, folds: int) -> None:
+    """Each class needs a listing in every calibration fold of the train split (at least 2 in all)."""
+    minimum = max(2, folds)
+    counts = {"authentic": int((y_train == 0).sum()), "counterfeit": int((y_train == 1).sum())}
+    short = {label: n for label, n in counts.items() if n < minimum}
+    if short:
+        raise TrainingDataError(
+            f"the train split has {counts['authentic']} authentic and {counts['counterfeit']} counterfeit "
+            f"listing(s); calibrating over classifier.calibration_folds={folds} folds needs at least "
+            f"{minimum} of each (label more listings, or lower classifier.calibration_folds)"
         )
 
 
@@ -348,6 +367,12 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
     metrics.update({f"rows.{split}": float(mask.sum()) for split, mask in masks.items()})
     metrics.update({f"rows.excluded.{reason}": float(n) for reason, n in data.excluded.items()})
     metrics["rows.feedback"] = float(data.feedback_rows)
+    metrics.update(
+        {f"cue_failures.{group}.{kind}": float(n) for group, kinds in data.cue_failures.items()
+         for kind, n in kinds.items()}
+    )  # fmt: skip
+    metrics["features.used"] = float(len(model.feature_names))
+    metrics["features.dropped"] = float(len(model.dropped_features))
     importance = permutation_importance(model, parts["validation"], y[validation])
     return Evaluation(model, metrics, scored["test"][0], decisions["test"], importance)
 
@@ -539,16 +564,22 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
         mlflow.log_dict(evaluation.model.thresholds(), "thresholds.json")
         mlflow.log_table(_thresholds_table(evaluation.model), "thresholds_table.json")
         mlflow.log_dict({k: float(v) for k, v in evaluation.importance.items()}, "feature_importance.json")
+        mlflow.log_dict(
+            {"used": evaluation.model.feature_names, "dropped": evaluation.model.dropped_features},
+            "features.json",
+        )
         _log_plots(evaluation, data, settings.target_precision)
 
         metadata = BundleMetadata(
             model_name=model_name,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             embedder=context.embedder.identity.to_dict(),
             index_version=int(context.index.version),
             image_root=str(context.image_root),
             feature_names=context.feature_names,
             cheap_feature_names=context.cheap_feature_names,
+            model_feature_names=evaluation.model.feature_names,
+            dropped_features=evaluation.model.dropped_features,
             dataset_digest=data.dataset_digest,
             validation_digest=data.validation_digest,
             metrics=summary_metrics(metrics),

@@ -65,7 +65,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--error-rate", type=_share, default=0.0, help="share of wrong answers, in [0, 1]")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--reviewer", default="simulated-reviewer")
-    simulate.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/verdicts.csv")
+    simulate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: RUN_DIR/_verdicts.csv (readers of the results folder skip it)",
+    )
     simulate.set_defaults(handler=run_simulate)
 
     rescan = commands.add_parser(
@@ -137,12 +142,11 @@ def report_logged(logged) -> None:
 
 
 def run_summary(args, overrides: list[str]) -> int:
-    from brandsentry.feedback import read_scoring_results
     from brandsentry.review import format_table, truth_table
-    from brandsentry.review.runs import read_summary
+    from brandsentry.run_folder import read_results, read_summary
 
     for run_dir in args.run_dirs:
-        results = read_scoring_results(run_dir)
+        results = read_results(run_dir)
         summary = read_summary(run_dir)
         versions = ",".join(sorted({str(v) for v in results.get("model_version", [])})) or "unknown"
         speed = summary.get("images_per_s")
@@ -185,14 +189,15 @@ def run_import(args, overrides: list[str]) -> int:
 def run_simulate(args, overrides: list[str]) -> int:
     import pandas as pd
 
-    from brandsentry.feedback import VerdictFileError, read_scoring_results, simulate_verdicts
+    from brandsentry.feedback import VerdictFileError, simulate_verdicts
+    from brandsentry.run_folder import VERDICTS_FILE, read_results
 
     if not args.truth.is_file():
         raise VerdictFileError(f"ground truth {args.truth} does not exist")
     truth = pd.read_csv(args.truth, dtype=str, keep_default_na=False)
-    results = read_scoring_results(args.run_dir)
+    results = read_results(args.run_dir)
     verdicts = simulate_verdicts(results, truth, args.top, args.error_rate, args.seed, args.reviewer)
-    out = args.out or Path(args.run_dir) / "verdicts.csv"
+    out = args.out or Path(args.run_dir) / VERDICTS_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp")
     verdicts.to_csv(staging, index=False)
@@ -205,6 +210,7 @@ def run_simulate(args, overrides: list[str]) -> int:
 def run_rescan(args, overrides: list[str]) -> int:
     from brandsentry.config import load_config
     from brandsentry.review import format_table, rescan
+    from brandsentry.run_folder import SUMMARY_FILE
 
     cfg = load_config(overrides)
     report = rescan(cfg, args.brand, args.since, model=args.model)
@@ -214,7 +220,7 @@ def run_rescan(args, overrides: list[str]) -> int:
     )
     if report.status != "complete":
         print(
-            f"the rescan's scoring run ended {report.status}: see {report.out_dir / 'results' / 'summary.json'}"
+            f"the rescan's scoring run ended {report.status}: see {report.out_dir / 'results' / SUMMARY_FILE}"
         )
     print(format_table(report.transitions))
     changed = report.changes

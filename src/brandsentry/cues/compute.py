@@ -8,6 +8,8 @@ not run is NaN with its reason, so rows always line up.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,11 @@ from brandsentry.cues.imagestats import to_grey
 from brandsentry.cues.records import CueResult, Neighbours, ReferenceImages
 
 ReferenceLookup = Callable[[int], np.ndarray]
+log = logging.getLogger(__name__)
+# A cue raising one of these has a bug, not a hard image: its traceback is logged (once per cue and type).
+PROGRAMMING_ERRORS = (TypeError, AttributeError, KeyError, IndexError, NameError, AssertionError)
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
 
 
 @dataclass
@@ -218,18 +225,40 @@ def _run(
     result = CueResult({})
     for group in groups:
         started = time.perf_counter()
+        failures = {}
         try:
             produced = group.run(listing)
             _check_columns(group, produced)
-        # batch edge: a failing cue is NaN + reason in its own columns, never a lost row
+        # batch edge: a failing cue is NaN + reason in its own columns, never a lost row; counted by the
+        # scorer's summary and the training log (`failures`), and a bug's traceback is logged
         except Exception as exc:
+            _report(group.name, exc)
             reason = f"{group.name} cue failed: {type(exc).__name__}: {exc}"
             produced = CueResult.missing(group.features, reason)
+            failures = {group.name: type(exc).__name__}
         elapsed = (time.perf_counter() - started) * 1000
         result = result.merged(
-            CueResult(produced.values, produced.reasons, produced.evidence, {group.name: elapsed})
+            CueResult(produced.values, produced.reasons, produced.evidence, {group.name: elapsed}, failures)
         )
     return result
+
+
+def _report(group: str, exc: Exception) -> None:
+    """Log a cue's failure: a programming error with its traceback, once per (cue, type) and process."""
+    key = (group, type(exc).__name__)
+    with _reported_lock:
+        first = key not in _reported
+        _reported.add(key)
+    if not first:
+        return
+    if isinstance(exc, PROGRAMMING_ERRORS):
+        log.error(
+            "the %s cue raised %s (a bug, not the image): its values are NaN", group, key[1], exc_info=exc
+        )
+    else:
+        log.warning(
+            "the %s cue failed with %s: %s (further failures are counted, not logged)", group, key[1], exc
+        )
 
 
 def _check_columns(group: _Group, produced: CueResult) -> None:

@@ -78,13 +78,15 @@ class CueResult:
     """Named cue values for one listing: NaN where a cue could not be computed, with the reason why.
 
     `evidence` holds what a reviewer needs to see (logo box and matched points, OCR lines, the reference
-    compared against) in JSON-friendly types; `timings_ms` the cost of each cue group.
+    compared against) in JSON-friendly types; `timings_ms` the cost of each cue group; `failures` the cue
+    groups that raised, with the exception's type (their columns are NaN with the message as reason).
     """
 
     values: Mapping[str, float]
     reasons: Mapping[str, str] = field(default_factory=dict)
     evidence: Mapping[str, Any] = field(default_factory=dict)
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    failures: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         values = {name: float(value) for name, value in self.values.items()}
@@ -110,6 +112,7 @@ class CueResult:
             {**reasons, **other.reasons},
             {**self.evidence, **other.evidence},
             {**self.timings_ms, **other.timings_ms},
+            {**self.failures, **other.failures},
         )
 
     def row(self, names: Sequence[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from brandsentry.index import (
     ReferenceIndex,
     latest_manifest,
 )
+from brandsentry.run_folder import embedding_files
 
 if TYPE_CHECKING:
     from brandsentry.embed import Embedder
@@ -114,28 +115,28 @@ class ListingShard:
 
 
 def recent_listing_shards(runs_dir: Path, dim: int, max_rows: int) -> tuple[list[ListingShard], list[str]]:
-    """Newest scoring runs' `embeddings-*.npy` shards, newest run first, up to `max_rows` rows in all.
+    """Newest scoring runs' embedding shards (`run_folder.embedding_files`), newest run first, up to `max_rows` rows in all.
 
     Shards of another dimension (another embedder) or unreadable ones are skipped with a note.
     """
     score_dir = runs_dir / "score"
     runs = [path for path in score_dir.iterdir() if path.is_dir()] if score_dir.is_dir() else []
-    runs_with_shards = [(run, sorted(run.glob("embeddings-*.npy"))) for run in runs]
+    runs_with_shards = [(run, embedding_files(run)) for run in runs]
     runs_with_shards = [(run, shards) for run, shards in runs_with_shards if shards]
     runs_with_shards.sort(key=lambda item: max(shard.stat().st_mtime for shard in item[1]), reverse=True)
     chosen, notes, total = [], [], 0
-    for _run, shards in runs_with_shards:
+    for run, shards in runs_with_shards:
         for shard in shards:
             if total >= max_rows:
                 return chosen, notes
             try:
                 array = np.load(shard, mmap_mode="r")
             except (OSError, ValueError) as exc:
-                notes.append(f"{shard.name} of run {shard.parent.name} unreadable ({exc})")
+                notes.append(f"{shard.name} of run {run.name} unreadable ({exc})")
                 continue
             if array.ndim != 2 or array.shape[1] != dim or array.dtype != np.float32:
                 notes.append(
-                    f"{shard.name} of run {shard.parent.name} holds {array.dtype} {array.shape}, "
+                    f"{shard.name} of run {run.name} holds {array.dtype} {array.shape}, "
                     f"not float32 (n, {dim}): another embedder"
                 )
                 continue

@@ -27,9 +27,10 @@ import pandas as pd
 from brandsentry.feedback import CUE_COLUMNS
 from brandsentry.review.settings import ReviewSettings
 from brandsentry.review.tables import fmt_number
+from brandsentry.run_folder import EVIDENCE_DIR
 
 log = logging.getLogger(__name__)
-EVIDENCE_DIR = "evidence"
+EVIDENCE_ARTIFACT = "evidence"  # the page's folder among a scoring run's MLflow artifacts
 
 
 def cue_attributions(
@@ -418,7 +419,7 @@ def build_evidence_page(
     predictor: CascadePredictor | None = None,
     title: str = "",
 ) -> EvidencePage:
-    """Write `out_dir/evidence/` (index.html, one JPEG per listing, items.json) and return what it holds.
+    """Write `out_dir/_evidence/` (index.html, one JPEG per listing, items.json) and return what it holds.
 
     `references` is `reference_table(catalog)`; `predictor` (`CascadePredictor.from_bundle`) enables the
     cue attributions, measured against the run's median cue values. Written to a temporary folder first

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from brandsentry.config import Workspace
 from brandsentry.errors import ConfigError
-from brandsentry.feedback import CUE_COLUMNS, iso_utc, read_scoring_results
+from brandsentry.feedback import CUE_COLUMNS, iso_utc
 from brandsentry.review.evidence import file_slug
 from brandsentry.review.runs import ScoringRunLog, log_scoring_run
 from brandsentry.review.settings import ReviewError, ReviewSettings
+from brandsentry.run_folder import read_results
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def repin_bundle(bundle, cfg: DictConfig, directory: Path, embedder=None):
         bundle.metadata,
         index_version=int(context.index.version),
         image_root=str(workspace.image_store),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_bundle(directory, metadata, merged, bundle.model, context, workspace.index_dir)
     return ScoringBundle(directory, version=f"{bundle.version}+index.v{context.index.version}")
@@ -89,7 +90,7 @@ def rescan_manifest(workspace: Workspace, brand: str, since: str) -> tuple[pd.Da
         raise ReviewError(f"no listing of brand {brand!r} was scored since {since} in {workspace.root}")
     manifests = []
     for run_dir, group in previous.groupby("run_dir"):
-        results = read_scoring_results(run_dir)
+        results = read_results(run_dir)
         wanted = results[results["listing_id"].astype(str).isin(set(group["listing_id"]))]
         manifests.append(wanted[manifest_columns(results)])
     manifest = pd.concat(manifests, ignore_index=True)
@@ -132,7 +133,7 @@ def rescan(cfg: DictConfig, brand: str, since: str, model: str | None = None) ->
         raise ConfigError("no model to rescan with: pass --model URI or set score.model")
     since_iso = utc_date(since)
     previous, manifest = rescan_manifest(workspace, brand, since_iso)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = Path(str(cfg.review.rescan.out)) / f"{file_slug(brand)}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=False)
     manifest_path = out_dir / "manifest.parquet"
@@ -151,7 +152,7 @@ def rescan(cfg: DictConfig, brand: str, since: str, model: str | None = None) ->
     except ErrorBudgetExceeded:
         status = "error_budget_exceeded"  # every shard is written: still compare and report
     logged = log_scoring_run(cfg, results_dir, kind="rescan", bundle=bundle)
-    transitions, changes = decision_changes(previous, read_scoring_results(results_dir))
+    transitions, changes = decision_changes(previous, read_results(results_dir))
     changes_csv = out_dir / "changes.csv"
     staging = out_dir / ".changes.csv.tmp"
     changes.to_csv(staging, index=False)
@@ -180,5 +181,5 @@ def utc_date(text: str) -> str:
             f"not an ISO date or timestamp: {text!r} (e.g. 2026-11-27 or 2026-11-27T08:00)"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return iso_utc([moment])[0]

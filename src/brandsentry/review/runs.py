@@ -25,10 +25,10 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from brandsentry.config import Workspace
-from brandsentry.feedback import read_scoring_results, record_scoring_run
+from brandsentry.feedback import record_scoring_run
 from brandsentry.review.drift import DriftReport, compare_histograms, run_histograms
 from brandsentry.review.evidence import (
-    EVIDENCE_DIR,
+    EVIDENCE_ARTIFACT,
     CascadePredictor,
     EvidencePage,
     ImageSources,
@@ -36,6 +36,7 @@ from brandsentry.review.evidence import (
     reference_table,
 )
 from brandsentry.review.settings import DECISIONS, HISTOGRAMS_ARTIFACT, RUN_KINDS, ReviewError, ReviewSettings
+from brandsentry.run_folder import read_results, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +191,6 @@ def _decisions_by_brand_figure(results: pd.DataFrame):
     return fig
 
 
-def read_summary(out_dir: Path) -> dict:
-    """The scorer's summary.json of a run ({} when absent)."""
-    path = Path(out_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def log_scoring_run(
     cfg: DictConfig,
     out_dir: str | Path,
@@ -216,7 +211,7 @@ def log_scoring_run(
     settings = ReviewSettings.from_config(cfg)
     workspace = Workspace.from_config(cfg).ensure()
     out_dir = Path(out_dir).resolve()
-    results = read_scoring_results(out_dir)
+    results = read_results(out_dir)
     summary = read_summary(out_dir)
     client, experiment_id = mlflow_client(workspace, settings)
     earlier = logged_runs(client, experiment_id, out_dir)
@@ -334,7 +329,7 @@ def _log_contents(client, run_id, metrics, params, results, histograms, drift, s
         client.log_dict(run_id, drift.to_dict(), "drift/report.json")
     if summary:
         client.log_dict(run_id, summary, "summary.json")
-    client.log_artifacts(run_id, str(page.directory), EVIDENCE_DIR)
+    client.log_artifacts(run_id, str(page.directory), EVIDENCE_ARTIFACT)
 
 
 MODEL_METRICS = ("roc_auc", "pr_auc", "recall_at_p95", "flag_precision", "flag_recall")
