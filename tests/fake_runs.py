@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from brandsentry.feedback import CUE_COLUMNS
 
@@ -75,8 +77,10 @@ def make_results(
 def write_run(out_dir: Path, results: pd.DataFrame, parts: int = 2, images_per_s: float = 12.5) -> Path:
     """Write `results` as a finished scoring run: part files, _summary.json, _SUCCESS."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    schema = pa.Schema.from_pandas(results, preserve_index=False)  # one schema for every part, as the scorer
     for index, chunk in enumerate(np.array_split(np.arange(len(results)), parts)):
-        results.iloc[chunk].to_parquet(out_dir / f"part-{index:05d}.parquet", index=False)
+        table = pa.Table.from_pandas(results.iloc[chunk], schema=schema, preserve_index=False)
+        pq.write_table(table, out_dir / f"part-{index:05d}.parquet")
     summary = {
         "listings": len(results),
         "images_per_s": images_per_s,

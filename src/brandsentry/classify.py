@@ -117,11 +117,13 @@ def calibration_folds(settings: ClassifierSettings, y: np.ndarray, groups: np.nd
 
 
 def _uninformative(column: np.ndarray) -> str | None:
+    """Why a column carries nothing to learn: NaN everywhere, or one value everywhere. One value and NaN
+    is kept: whether a cue could be computed (a logo found or not) is itself a signal."""
     known = column[~np.isnan(column)]
     if known.size == 0:
         return "NaN"
-    if np.unique(known).size == 1:
-        return f"constant {known[0]:g}" if known.size == column.size else f"NaN or constant {known[0]:g}"
+    if known.size == column.size and np.unique(known).size == 1:
+        return f"constant {known[0]:g}"
     return None
 
 
@@ -150,9 +152,9 @@ def log_fold_gaps(features: pd.DataFrame, names: Sequence[str], folds: list | No
 
 
 class InformativeColumns(BaseEstimator, TransformerMixin):
-    """Keeps the columns that hold two or more distinct known values on the rows it is fitted on.
+    """Keeps the columns that carry something on the rows it is fitted on (not all NaN, not one value).
 
-    HistGradientBoosting's binning fails on a column without two distinct values; a calibration fold's
+    HistGradientBoosting's binning fails on an all-NaN column (scikit-learn 1.9); a calibration fold's
     model may see such a column where the whole training split does not, and then goes without it.
     """
 
@@ -160,7 +162,9 @@ class InformativeColumns(BaseEstimator, TransformerMixin):
         X = np.asarray(X, dtype=np.float64)
         self.keep_ = np.array([_uninformative(X[:, j]) is None for j in range(X.shape[1])], dtype=bool)
         if not self.keep_.any():
-            raise TrainingDataError(f"none of the {X.shape[1]} cue(s) varies over {len(X)} training listings")
+            raise TrainingDataError(
+                f"none of the {X.shape[1]} cue(s) carries anything over {len(X)} training listings"
+            )
         return self
 
     def transform(self, X):

@@ -17,8 +17,9 @@ def register(subparsers) -> None:
         help="score a day's listings manifest into sharded Parquet results (resumable)",
         description="Score every listing of listings=MANIFEST (CSV/Parquet: listing_id, image_path, "
         "claimed_brand, ...) with model=URI|PATH (default models:/brandsentry@champion) into out=DIR "
-        "(default WORKSPACE/runs/score/<manifest stem>): part-NNNNN.parquet, embeddings-NNNNN.npy, "
-        "summary.json and _SUCCESS. A rerun resumes from the finished shards; a finished run is a no-op "
+        "(default WORKSPACE/runs/score/<manifest stem>), a Parquet dataset folder (pandas.read_parquet(DIR) "
+        "reads it): part-NNNNN.parquet, plus _embeddings/, _summary.json (counts, cue failures) and "
+        "_SUCCESS, which readers skip. A rerun resumes from the finished shards; a finished run is a no-op "
         "unless force=true. Other knobs: engine=local|ray device=auto|cpu|cuda batch_size=N shard_size=N "
         "score.error_budget=F score.decode_workers=N (configs/score/default.yaml).",
         epilog="exit codes: 0 complete, 2 bad manifest/config/output folder, 3 error budget exceeded, "
