@@ -1,0 +1,131 @@
+"""The JSON API under /api/v1: every call carries a bearer token and is a thin call into `BrandPortal`,
+which enforces brand isolation. FastAPI documents it at /docs and /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from brandsentry.portal.deps import API, Portal, keep_index_current, read_uploads, upload_outcome_status
+from brandsentry.portal.schemas import (
+    AuditOut,
+    MeOut,
+    OutcomeOut,
+    PendingOut,
+    ReasonIn,
+    ReferenceOut,
+    UploadOut,
+)
+
+router = APIRouter(prefix="/api/v1")
+
+
+@router.get("/me", response_model=MeOut, tags=["api"])
+def api_me(principal: API) -> MeOut:
+    """Who this token is."""
+    return MeOut(key_id=principal.key_id, name=principal.name, role=principal.role, brand=principal.brand)
+
+
+@router.get("/references", response_model=list[ReferenceOut], tags=["api"])
+def api_references(
+    principal: API,
+    portal: Portal,
+    status: Annotated[str | None, Query(description="pending, approved, indexed or withdrawn")] = None,
+    view: Annotated[str | None, Query(description="product, logo or packaging")] = None,
+    brand: Annotated[
+        str | None, Query(description="admins: one brand (brand tokens: their own only)")
+    ] = None,
+) -> list[ReferenceOut]:
+    """The token's brand's references, newest first."""
+    return [ReferenceOut.of(r) for r in portal.references(principal, status=status, view=view, brand=brand)]
+
+
+@router.post(
+    "/references",
+    response_model=UploadOut,
+    status_code=201,
+    tags=["api"],
+    responses={
+        200: {"description": "nothing new: every photo is already held"},
+        413: {"description": "too many files, or a file too large"},
+        422: {"description": "too many pixels, no files, or every photo rejected"},
+    },
+)
+def api_upload(
+    principal: API,
+    portal: Portal,
+    files: Annotated[list[UploadFile], File(description="one or more photos")],
+    product: Annotated[str, Form()],
+    view: Annotated[str, Form(description="product, logo or packaging")] = "product",
+) -> JSONResponse:
+    """Submit photos of one product and view; they start pending until an admin approves them."""
+    outcomes = portal.upload(principal, read_uploads(portal, principal, files), product, view)
+    body = UploadOut(
+        accepted=sum(o.status == "accepted" for o in outcomes),
+        duplicate=sum(o.status == "duplicate" for o in outcomes),
+        rejected=sum(o.status == "rejected" for o in outcomes),
+        outcomes=[OutcomeOut.of(o) for o in outcomes],
+    )
+    return JSONResponse(body.model_dump(), status_code=upload_outcome_status(outcomes))
+
+
+@router.get("/references/{ref_id}", response_model=ReferenceOut, tags=["api"])
+def api_reference(principal: API, portal: Portal, ref_id: int) -> ReferenceOut:
+    return ReferenceOut.of(portal.reference(principal, ref_id))
+
+
+@router.get(
+    "/references/{ref_id}/thumbnail",
+    response_class=Response,
+    tags=["api"],
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def api_thumbnail(principal: API, portal: Portal, ref_id: int) -> Response:
+    return Response(
+        portal.thumbnail(principal, ref_id),
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.post("/references/{ref_id}/withdraw", response_model=ReferenceOut, tags=["api"])
+def api_withdraw(
+    principal: API, portal: Portal, ref_id: int, background: BackgroundTasks, body: ReasonIn | None = None
+) -> ReferenceOut:
+    """Withdraw a reference; it leaves the index right after (portal.update_index) or at the next update."""
+    withdrawn = portal.withdraw(principal, ref_id, body.reason if body else None)
+    keep_index_current(portal, background, withdrawn)
+    return ReferenceOut.of(withdrawn)
+
+
+@router.get("/admin/pending", response_model=list[PendingOut], tags=["admin"])
+def api_pending(principal: API, portal: Portal) -> list[PendingOut]:
+    """The review queue, oldest first, with each submission's quality warnings."""
+    return [PendingOut.of(item) for item in portal.pending(principal)]
+
+
+@router.post("/admin/references/{ref_id}/approve", response_model=ReferenceOut, tags=["admin"])
+def api_approve(principal: API, portal: Portal, ref_id: int, background: BackgroundTasks) -> ReferenceOut:
+    """Approve a pending reference; the index picks it up right after (portal.update_index)."""
+    approved = portal.approve(principal, ref_id)
+    keep_index_current(portal, background, approved)
+    return ReferenceOut.of(approved)
+
+
+@router.post("/admin/references/{ref_id}/reject", response_model=ReferenceOut, tags=["admin"])
+def api_reject(principal: API, portal: Portal, ref_id: int, body: ReasonIn | None = None) -> ReferenceOut:
+    return ReferenceOut.of(portal.reject(principal, ref_id, body.reason if body else None))
+
+
+@router.get("/admin/audit", response_model=list[AuditOut], tags=["admin"])
+def api_audit(
+    principal: API,
+    portal: Portal,
+    brand: str | None = None,
+    action: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[AuditOut]:
+    """The most recent audit-log entries first."""
+    return [AuditOut(**vars(e)) for e in portal.audit_entries(principal, brand, action, limit)]

@@ -1,0 +1,179 @@
+"""The server-rendered pages: a signed session cookie says who is signed in, and every form post must carry
+its session's CSRF token (`Post`). Thin calls into `BrandPortal`, like the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from brandsentry.portal.auth import new_csrf_token
+from brandsentry.portal.deps import (
+    SESSION_COOKIE,
+    Page,
+    Portal,
+    Post,
+    WebSession,
+    keep_index_current,
+    read_uploads,
+    signed_in,
+    upload_outcome_status,
+)
+from brandsentry.portal.service import BrandPortal
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+def set_session_cookie(request: Request, response: Response, data: dict) -> None:
+    settings = request.app.state.portal.settings
+    response.set_cookie(
+        SESSION_COOKIE,
+        request.app.state.signer.dumps(data),
+        max_age=settings.session_max_age_s,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        path="/",
+    )
+
+
+def render(
+    request: Request, session: WebSession, name: str, context: dict | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """A page with the session's principal and CSRF token; a fresh session's cookie is set with it."""
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {"principal": session.principal, "csrf_token": session.csrf, **(context or {})},
+        status_code=status_code,
+    )
+    if session.fresh:
+        set_session_cookie(request, response, session.data)
+    return response
+
+
+def upload_form(portal: BrandPortal) -> dict:
+    """What the upload page shows besides a submission's outcomes: the views to pick and the limits."""
+    return {"views": list(portal.ingest_settings.views), "limits": portal.settings}
+
+
+@router.get("/")
+def home(session: Page) -> RedirectResponse:
+    return RedirectResponse("/references" if session.principal else "/signin", status_code=303)
+
+
+@router.get("/signin")
+def signin_page(request: Request, session: Page) -> HTMLResponse:
+    return render(request, session, "signin.html")
+
+
+@router.post("/signin")
+def signin(request: Request, session: Post, portal: Portal, token: Annotated[str, Form()] = "") -> Response:
+    principal = portal.tokens.verify(token)
+    if principal is None:
+        portal.audit.record(
+            actor="anonymous", action="signin", outcome="refused 401", detail={"reason": "invalid token"}
+        )
+        return render(
+            request,
+            session,
+            "signin.html",
+            {"error": "That token is not valid (or was revoked)."},
+            status_code=401,
+        )
+    portal.audit.record(actor=principal.actor, brand=principal.brand, action="signin", outcome="ok")
+    response = RedirectResponse("/admin/pending" if principal.is_admin else "/references", status_code=303)
+    set_session_cookie(request, response, {"key": principal.key_id, "csrf": new_csrf_token()})  # rotate
+    return response
+
+
+@router.post("/signout")
+def signout(request: Request, session: Post, portal: Portal) -> Response:
+    if session.principal:
+        portal.audit.record(
+            actor=session.principal.actor, brand=session.principal.brand, action="signout", outcome="ok"
+        )
+    response = RedirectResponse("/signin", status_code=303)
+    set_session_cookie(request, response, WebSession.signed_out().data)
+    return response
+
+
+@router.get("/references")
+def references_page(request: Request, session: Page, portal: Portal, status: str | None = None) -> Response:
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    found = portal.references(session.principal, status=status or None)
+    return render(request, session, "references.html", {"references": found, "status": status or ""})
+
+
+@router.get("/upload")
+def upload_page(request: Request, session: Page, portal: Portal) -> Response:
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    return render(request, session, "upload.html", upload_form(portal))
+
+
+@router.post("/upload")
+def upload(
+    request: Request,
+    session: Post,
+    portal: Portal,
+    files: Annotated[list[UploadFile], File()],
+    product: Annotated[str, Form()] = "",
+    view: Annotated[str, Form()] = "product",
+) -> HTMLResponse:
+    principal = signed_in(session)
+    outcomes = portal.upload(principal, read_uploads(portal, principal, files), product, view)
+    return render(
+        request,
+        session,
+        "upload.html",
+        {**upload_form(portal), "outcomes": outcomes, "product": product, "view": view},
+        status_code=upload_outcome_status(outcomes),
+    )
+
+
+@router.post("/references/{ref_id}/withdraw")
+def withdraw(
+    session: Post,
+    portal: Portal,
+    ref_id: int,
+    background: BackgroundTasks,
+    reason: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    keep_index_current(portal, background, portal.withdraw(signed_in(session), ref_id, reason))
+    return RedirectResponse("/references", status_code=303)
+
+
+@router.get("/thumbnails/{ref_id}")
+def thumbnail(session: Page, portal: Portal, ref_id: int) -> Response:
+    return Response(
+        portal.thumbnail(signed_in(session), ref_id),
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get("/admin/pending")
+def pending_page(request: Request, session: Page, portal: Portal) -> Response:
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    return render(request, session, "pending.html", {"items": portal.pending(session.principal)})
+
+
+@router.post("/admin/pending/{ref_id}/approve")
+def approve(session: Post, portal: Portal, ref_id: int, background: BackgroundTasks) -> RedirectResponse:
+    keep_index_current(portal, background, portal.approve(signed_in(session), ref_id))
+    return RedirectResponse("/admin/pending", status_code=303)
+
+
+@router.post("/admin/pending/{ref_id}/reject")
+def reject(
+    session: Post, portal: Portal, ref_id: int, reason: Annotated[str, Form()] = ""
+) -> RedirectResponse:
+    portal.reject(signed_in(session), ref_id, reason)
+    return RedirectResponse("/admin/pending", status_code=303)
