@@ -16,24 +16,9 @@ import numpy as np
 
 from brandsentry.config import load_config
 from brandsentry.embed import Embedder
+from brandsentry.evaluation.datasets import DatasetLayoutError, folder_split, labelled_images
 from brandsentry.images import DecodeLimits
 from brandsentry.metrics import retrieval_report
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-
-
-def folder_split(data_dir: Path, every: int = 7) -> tuple[list[Path], list[str], list[bool]]:
-    """All images under `data_dir/<label>/`, their labels, and whether each is a reference (index % every == 0)."""
-    paths, labels, is_reference = [], [], []
-    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for position, path in enumerate(files):
-            paths.append(path)
-            labels.append(folder.name)
-            is_reference.append(position % every == 0)
-    if not paths:
-        raise SystemExit(f"no images in label folders under {data_dir}")
-    return paths, labels, is_reference
 
 
 def main() -> int:
@@ -50,7 +35,11 @@ def main() -> int:
     cfg = load_config(args.overrides)
     started = time.perf_counter()
     embedder = Embedder.from_config(cfg.embedder)
-    paths, labels, is_reference = folder_split(args.data_dir, args.every)
+    try:
+        images = labelled_images(args.data_dir)
+    except DatasetLayoutError as exc:
+        raise SystemExit(str(exc)) from None
+    paths, labels, is_reference = list(images.paths), list(images.labels), folder_split(images, args.every)
     embeddings, failures = embedder.embed_files(
         paths, limits=DecodeLimits.from_config(cfg.images), progress=True
     )

@@ -15,8 +15,7 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from eval_retrieval import folder_split  # noqa: E402
+from brandsentry.evaluation.datasets import DatasetLayoutError, folder_split, labelled_images
 
 
 def main() -> int:
@@ -29,7 +28,11 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=7)
     parser.add_argument("--queries", type=Path, help="also write the other images as a listings CSV")
     args = parser.parse_args()
-    paths, labels, is_reference = folder_split(args.data_dir, args.every)
+    try:
+        images = labelled_images(args.data_dir)
+    except DatasetLayoutError as exc:
+        raise SystemExit(str(exc)) from None
+    paths, labels, is_reference = images.paths, images.labels, folder_split(images, args.every)
     refs = queries = 0
     with args.references.open("w", newline="") as ref_handle:
         ref_writer = csv.writer(ref_handle)

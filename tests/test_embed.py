@@ -22,11 +22,11 @@ from brandsentry.embed import (
     WeightsError,
     create_backbone,
     create_full_model,
-    file_sha256,
     preprocessing_for,
     resolve_weights_file,
 )
 from brandsentry.errors import ConfigError
+from brandsentry.files import file_sha256
 from brandsentry.images import ImageDecodeError, decode_image
 
 ESPRESSO = 967

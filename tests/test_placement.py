@@ -11,7 +11,7 @@ import pytest
 
 from brandsentry.cues import build_brand_assets, compute_cues, feature_names
 from brandsentry.cues import logo as logo_module
-from brandsentry.cues.features import extract
+from brandsentry.cues.keypoints import extract
 from brandsentry.cues.logo import logo_cues, work_image
 from brandsentry.cues.placement import FEATURES, placement_cues, reference_layout
 from brandsentry.cues.records import ReferenceImages

@@ -46,6 +46,7 @@ from brandsentry.cues import CueConfig, feature_names
 from brandsentry.embed import Embedder, EmbedderIdentity
 from brandsentry.errors import BrandsentryError
 from brandsentry.features import OPTIONAL_LISTING_COLUMNS, ScoringContext
+from brandsentry.files import atomic_write_text
 from brandsentry.images import DecodeLimits
 from brandsentry.index import (
     CURRENT,
@@ -527,9 +528,7 @@ def _slug(text: str) -> str:
 
 
 def _write_json(path: Path, data) -> None:
-    path.write_text(
-        json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8"
-    )
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def _json_default(value):

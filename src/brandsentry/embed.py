@@ -28,6 +28,7 @@ from tqdm import tqdm
 from brandsentry.config import require
 from brandsentry.embed_runtime import OnnxBackbone, normalise, resolve_runtime
 from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.files import file_sha256
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 
 _INTERPOLATIONS = {
@@ -234,14 +235,6 @@ class Embeddings:
                 f"embeddings need float32 (n, d) vectors and n ids, got {self.vectors.shape} "
                 f"{self.vectors.dtype} and {len(self.ids)} ids"
             )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_weights_file(weights: str) -> Path:

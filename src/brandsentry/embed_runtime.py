@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from brandsentry.errors import ConfigError
+from brandsentry.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,8 @@ def _cached_export(model: torch.nn.Module, key_parts: dict, input_size: int, cac
             opset_version=ONNX_OPSET,
             do_constant_folding=True,
         )
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temp.write_bytes(buffer.getvalue())
-        os.replace(temp, path)  # concurrent exporters (scoring lanes) write the same bytes: last one wins
-    finally:
-        temp.unlink(missing_ok=True)
+    # concurrent exporters (scoring lanes) write the same bytes: last one wins
+    atomic_write_bytes(path, buffer.getvalue())
     log.info("exported %s to %s", parts.get("arch"), path)
     return path
 

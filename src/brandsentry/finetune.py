@@ -14,8 +14,6 @@ sha256 becomes part of the embedder identity, so an index built with other weigh
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from omegaconf import DictConfig
 from brandsentry.config import Workspace, require
 from brandsentry.embed import create_backbone, preprocessing_for, set_pooling
 from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.files import atomic_write
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 
 
@@ -252,14 +251,7 @@ def finetune_embedder(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".pth")
-    os.close(handle)
-    try:
-        torch.save(state, temp)
-        os.replace(temp, out)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda handle: torch.save(state, handle))
     return FinetuneReport(
         weights=out,
         images=len(images),

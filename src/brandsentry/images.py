@@ -2,6 +2,7 @@
 
 JPEGs are decoded with PIL `draft()` straight to the smallest DCT scale that still covers the size
 the caller needs (1.8-2.9x faster than a full decode on ~1000-1500 px photos on the dev box).
+`perceptual_hash` is the one pHash recipe: catalog near-duplicates and the seller cue's photo reuse.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagehash
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -201,3 +203,8 @@ def bound_size(image: Image.Image, max_side: int) -> Image.Image:
     scale = max_side / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def perceptual_hash(rgb: np.ndarray) -> imagehash.ImageHash:
+    """64-bit DCT pHash of an RGB array, as the catalog stores it (`str()`: 16 hex digits); `a - b` = bits apart."""
+    return imagehash.phash(Image.fromarray(rgb))

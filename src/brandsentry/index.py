@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -45,12 +43,12 @@ import numpy as np
 
 from brandsentry.config import require
 from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.files import STAGING_PREFIX, TEMP_MARK, atomic_folder, atomic_write_text
 
 MANIFEST_FORMAT = 1
 NORM_TOLERANCE = 1e-3
 CURRENT = "CURRENT"
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
-_TEMP_PREFIX = ".tmp-"
 _IDMAP_PREFIX = re.compile(r"^\s*IDMap2?\s*,\s*")
 
 
@@ -539,9 +537,9 @@ class ReferenceIndex:
     def save(self, index_root: Path, catalog_high_water: int) -> IndexManifest:
         """Write a new version atomically and point CURRENT at it; keeps the last `keep_versions` versions.
 
-        Files go to a temp dir, are fsynced with the dir, the dir is renamed to vNNNNNN, then CURRENT is
-        replaced (temp + fsync + os.replace). A crash at any point leaves the previous version loadable;
-        the next save removes the crashed save's leftovers. Saves to one root are serialised by a lock file.
+        Files go to a staging folder that `files.atomic_folder` fsyncs and renames to vNNNNNN, then CURRENT
+        is replaced atomically. A crash at any point leaves the previous version loadable; the next save
+        removes the crashed save's leftovers. Saves to one root are serialised by a lock file.
         """
         root = Path(index_root)
         root.mkdir(parents=True, exist_ok=True)
@@ -560,22 +558,11 @@ class ReferenceIndex:
                 catalog_high_water=int(catalog_high_water),
             )
             name = f"v{version:06d}"
-            temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{name}-", dir=root))
-            try:
-                faiss.write_index(self._index, str(temp / "index.faiss"))
-                _fsync(temp / "index.faiss")
-                with open(temp / "tombstones.npy", "wb") as handle:
+            with atomic_folder(root / name) as staging:
+                faiss.write_index(self._index, str(staging / "index.faiss"))
+                with open(staging / "tombstones.npy", "wb") as handle:
                     np.save(handle, self._tombstones)
-                    _flush_and_sync(handle)
-                with open(temp / "manifest.json", "w", encoding="utf-8") as handle:
-                    handle.write(manifest.to_json())
-                    _flush_and_sync(handle)
-                _fsync(temp)
-                os.rename(temp, root / name)
-            except BaseException:
-                shutil.rmtree(temp, ignore_errors=True)
-                raise
-            _fsync(root)
+                (staging / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
             _point_current(root, name)
             _prune(root, keep=self.params.keep_versions, current=name)
         self.version = version
@@ -623,12 +610,7 @@ def _next_version(root: Path) -> int:
 
 
 def _point_current(root: Path, name: str) -> None:
-    temp = root / f"{CURRENT}.tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(name + "\n")
-        _flush_and_sync(handle)
-    os.replace(temp, root / CURRENT)
-    _fsync(root)
+    atomic_write_text(root / CURRENT, name + "\n")
 
 
 def _prune(root: Path, keep: int, current: str) -> None:
@@ -639,11 +621,13 @@ def _prune(root: Path, keep: int, current: str) -> None:
 
 
 def _collect_garbage(root: Path) -> None:
-    """Remove what a crashed save left behind: its temp dir and a CURRENT.tmp never renamed."""
+    """Remove what a crashed save left behind: its staging folder and a CURRENT temp never renamed
+    (`CURRENT.tmp` is the name saves used before `files.atomic_write`)."""
     for path in root.iterdir():
-        if path.name.startswith(_TEMP_PREFIX) and path.is_dir():
+        if path.name.startswith(STAGING_PREFIX) and path.is_dir():
             shutil.rmtree(path)
-    (root / f"{CURRENT}.tmp").unlink(missing_ok=True)
+    for temp in [root / f"{CURRENT}.tmp", *root.glob(f".{CURRENT}{TEMP_MARK}*")]:
+        temp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -654,19 +638,6 @@ def _exclusive_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _flush_and_sync(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 # ---- the index of a workspace, kept in step with its catalog ----------------------------------------------

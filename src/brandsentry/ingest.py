@@ -11,20 +11,18 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePath
 
-import imagehash
 from PIL import Image
 
 from brandsentry.catalog import VIEWS, Catalog, Reference
 from brandsentry.config import require
 from brandsentry.errors import BrandsentryError, ConfigError
-from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, read_bytes
+from brandsentry.files import atomic_write_bytes, fsync_directory
+from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, perceptual_hash, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -65,34 +63,17 @@ class ImageStore:
         return self.root / stored_path
 
     def put(self, data: bytes, suffix: str) -> tuple[str, Path]:
-        """Store `data` (once per content) and return its sha256 and path; temp file + fsync + rename."""
+        """Store `data` (once per content) and return its sha256 and path, atomically."""
         sha256, suffix = hashlib.sha256(data).hexdigest(), suffix.lower()
         path = self.path_of(self.relative_path(sha256, suffix))
         if path.is_file() and path.stat().st_size == len(data):
             return sha256, path
         new_directories = [d for d in (path.parent.parent, path.parent) if not d.is_dir()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-        try:
-            with os.fdopen(handle, "wb") as temp:
-                temp.write(data)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        for directory in {path.parent, *(d.parent for d in new_directories)}:  # make the new names durable
-            _fsync_directory(directory)
+        atomic_write_bytes(path, data)
+        for directory in {d.parent for d in new_directories}:  # make the new folders' names durable too
+            fsync_directory(directory)
         return sha256, path
-
-
-def _fsync_directory(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 @dataclass(frozen=True)
@@ -246,7 +227,7 @@ def ingest_reference(
         warnings.append(f"low_resolution: {width}x{height} is below {min_side} px on the shorter side")
     if frames > 1:
         warnings.append(f"multi_frame: the first of {frames} frames is used")
-    phash = str(imagehash.phash(Image.fromarray(pixels)))
+    phash = str(perceptual_hash(pixels))
     sha256 = hashlib.sha256(data).hexdigest()
 
     with catalog.write():

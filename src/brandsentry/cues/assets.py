@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from brandsentry.cues.config import CueConfig
-from brandsentry.cues.features import LocalFeatures, extract
 from brandsentry.cues.imagestats import enlarge_longest, resize_longest, to_grey
+from brandsentry.cues.keypoints import LocalFeatures, extract
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity

@@ -19,7 +19,6 @@ import numpy as np
 
 from brandsentry.cues.assets import BrandAssets, LogoTemplate
 from brandsentry.cues.config import LogoParams, PackagingParams
-from brandsentry.cues.features import LocalFeatures, extract, match
 from brandsentry.cues.imagestats import (
     enlarge_longest,
     halftone_energy,
@@ -30,6 +29,7 @@ from brandsentry.cues.imagestats import (
     sharpness,
     to_grey,
 )
+from brandsentry.cues.keypoints import LocalFeatures, extract, match
 from brandsentry.cues.records import CueResult
 
 LOGO_FEATURES = (

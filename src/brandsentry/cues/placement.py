@@ -28,8 +28,8 @@ import numpy as np
 
 from brandsentry.cues.assets import BrandAssets, LogoTemplate
 from brandsentry.cues.config import LogoParams, PlacementParams
-from brandsentry.cues.features import LocalFeatures, extract, match
 from brandsentry.cues.imagestats import mean_delta_e, sharpness, to_grey
+from brandsentry.cues.keypoints import LocalFeatures, extract, match
 from brandsentry.cues.logo import (
     ListingView,
     homography_problem,

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 
 from brandsentry.config import require
 from brandsentry.cues import CueConfig, LogoTemplate, build_brand_assets
-from brandsentry.cues.features import extract
 from brandsentry.cues.imagestats import to_grey
+from brandsentry.cues.keypoints import extract
 from brandsentry.cues.logo import inlier_spread, is_verified, verify_template, work_image
 from brandsentry.embed import Embedder
 from brandsentry.evaluation.datasets import labelled_images

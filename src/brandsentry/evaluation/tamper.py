@@ -19,9 +19,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import PackagePhoto, read_grocery230
+from brandsentry.files import atomic_write_text
 
 TAMPER_KINDS = (
     "hue_rotated",
@@ -409,13 +408,6 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(handle, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-    os.replace(temp, path)
-
-
 def load_benchmark(out_dir: Path, data_dir: Path, settings: BenchmarkSettings) -> Benchmark | None:
     """The benchmark already generated in `out_dir` from the same data and settings, else None."""
     marker = Path(out_dir) / BENCHMARK_FILE
@@ -588,7 +580,7 @@ def build_benchmark(
         "tamper_not_applicable": dict(sorted(not_applicable.items())),
     }
     summary = json.loads(json.dumps(summary))  # as it reads back from the file (lists, not tuples)
-    _atomic_json(out_dir / BENCHMARK_FILE, summary)
+    atomic_write_text(out_dir / BENCHMARK_FILE, json.dumps(summary, indent=2, sort_keys=True))
     return Benchmark(out_dir, references, listings, wordmarks, summary)
 
 

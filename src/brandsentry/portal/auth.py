@@ -11,20 +11,18 @@ one transaction.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from brandsentry.catalog import Catalog, utc_now
 from brandsentry.errors import BrandsentryError
+from brandsentry.files import atomic_create
 
 ROLES = ("brand", "admin")
 _TOKEN = re.compile(r"^bst_([0-9a-f]{12})_([0-9a-f]{64})$")
@@ -229,17 +227,8 @@ class AuditLog:
 def load_or_create_secret(path: Path) -> bytes:
     """The session-signing secret at `path`: created once (owner-only, published atomically), never overwritten."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-secret-")  # mode 0600
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(secrets.token_bytes(32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):  # another process published first: theirs wins
-                os.link(temp_name, path)
-        finally:
-            os.unlink(temp_name)
+    if not path.exists():  # another process publishing first wins: every one then reads its secret
+        atomic_create(path, secrets.token_bytes(32), mode=0o600)
     secret = path.read_bytes()
     if len(secret) < 32:
         raise TokenError(f"session secret {path} is shorter than 32 bytes; delete it to create a new one")

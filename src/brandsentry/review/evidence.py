@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from brandsentry.feedback import CUE_COLUMNS
+from brandsentry.files import swap_in
 from brandsentry.review.settings import ReviewSettings
 from brandsentry.review.tables import fmt_number
 from brandsentry.run_folder import EVIDENCE_DIR
@@ -467,23 +468,11 @@ def build_evidence_page(
         (staging / "items.json").write_text(
             json.dumps([_item_json(item) for item in items], indent=1), encoding="utf-8"
         )
-        final = _swap_in(staging, out_dir / EVIDENCE_DIR)
+        final = swap_in(staging, out_dir / EVIDENCE_DIR)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return EvidencePage(final, final / "index.html", tuple(items), attribution)
-
-
-def _swap_in(staging: Path, final: Path) -> Path:
-    """Replace `final` by `staging` (renames within one folder; the old page is removed afterwards)."""
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=".evidence-old-", dir=final.parent))
-        final.rename(old / final.name)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
-    return final
 
 
 def _attributions(predictor: CascadePredictor, results, chosen, ok) -> tuple[pd.DataFrame | None, str]:

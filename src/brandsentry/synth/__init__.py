@@ -7,17 +7,9 @@ conditions. `generate_world` writes the world and day 1, `generate_day` any late
 """
 
 from brandsentry.synth.brands import COUNTERFEIT_KINDS, font_path
+from brandsentry.synth.plan import ERROR_KINDS, LISTING_COLUMNS, REFERENCE_COLUMNS, SynthParams
 from brandsentry.synth.sheet import contact_sheet
-from brandsentry.synth.world import (
-    ERROR_KINDS,
-    LISTING_COLUMNS,
-    REFERENCE_COLUMNS,
-    SynthParams,
-    SynthWorldError,
-    WorldSummary,
-    generate_day,
-    generate_world,
-)
+from brandsentry.synth.world import SynthWorldError, WorldSummary, generate_day, generate_world
 
 __all__ = [
     "COUNTERFEIT_KINDS",

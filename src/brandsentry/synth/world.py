@@ -1,8 +1,9 @@
 """Writing a synthetic world to disk: references, brand assets, authorised sellers and daily listing manifests.
 
 Every image is seeded from (seed, stream, day, item index) alone, so the bytes do not depend on the number
-of worker processes or on scheduling. Manifests are planned in the parent process and written atomically
-after all their images exist; `world.json` is written last, so a folder with it holds a complete world.
+of worker processes or on scheduling. Manifests are planned in the parent process (`synth.plan`) and written
+atomically after all their images exist; `world.json` is written last, so a folder with it holds a complete
+world.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import csv
 import io
 import json
 import logging
-import math
 import multiprocessing
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -28,24 +27,17 @@ import numpy as np
 from PIL import Image
 
 from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.files import atomic_write_bytes
 from brandsentry.synth.brands import (
     COUNTERFEIT_KINDS,
-    MAX_BRANDS,
-    STREAM_DAY,
-    STREAM_LISTING,
-    STREAM_REFERENCE,
-    Brand,
     Design,
-    Product,
-    Seller,
     WorldModel,
-    WorldParams,
     build_world,
     counterfeit_design,
-    new_sellers,
     rgb_of,
     rng_for,
 )
+from brandsentry.synth.objects import render_package
 from brandsentry.synth.photo import (
     Shot,
     derived_copy,
@@ -57,153 +49,31 @@ from brandsentry.synth.photo import (
     take_photo,
     undecodable,
 )
+from brandsentry.synth.plan import (
+    ERROR_KINDS,
+    LISTING_COLUMNS,
+    REFERENCE_COLUMNS,
+    ImageJob,
+    SynthParams,
+    plan_day,
+    reference_jobs,
+    reference_row,
+)
 from brandsentry.synth.render import (
     apply_print_defect,
     front_aspect,
     render_emblem,
     render_front,
     render_logo,
-    render_package,
 )
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"
-ERROR_KINDS = ("not_a_product", "undecodable")
-LISTING_COLUMNS = (
-    "listing_id", "image_path", "claimed_brand", "claimed_product", "title", "price", "seller_id", "label",
-    "counterfeit_kind", "split",
-)  # fmt: skip
-REFERENCE_COLUMNS = ("image_path", "brand", "product", "view")
-TITLE_SUFFIXES = (
-    "",
-    "",
-    " - new",
-    " (sealed)",
-    " - fast shipping",
-    " original",
-    " NEW in box",
-    " - gift idea",
-)
-NOT_A_PRODUCT_VARIANTS = {"landscape": ".jpg", "placeholder": ".png", "screenshot": ".png", "surface": ".jpg"}
-UNDECODABLE_VARIANTS = ("truncated", "garbage", "html", "empty")
 
 
 class SynthWorldError(BrandsentryError):
     """The output folder holds no complete world, or a world made with other parameters."""
-
-
-@dataclass(frozen=True)
-class SynthParams:
-    """Everything that decides the content; `out`, `day` and `workers` never change a byte."""
-
-    world: WorldParams
-    references_per_product: int
-    logo_closeups: int
-    packaging_closeups: int
-    listings: int
-    counterfeit_rate: float
-    counterfeit_mix: tuple[tuple[str, float], ...]
-    min_per_kind: int
-    not_a_product: int
-    undecodable: int
-    authorized_reuse: float
-    detail_shots: float
-    new_sellers_per_day: int
-    drift: float
-    resolution: tuple[int, int]
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> SynthParams:
-        def number(key: str, kind=int, low: float | None = None, high: float | None = None):
-            if key not in cfg or cfg[key] is None:
-                raise ConfigError(f"synth.{key} is not set")
-            try:
-                value = kind(cfg[key])
-            except (TypeError, ValueError):
-                raise ConfigError(f"synth.{key} must be a {kind.__name__}, got {cfg[key]!r}") from None
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise ConfigError(f"synth.{key}={value} is outside [{low}, {high}]")
-            return value
-
-        mix = dict(cfg.get("counterfeit_mix") or {})
-        unknown = sorted(set(mix) - set(COUNTERFEIT_KINDS))
-        if unknown:
-            raise ConfigError(
-                f"synth.counterfeit_mix has unknown kinds {unknown}; known: {list(COUNTERFEIT_KINDS)}"
-            )
-        weights = tuple((kind, float(mix.get(kind, 0.0))) for kind in COUNTERFEIT_KINDS)
-        if any(w < 0 for _, w in weights) or sum(w for _, w in weights) <= 0:
-            raise ConfigError(f"synth.counterfeit_mix weights must be >= 0 with a positive sum, got {mix}")
-        split_cfg = dict(cfg.get("split") or {})
-        split = tuple(float(split_cfg.get(name, 0.0)) for name in ("train", "validation", "test"))
-        if any(s < 0 for s in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-6) or split[0] <= 0:
-            raise ConfigError(f"synth.split fractions must be >= 0, train > 0, and sum to 1; got {split_cfg}")
-        resolution_cfg = dict(cfg.get("resolution") or {})
-        resolution = (int(resolution_cfg.get("min", 400)), int(resolution_cfg.get("max", 1600)))
-        if not 64 <= resolution[0] <= resolution[1] <= 4096:
-            raise ConfigError(f"synth.resolution needs 64 <= min <= max <= 4096, got {resolution_cfg}")
-        params = cls(
-            world=WorldParams(
-                seed=number("seed", int, 0),
-                brands=number("brands", int, 1, MAX_BRANDS),
-                products_per_brand=number("products_per_brand", int, 1, 10),
-                authorized_per_brand=number("authorized_per_brand", int, 1, 20),
-                seller_pool=number("seller_pool", int, 3, 900),
-                split=split,
-            ),
-            references_per_product=number("references_per_product", int, 1, 50),
-            logo_closeups=number("logo_closeups", int, 0, 10),
-            packaging_closeups=number("packaging_closeups", int, 0, 10),
-            listings=number("listings", int, 1, 1_000_000),
-            counterfeit_rate=number("counterfeit_rate", float, 0.0, 1.0),
-            counterfeit_mix=weights,
-            min_per_kind=number("min_per_kind", int, 0),
-            not_a_product=number("not_a_product", int, 0),
-            undecodable=number("undecodable", int, 0),
-            authorized_reuse=number("authorized_reuse", float, 0.0, 1.0),
-            detail_shots=number("detail_shots", float, 0.0, 1.0),
-            new_sellers_per_day=number("new_sellers_per_day", int, 0, 999),
-            drift=number("drift", float, 0.0, 2.0),
-            resolution=resolution,
-        )
-        founders = params.world.authorized_per_brand * params.world.brands + params.world.seller_pool
-        if founders > 1000:
-            raise ConfigError(
-                f"synth.authorized_per_brand x brands + seller_pool = {founders}: at most 1000 founding sellers"
-            )
-        needed = params.not_a_product + params.undecodable + params.min_per_kind * len(COUNTERFEIT_KINDS) + 1
-        if params.listings < needed:
-            raise ConfigError(
-                f"synth.listings={params.listings} is too few: not_a_product + undecodable + "
-                f"min_per_kind x {len(COUNTERFEIT_KINDS)} kinds + 1 authentic = {needed}"
-            )
-        return params
-
-    def world_dict(self) -> dict:
-        """The parameters a world (brands, references, sellers) is made of; days must agree on them."""
-        return {
-            **asdict(self.world),
-            "split": list(self.world.split),
-            "references_per_product": self.references_per_product,
-            "logo_closeups": self.logo_closeups,
-            "packaging_closeups": self.packaging_closeups,
-            "resolution": list(self.resolution),
-        }
-
-    def day_dict(self) -> dict:
-        return {
-            "listings": self.listings,
-            "counterfeit_rate": self.counterfeit_rate,
-            "counterfeit_mix": dict(self.counterfeit_mix),
-            "min_per_kind": self.min_per_kind,
-            "not_a_product": self.not_a_product,
-            "undecodable": self.undecodable,
-            "authorized_reuse": self.authorized_reuse,
-            "detail_shots": self.detail_shots,
-            "new_sellers_per_day": self.new_sellers_per_day,
-            "drift": self.drift,
-        }
 
 
 @dataclass(frozen=True)
@@ -224,22 +94,6 @@ class WorldSummary:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class ImageJob:
-    """One image file to make; everything random in it comes from `entropy`."""
-
-    path: str  # relative to the world folder
-    # reference_product | reference_logo | reference_packaging: studio photo or close-up of a genuine product;
-    # listing | listing_detail: a seller's photo (or logo close-up) of a genuine or counterfeit design;
-    # copy: an official photo reused; not_a_product | undecodable: the error path
-    task: str
-    entropy: tuple[int, ...]
-    product: int = -1  # index into WorldModel.products
-    kind: str = ""  # counterfeit kind for listings
-    variant: str = ""  # not_a_product / undecodable variant
-    source: str = ""  # the reference a copy is made from
-
-
 # ---------------------------------------------------------------------------------------------- public API
 
 
@@ -256,7 +110,7 @@ def generate_world(out_dir: str | Path, cfg_synth: Mapping, workers: int | None 
     worker_count = _workers(cfg_synth, workers)
     references = reference_jobs(world, params)
     _run_jobs(out, params, references, worker_count)
-    _write_csv(out / "references.csv", REFERENCE_COLUMNS, [_reference_row(world, job) for job in references])
+    _write_csv(out / "references.csv", REFERENCE_COLUMNS, [reference_row(world, job) for job in references])
     _write_brand_assets(out, world)
     _write_csv(
         out / "authorized_sellers.csv",
@@ -317,186 +171,6 @@ def generate_day(out_dir: str | Path, cfg_synth: Mapping, day: int, workers: int
     references = reference_jobs(world, params)
     manifest, _ = _generate_listings(out, params, world, int(day), references, _workers(cfg_synth, workers))
     return manifest
-
-
-# ---------------------------------------------------------------------------------------------- planning
-
-
-def reference_jobs(world: WorldModel, params: SynthParams) -> list[ImageJob]:
-    jobs = []
-    seed = params.world.seed
-    for index, product in enumerate(world.products):
-        folder = f"references/{world.brand(product.brand).slug}/{product.id}"
-        views = (
-            [("reference_product", "product", k) for k in range(params.references_per_product)]
-            + [("reference_logo", "logo", k) for k in range(params.logo_closeups)]
-            + [("reference_packaging", "packaging", k) for k in range(params.packaging_closeups)]
-        )
-        for code, (task, view, k) in enumerate(views):
-            jobs.append(
-                ImageJob(f"{folder}/{view}_{k:02d}.jpg", task, (seed, STREAM_REFERENCE, index, code), index)
-            )
-    return jobs
-
-
-def _reference_row(world: WorldModel, job: ImageJob) -> dict:
-    product = world.products[job.product]
-    return {
-        "image_path": job.path,
-        "brand": product.brand,
-        "product": product.id,
-        "view": job.task.split("_", 1)[1],
-    }
-
-
-def day_mix(params: SynthParams, day: int) -> tuple[float, dict[str, float]]:
-    """The day's counterfeit rate and mix: exactly the configured ones on day 1, drifting afterwards."""
-    rate, mix = params.counterfeit_rate, dict(params.counterfeit_mix)
-    if day == 1 or params.drift == 0:
-        return rate, mix
-    rng = rng_for(params.world.seed, STREAM_DAY, day, 2)
-    z = rng.standard_normal(len(mix) + 1)
-    mix = {kind: weight * math.exp(params.drift * z[k]) for k, (kind, weight) in enumerate(mix.items())}
-    rate = min(0.9, max(0.05, rate * math.exp(0.5 * params.drift * z[-1])))
-    return rate, mix
-
-
-def allocate(total: int, weights: Mapping[str, float], minimum: int) -> dict[str, int]:
-    """`total` items over `weights` by largest remainder, each kind getting at least `minimum`."""
-    counts = {kind: minimum for kind in weights}
-    spare = max(0, total - minimum * len(weights))
-    norm = sum(weights.values())
-    shares = {kind: spare * w / norm for kind, w in weights.items()}
-    for kind, share in shares.items():
-        counts[kind] += int(share)
-    left = spare - sum(int(s) for s in shares.values())
-    for kind in sorted(shares, key=lambda k: (-(shares[k] - int(shares[k])), k))[:left]:
-        counts[kind] += 1
-    return counts
-
-
-@dataclass(frozen=True)
-class _Planned:
-    row: dict
-    job: ImageJob
-
-
-def plan_day(
-    world: WorldModel, params: SynthParams, day: int, references: Sequence[ImageJob]
-) -> list[_Planned]:
-    """Every listing of `day`: its manifest row and the image job that makes its file."""
-    seed = params.world.seed
-    rng = rng_for(seed, STREAM_DAY, day, 0)
-    rate, mix = day_mix(params, day)
-    n_products = params.listings - params.not_a_product - params.undecodable
-    n_counterfeit = min(n_products - 1, max(round(rate * n_products), params.min_per_kind * len(mix)))
-    counts = allocate(n_counterfeit, mix, params.min_per_kind)
-    n_authentic = n_products - sum(counts.values())
-    n_reuse = round(params.authorized_reuse * n_authentic)
-    entries = [("authentic", "", "reuse")] * n_reuse + [("authentic", "", "")] * (n_authentic - n_reuse)
-    for kind, count in counts.items():
-        entries += [("counterfeit", kind, "")] * count
-    entries += [
-        ("counterfeit", "not_a_product", str(rng.choice(list(NOT_A_PRODUCT_VARIANTS))))
-        for _ in range(params.not_a_product)
-    ]
-    entries += [
-        ("counterfeit", "undecodable", str(rng.choice(UNDECODABLE_VARIANTS)))
-        for _ in range(params.undecodable)
-    ]
-    order = rng.permutation(len(entries))
-    entries = [entries[i] for i in order]
-
-    sellers = list(world.sellers)
-    for joined in range(2, day + 1):
-        sellers += new_sellers(params.world, joined, params.new_sellers_per_day)
-    by_behaviour: dict[str, list[Seller]] = {}
-    for seller in sellers:
-        by_behaviour.setdefault(seller.behaviour, []).append(seller)
-    products = world.products
-    product_refs: dict[int, list[str]] = {}
-    for job in references:
-        if job.task == "reference_product":
-            product_refs.setdefault(job.product, []).append(job.path)
-
-    planned = []
-    for i, (label, kind, variant) in enumerate(entries):
-        listing_id = f"d{day}-{i:06d}"
-        index = int(rng.integers(len(products)))
-        product = products[index]
-        brand = world.brand(product.brand)
-        entropy = (seed, STREAM_LISTING, day, i)
-        seller = _pick_seller(rng, brand, by_behaviour, label, kind, variant)
-        price = _price(rng, product, label, kind, seller)
-        suffix = ".jpg"
-        if kind == "not_a_product":
-            suffix = NOT_A_PRODUCT_VARIANTS[variant]
-            job = ImageJob("", "not_a_product", entropy, index, kind, variant)
-        elif kind == "undecodable":
-            job = ImageJob("", "undecodable", entropy, index, kind, variant)
-        elif kind == "stolen_photo" or variant == "reuse":
-            source = str(rng.choice(product_refs[index]))
-            job = ImageJob("", "copy", entropy, index, kind, source=source)
-        else:
-            task = "listing_detail" if rng.random() < params.detail_shots else "listing"
-            job = ImageJob("", task, entropy, index, kind)
-        path = f"listings/day{day}/{listing_id}{suffix}"
-        job = ImageJob(path, job.task, job.entropy, job.product, job.kind, job.variant, job.source)
-        title = f"{brand.name} {product.name} {product.size}{rng.choice(TITLE_SUFFIXES)}"
-        row = {
-            "listing_id": listing_id,
-            "image_path": path,
-            "claimed_brand": brand.name,
-            "claimed_product": product.id,
-            "title": title,
-            "price": f"{price:.2f}",
-            "seller_id": seller.id,
-            "label": label,
-            "counterfeit_kind": kind,
-            "split": product.split,
-        }
-        planned.append(_Planned(row, job))
-    return planned
-
-
-def _pick_seller(
-    rng: np.random.Generator,
-    brand: Brand,
-    by_behaviour: dict[str, list[Seller]],
-    label: str,
-    kind: str,
-    variant: str,
-) -> Seller:
-    """Authorised sellers list the brand's own photos; counterfeits come mostly from counterfeiters."""
-    authorised = [s for s in by_behaviour.get("authorized", []) if s.brand == brand.name]
-    if variant == "reuse":
-        pool = authorised
-    elif label == "authentic":
-        choice = rng.choice(["authorized", "reseller", "mixed"], p=[0.3, 0.5, 0.2])
-        pool = authorised if choice == "authorized" else by_behaviour.get(str(choice), [])
-    elif kind in ERROR_KINDS:
-        pool = [s for group in ("reseller", "mixed", "counterfeiter") for s in by_behaviour.get(group, [])]
-    else:
-        group = "counterfeiter" if rng.random() < 0.65 else "mixed"
-        pool = by_behaviour.get(group, [])
-    pool = (
-        pool
-        or [s for s in by_behaviour.get("counterfeiter", []) + by_behaviour.get("mixed", [])]
-        or authorised
-    )
-    return pool[int(rng.integers(len(pool)))]
-
-
-def _price(rng: np.random.Generator, product: Product, label: str, kind: str, seller: Seller) -> float:
-    if label == "authentic":
-        factor = rng.uniform(0.95, 1.05) if seller.behaviour == "authorized" else rng.uniform(0.82, 1.18)
-    elif kind == "stolen_photo":
-        factor = rng.uniform(0.45, 0.95)
-    elif kind in ERROR_KINDS:
-        factor = rng.uniform(0.3, 1.1)
-    else:
-        factor = rng.uniform(0.35, 1.0)
-    return round(product.price * float(factor), 2)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -600,17 +274,9 @@ def _workers(cfg_synth: Mapping, workers: int | None) -> int:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: a reader sees the old file or the new one, never half of one."""
+    """Atomic, and readable by all (0644): a world is meant to be read by other users and servers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a world is meant to be read by other users and servers
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, mode=0o644)
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping]) -> None:
