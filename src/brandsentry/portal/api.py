@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from brandsentry.portal.auth import AuditEntry
 from brandsentry.portal.deps import API, Portal, keep_index_current, read_uploads, upload_outcome_status
 from brandsentry.portal.schemas import (
-    AuditOut,
     MeOut,
     OutcomeOut,
     PendingOut,
@@ -119,13 +119,13 @@ def api_reject(principal: API, portal: Portal, ref_id: int, body: ReasonIn | Non
     return ReferenceOut.of(portal.reject(principal, ref_id, body.reason if body else None))
 
 
-@router.get("/admin/audit", response_model=list[AuditOut], tags=["admin"])
+@router.get("/admin/audit", response_model=list[AuditEntry], tags=["admin"])
 def api_audit(
     principal: API,
     portal: Portal,
     brand: str | None = None,
     action: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[AuditOut]:
+) -> list[AuditEntry]:
     """The most recent audit-log entries first."""
-    return [AuditOut(**vars(e)) for e in portal.audit_entries(principal, brand, action, limit)]
+    return portal.audit_entries(principal, brand, action, limit)

@@ -88,14 +88,3 @@ class MeOut(BaseModel):
 
 class ReasonIn(BaseModel):
     reason: str | None = None
-
-
-class AuditOut(BaseModel):
-    id: int
-    at: str
-    actor: str
-    brand: str | None
-    action: str
-    target: str | None
-    outcome: str
-    detail: dict
