@@ -17,7 +17,7 @@ import numpy as np
 from brandsentry.config import load_config
 from brandsentry.embed import Embedder
 from brandsentry.images import DecodeLimits
-from brandsentry.metrics import retrieval_report
+from brandsentry.retrieval_metrics import retrieval_report
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
