@@ -18,7 +18,7 @@ from brandsentry.config import load_config
 from brandsentry.embed import Embedder
 from brandsentry.evaluation.datasets import DatasetLayoutError, folder_split, labelled_images
 from brandsentry.images import DecodeLimits
-from brandsentry.metrics import retrieval_report
+from brandsentry.retrieval_metrics import retrieval_report
 
 
 def main() -> int:

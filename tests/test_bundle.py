@@ -15,12 +15,11 @@ from brandsentry.bundle import (
     BundleError,
     EmbedderMismatchError,
     ScoringBundle,
-    load_bundle,
-    mlflow_store,
     output_columns,
 )
 from brandsentry.config import Workspace
 from brandsentry.embed import Embedder
+from brandsentry.registry import load_bundle, mlflow_store, open_bundle
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def test_champion_resolves_through_the_registry(tiny_trained, champion, workspac
     again = load_bundle("models:/brandsentry/1", workspace)  # cached download, same bundle
     assert again.path == champion.path and again.version == "brandsentry/1"
     uri = f"runs:/{tiny_trained.result.run_id}/model"
-    by_run = ScoringBundle.load(uri, tracking_uri=workspace.mlflow_uri, cache_dir=tmp_path)
+    by_run = open_bundle(uri, tracking_uri=workspace.mlflow_uri, cache_dir=tmp_path)
     assert by_run.version == uri and by_run.path.is_relative_to(tmp_path)
     assert by_run.metadata == champion.metadata
 
@@ -123,6 +122,12 @@ def test_pyfunc_scores_identically(champion, listings, fluent_mlflow):
     pd.testing.assert_frame_equal(through_pyfunc[columns], direct[columns])
     # the pyfunc knows its bundle by directory name; the registry alias is resolved by load_bundle only
     assert through_pyfunc["model_version"].iloc[0].startswith("brandsentry-")
+
+
+def test_models_logged_before_the_registry_module_still_find_their_pyfunc_class():
+    from brandsentry import bundle, registry
+
+    assert bundle.BundlePythonModel is registry.BundlePythonModel  # what their code file imports
 
 
 def test_a_bundle_pickles_without_its_context(champion, listings):

@@ -78,6 +78,24 @@ def test_appending_a_migration_upgrades_an_existing_catalog(tmp_path, monkeypatc
         Catalog(path)
 
 
+def test_other_stages_create_their_own_tables_in_the_catalog_file(tmp_path):
+    script = """
+    CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS notes_text ON notes(text);
+    """
+    held = "SELECT name FROM sqlite_master WHERE name = 'notes'"
+    with Catalog.open(tmp_path / "ws") as plain:
+        assert not plain.connection().execute(held).fetchall()
+    with Catalog.open(tmp_path / "ws", schemas=[script]) as owned:
+        owned.connection().execute("INSERT INTO notes (text) VALUES ('kept')")
+        owned.ensure_schema(script)  # checked once per catalog object
+    with Catalog.open(tmp_path / "ws", schemas=[script]) as again:  # idempotent: the rows stay
+        assert again.connection().execute("SELECT text FROM notes").fetchall() == [("kept",)]
+        assert again.schema_version == len(MIGRATIONS)
+        with pytest.raises(ValueError, match="IF NOT EXISTS"):
+            again.ensure_schema("CREATE TABLE other (id INTEGER)")
+
+
 def test_add_creates_brand_and_product_rows_and_round_trips(catalog):
     first = add(catalog, "a", brand="Acme")
     second = add(catalog, "b", brand="Zeta", view="logo", status="approved")

@@ -17,10 +17,9 @@ from brandsentry.feedback import (
     VerdictFileError,
     feedback_training_rows,
     import_verdicts,
-    latest_scorings,
-    record_scoring_run,
     simulate_verdicts,
 )
+from brandsentry.ledger import latest_scorings, record_scoring_run
 from brandsentry.run_folder import ScoringResultsError
 from brandsentry.run_folder import read_results as read_scoring_results
 from fake_runs import make_results, write_run

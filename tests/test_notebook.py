@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from brandsentry.config import Workspace
-from brandsentry.feedback import record_scoring_run
+from brandsentry.ledger import record_scoring_run
 from brandsentry.review import ReviewSettings
 from brandsentry.review.evidence import ImageSources, build_evidence_page
 from brandsentry.run_folder import read_results as read_scoring_results

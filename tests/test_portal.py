@@ -20,7 +20,7 @@ from PIL import Image
 from brandsentry.catalog import Catalog
 from brandsentry.cli import main
 from brandsentry.config import load_config
-from brandsentry.index import update_from_catalog
+from brandsentry.index_sync import update_from_catalog
 from brandsentry.portal.app import SESSION_COOKIE, create_app
 from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore
 from brandsentry.run_folder import embeddings_path
@@ -395,15 +395,15 @@ def test_admin_rejects_and_approves_pending_references(world, seeded):
 
 
 def test_approvals_and_withdrawals_of_indexed_references_update_the_index(world, seeded, monkeypatch):
-    import brandsentry.index
+    import brandsentry.index_sync
 
     calls = []
 
     def update(cfg, embedder):
         calls.append(cfg)
-        return brandsentry.index.IndexUpdateReport(1, 1, 1, 0, False, ())
+        return brandsentry.index_sync.IndexUpdateReport(1, 1, 1, 0, False, ())
 
-    monkeypatch.setattr(brandsentry.index, "update_from_catalog", update)
+    monkeypatch.setattr(brandsentry.index_sync, "update_from_catalog", update)
     acme_id, globex_id = seeded
     world.client.post(f"/api/v1/references/{globex_id}/withdraw", headers=world.auth(world.globex))
     assert calls == []  # a pending reference was never in the index
@@ -416,12 +416,12 @@ def test_approvals_and_withdrawals_of_indexed_references_update_the_index(world,
 
 
 def test_a_failed_index_update_leaves_the_approval_standing(world, seeded, monkeypatch):
-    import brandsentry.index
+    import brandsentry.index_sync
 
     def broken(cfg, embedder):
         raise OSError("disk full")
 
-    monkeypatch.setattr(brandsentry.index, "update_from_catalog", broken)
+    monkeypatch.setattr(brandsentry.index_sync, "update_from_catalog", broken)
     acme_id, _ = seeded
     response = world.client.post(
         f"/api/v1/admin/references/{acme_id}/approve", headers=world.auth(world.admin)

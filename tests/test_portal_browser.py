@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from brandsentry.config import load_config
 from brandsentry.images import decode_image
-from brandsentry.index import update_from_catalog
+from brandsentry.index_sync import update_from_catalog
 from brandsentry.portal.app import create_app
 from brandsentry.portal.service import UploadedFile
 from brandsentry.run_folder import embeddings_path

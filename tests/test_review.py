@@ -17,7 +17,7 @@ from PIL import Image
 from brandsentry.catalog import Catalog
 from brandsentry.config import Workspace, load_config
 from brandsentry.errors import ConfigError
-from brandsentry.feedback import record_scoring_run
+from brandsentry.ledger import record_scoring_run
 from brandsentry.review import (
     DriftSettings,
     ReviewError,

@@ -17,7 +17,8 @@ from brandsentry.classify import TrainingDataError
 from brandsentry.cli import main
 from brandsentry.config import Workspace, load_config
 from brandsentry.features import ScoringContext, read_listings
-from brandsentry.train import assign_splits, auto_promotion, labelled_set, rows_digest
+from brandsentry.registry import auto_promotion
+from brandsentry.train import assign_splits, labelled_set, rows_digest
 from conftest import copy_workspace
 
 

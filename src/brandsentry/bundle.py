@@ -5,7 +5,7 @@ against, the reference metadata and brand assets the cues read, the cheap and fu
 inside) with their decision thresholds, and the resolved config of every stage. The batch scorer, the
 pyfunc and notebooks all load it the same way and score with the same cascade:
 
-    bundle = ScoringBundle.load("models:/brandsentry@champion", tracking_uri=workspace.mlflow_uri)
+    bundle = registry.load_bundle("models:/brandsentry@champion", workspace)   # or ScoringBundle.load(DIR)
     context = bundle.context()                     # embedder + the bundle's own index and snapshot
     images, errors = context.decode(rows)          # or decode/embed in your own pipeline ...
     results = bundle.score_batch(rows, images, errors, vectors=None)   # ... and hand the vectors over
@@ -23,16 +23,12 @@ Layout (`bundle.json` names the format):
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import pickle
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +37,6 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from brandsentry.classify import CascadeClassifier
-from brandsentry.config import Workspace
 from brandsentry.cues import CueConfig, feature_names
 from brandsentry.embed import Embedder, EmbedderIdentity
 from brandsentry.errors import BrandsentryError
@@ -59,7 +54,6 @@ from brandsentry.index import (
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
 CONFIG_SECTIONS = ("embedder", "images", "index", "cues", "features", "classifier", "seed")
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -67,12 +61,9 @@ __all__ = [
     "BundleMetadata",
     "EmbedderMismatchError",
     "ScoringBundle",
-    "load_bundle",
-    "mlflow_store",
+    "bundle_root",
     "output_columns",
-    "pyfunc_signature",
     "write_bundle",
-    "write_pyfunc_code",
 ]
 
 
@@ -221,23 +212,18 @@ class ScoringBundle:
 
     # ---- loading ----------------------------------------------------------------------------------------
     @classmethod
-    def load(
-        cls, path_or_uri: str | Path, tracking_uri: str | None = None, cache_dir: Path | None = None
-    ) -> ScoringBundle:
-        """A bundle directory, or `models:/NAME@ALIAS`, `models:/NAME/N`, `runs:/RUN_ID/PATH` via MLflow.
+    def load(cls, path: str | Path) -> ScoringBundle:
+        """The bundle in a directory: itself, or the one pyfunc artifact a downloaded MLflow model holds.
 
-        Registry and run URIs are downloaded under `cache_dir` (a fresh temp dir when None); a registered
-        version is immutable, so one already downloaded there is reused.
+        Registry and run URIs (`models:/...`, `runs:/...`) resolve through MLflow: `registry.open_bundle`.
         """
-        text = str(path_or_uri)
-        if text.startswith("models:/"):
-            return cls(*_download_registered(text, tracking_uri, cache_dir))
-        if text.startswith("runs:/"):
-            return cls(_download(text, tracking_uri, cache_dir, _slug(text)), version=text)
-        path = Path(text)
+        path = Path(path)
         if not path.is_dir():
-            raise BundleError(f"{path} is neither a bundle directory nor a models:/ or runs:/ URI")
-        return cls(_bundle_root(path))
+            raise BundleError(
+                f"{path} is neither a bundle directory nor (through registry.open_bundle) a models:/ or "
+                "runs:/ URI"
+            )
+        return cls(bundle_root(path))
 
     def __getstate__(self) -> dict:
         # The context (torch model, FAISS index, caches) is rebuilt where the bundle is unpickled (Ray workers).
@@ -317,12 +303,11 @@ class ScoringBundle:
         cheap_scores = np.full(len(rows), np.nan)
         escalated = np.zeros(len(rows), dtype=bool)
         if ok.any():
-            cheap_scores[ok] = self.model.cheap.predict_proba(table.features.loc[ok])
-            escalated[ok] = self.model.escalate(cheap_scores[ok], context.cue_cfg.needs_expensive)
+            cheap_scores[ok], escalated[ok] = self.model.triage(
+                table.features.loc[ok], context.cue_cfg.needs_expensive
+            )
         table = context.add_expensive(rows, images, table, escalated)
-        scores = cheap_scores.copy()
-        if escalated.any():
-            scores[escalated] = self.model.full.predict_proba(table.features.loc[escalated])
+        scores = self.model.combine(cheap_scores, escalated, table.features)
         brands = np.array([context.canonical_brand(b) or str(b) for b in rows["claimed_brand"]], dtype=object)
         decisions = np.full(len(rows), "error", dtype=object)
         thresholds = np.full(len(rows), np.nan)
@@ -379,136 +364,7 @@ class ScoringBundle:
         return pd.concat(parts, ignore_index=True)
 
 
-def load_bundle(uri: str | Path, workspace: Workspace, tracking_uri: str | None = None) -> ScoringBundle:
-    """`ScoringBundle.load` against a workspace's MLflow store, caching downloads under workspace/bundles."""
-    return ScoringBundle.load(
-        uri, tracking_uri=tracking_uri or workspace.mlflow_uri, cache_dir=workspace.root / "bundles"
-    )
-
-
-@functools.cache
-def _pyfunc_class() -> type:
-    """`BundlePythonModel`, defined on first use: importing MLflow costs seconds that scoring (and each of
-    its lanes) need not pay when the bundle is a local path."""
-    import mlflow.pyfunc
-
-    class BundlePythonModel(mlflow.pyfunc.PythonModel):
-        """The bundle as an MLflow pyfunc: `predict(listings DataFrame)` returns `score_frame`'s result."""
-
-        def load_context(self, context) -> None:
-            self.bundle = ScoringBundle.load(context.artifacts["bundle"])
-
-        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            return self.bundle.score_frame(pd.DataFrame(model_input))
-
-    BundlePythonModel.__module__, BundlePythonModel.__qualname__ = __name__, "BundlePythonModel"
-    return BundlePythonModel
-
-
-def __getattr__(name: str):
-    if name == "BundlePythonModel":  # the models-from-code file imports it by this name
-        return _pyfunc_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def pyfunc_signature():
-    """The pyfunc's input columns: the ones cues read (image_path and claimed_brand required), as strings."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    required = {"image_path", "claimed_brand"}
-    columns = ("listing_id", "image_path", "claimed_brand", "claimed_product", "seller_id")
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", name, required=name in required) for name in columns])
-    )
-
-
-def write_pyfunc_code(directory: Path) -> Path:
-    """The models-from-code file MLflow logs for the pyfunc (no pickled Python object in the artifact)."""
-    path = Path(directory) / "brandsentry_pyfunc.py"
-    path.write_text(
-        '"""MLflow pyfunc entry point of a brandsentry scoring bundle (models from code)."""\n\n'
-        "import mlflow.models\n\n"
-        "from brandsentry.bundle import BundlePythonModel\n\n"
-        "mlflow.models.set_model(BundlePythonModel())\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-# ---- MLflow resolution ---------------------------------------------------------------------------------------
-def _download_registered(uri: str, tracking_uri: str | None, cache_dir: Path | None) -> tuple[Path, str]:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    match = _MODEL_URI.match(uri)
-    if match is None:
-        raise BundleError(f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    name = match["name"]
-    try:
-        if match["alias"]:
-            found = client.get_model_version_by_alias(name, match["alias"])
-        else:
-            found = client.get_model_version(name, match["version"])
-    except MlflowException as exc:
-        raise BundleError(f"{uri}: {exc.message}") from None
-    version = f"{name}/{found.version}"
-    return _download(f"models:/{version}", tracking_uri, cache_dir, _slug(version)), version
-
-
-def _download(uri: str, tracking_uri: str | None, cache_dir: Path | None, key: str) -> Path:
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    if cache_dir is not None:
-        target = Path(cache_dir) / key
-        if target.is_dir():
-            return _bundle_root(target)
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir))
-    try:
-        with mlflow_store(tracking_uri):
-            download_artifacts(artifact_uri=uri, dst_path=str(temp), tracking_uri=tracking_uri)
-        root = _bundle_root(temp)
-    except MlflowException as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise BundleError(f"{uri}: {exc.message}") from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    if cache_dir is None:
-        return root
-    try:
-        os.rename(temp, target)
-    except OSError:  # another process cached the same version meanwhile: use theirs
-        shutil.rmtree(temp, ignore_errors=True)
-    return _bundle_root(target)
-
-
-@contextmanager
-def mlflow_store(uri: str | None) -> Iterator[None]:
-    """Point fluent MLflow (runs, log_model, artifact resolution) at `uri` for a while, then restore it.
-
-    `models:/` and `runs:/` downloads resolve through the global tracking and registry URIs, whatever
-    `tracking_uri` is passed to them; None leaves both as they are.
-    """
-    if uri is None:
-        yield
-        return
-    import mlflow
-
-    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-
-
-def _bundle_root(directory: Path) -> Path:
+def bundle_root(directory: Path) -> Path:
     """The bundle inside `directory`: itself, or the one pyfunc artifact a logged model holds."""
     directory = Path(directory)
     if (directory / BUNDLE_FILE).is_file():
@@ -523,8 +379,13 @@ def _bundle_root(directory: Path) -> Path:
     return found[0].parent
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+def __getattr__(name: str):
+    # models logged before the MLflow adapter moved to `registry` import their pyfunc class from here
+    if name == "BundlePythonModel":
+        from brandsentry.registry import BundlePythonModel
+
+        return BundlePythonModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _write_json(path: Path, data) -> None:

@@ -1,10 +1,9 @@
 """The reference catalog: brands, products and their reference photos in SQLite, with a validated status life cycle.
 
-Concurrency model: the database runs in WAL mode (readers never block the writer), every connection waits on
-a locked database for `busy_timeout_s` instead of failing at once, and every write runs in `BEGIN IMMEDIATE`
-so that a check-then-insert (dedupe, then add) is atomic across threads *and* processes. Each thread gets its
-own connection (a `threading.local`), so threads of a web server never share a cursor; a process that was
-forked with an open `Catalog` opens fresh connections instead of reusing its parent's.
+The catalog is the owner of the workspace database (`database.Database`: WAL, per-thread connections,
+`BEGIN IMMEDIATE` writes); its own tables are versioned by `MIGRATIONS`, other stages keep theirs in the same
+file through `ensure_schema` (the portal's in `portal.tables`, the scoring ledger's in `ledger`, the
+verdicts' in `feedback`).
 
 Reference ids are SQLite `AUTOINCREMENT` keys: never reused, so they are safe as FAISS ids for good.
 The table is named `"references"` (a SQL keyword: quote it in raw SQL).
@@ -13,12 +12,9 @@ The table is named `"references"` (a SQL keyword: quote it in raw SQL).
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from brandsentry.config import Workspace
-from brandsentry.errors import BrandsentryError
+from brandsentry.database import Database, DatabaseError, split_statements
 
 VIEWS = ("product", "logo", "packaging")
 STATUSES = ("pending", "approved", "indexed", "withdrawn")
@@ -40,8 +36,8 @@ TRANSITIONS = {
 # Statuses whose vectors belong in the index (and that count when deduplicating new photos).
 LIVE_STATUSES = ("pending", "approved", "indexed")
 
-# Schema migrations, applied in order; PRAGMA user_version records how many ran. To change the schema,
-# append one SQL script here (never edit a released one).
+# The catalog's schema migrations, applied in order; PRAGMA user_version records how many ran. To change the
+# schema, append one SQL script here (never edit a released one).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE brands (
@@ -83,39 +79,9 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO catalog_state (singleton, change_seq) VALUES (1, 0);
     """,
-    # 2: the brand portal (brandsentry.portal): API tokens, audit log, submission quality checks.
-    """
-    CREATE TABLE portal_tokens (
-        key_id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('brand', 'admin')),
-        brand TEXT,
-        salt TEXT NOT NULL,
-        secret_hash TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        revoked_at TEXT,
-        CHECK ((role = 'brand') = (brand IS NOT NULL))
-    );
-    CREATE TABLE audit_log (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        brand TEXT,
-        action TEXT NOT NULL,
-        target TEXT,
-        outcome TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX audit_log_brand ON audit_log(brand, id);
-    CREATE TABLE reference_checks (
-        reference_id INTEGER NOT NULL REFERENCES "references"(id),
-        code TEXT NOT NULL,
-        level TEXT NOT NULL CHECK (level IN ('warning', 'note')),
-        message TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX reference_checks_reference ON reference_checks(reference_id);
-    """,
+    # 2 created the brand portal's tables, which `portal.tables` owns now (`ensure_schema`): a step left empty
+    # so that the version numbers of existing catalogs stay what they are.
+    "",
     # 3: brand assets the cues read: known wordmarks (text cue) and authorised sellers (seller cue).
     """
     CREATE TABLE brand_wordmarks (
@@ -130,47 +96,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (brand, seller_id)
     );
     """,
-    # 4: the review loop (brandsentry.feedback): what each scoring run decided per listing (for rescans and
-    # for finding a reviewed listing's features), and reviewers' verdicts with the features they were about.
-    """
-    CREATE TABLE scored_listings (
-        run_dir TEXT NOT NULL,
-        listing_id TEXT NOT NULL,
-        claimed_brand TEXT NOT NULL,
-        claimed_product TEXT,
-        image_path TEXT NOT NULL,
-        seller_id TEXT,
-        scored_at TEXT NOT NULL,
-        decision TEXT NOT NULL CHECK (decision IN ('flag', 'review', 'pass', 'error')),
-        score REAL,
-        error TEXT,
-        model_version TEXT,
-        PRIMARY KEY (run_dir, listing_id)
-    );
-    -- rescans select by brand as the scorer matches it (case and stray spaces ignored) and by time
-    CREATE INDEX scored_listings_brand_time ON scored_listings(lower(trim(claimed_brand)), scored_at);
-    CREATE INDEX scored_listings_listing ON scored_listings(listing_id, scored_at);
-    CREATE TABLE feedback (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        listing_id TEXT NOT NULL,
-        verdict TEXT NOT NULL CHECK (verdict IN ('confirmed_counterfeit', 'false_positive', 'authentic')),
-        label TEXT NOT NULL CHECK (label IN ('counterfeit', 'authentic')),
-        reviewer TEXT NOT NULL,
-        note TEXT NOT NULL,
-        imported_at TEXT NOT NULL,
-        source TEXT NOT NULL,
-        run_dir TEXT NOT NULL,
-        claimed_brand TEXT NOT NULL,
-        claimed_product TEXT,
-        seller_id TEXT,
-        decision TEXT NOT NULL,
-        score REAL,
-        model_version TEXT,
-        expensive_cues INTEGER NOT NULL CHECK (expensive_cues IN (0, 1)),
-        features TEXT NOT NULL
-    );
-    CREATE UNIQUE INDEX feedback_listing_reviewer_verdict ON feedback(listing_id, reviewer, verdict);
-    """,
+    # 4 created the scoring ledger's and the verdicts' tables, which `ledger` and `feedback` own now.
+    "",
 ]
 
 _COLUMNS = (
@@ -181,7 +108,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PHASH = re.compile(r"^[0-9a-f]{16}$")
 
 
-class CatalogError(BrandsentryError, ValueError):
+class CatalogError(DatabaseError):
     """A catalog operation that the catalog's state or the request makes impossible (unknown id, bad transition)."""
 
 
@@ -216,18 +143,6 @@ def hamming(a_hex: str, b_hex: str) -> int:
     return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
 
 
-def split_statements(script: str) -> Iterator[str]:
-    """The statements of a SQL script one by one (so a migration can run inside our own transaction)."""
-    statement = ""
-    for char in script:
-        statement += char
-        if char == ";" and sqlite3.complete_statement(statement):
-            yield statement.strip()
-            statement = ""
-    if statement.strip():  # a trailing comment, or an unterminated statement that SQLite will refuse
-        yield statement.strip()
-
-
 def _as_statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if status is None:
         return None
@@ -249,19 +164,13 @@ def _row_to_reference(row: tuple) -> Reference:
     return Reference(*values)
 
 
-class Catalog:
-    """The SQLite reference catalog; see the module docstring for the concurrency model."""
+class Catalog(Database):
+    """The SQLite reference catalog; see `database` for the concurrency model."""
+
+    error = CatalogError
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.busy_timeout_s = busy_timeout_s
-        self._registry_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._inherited: list[sqlite3.Connection] = []  # a forked child's copies of its parent's connections
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._closed = False
+        super().__init__(path, busy_timeout_s)
         try:
             self._migrate()
         except BaseException:
@@ -269,79 +178,24 @@ class Catalog:
             raise
 
     @classmethod
-    def open(cls, workspace: Workspace | str | Path, busy_timeout_s: float = 30.0) -> Catalog:
-        """The catalog of a `Workspace` (or of a workspace directory)."""
+    def open(
+        cls, workspace: Workspace | str | Path, busy_timeout_s: float = 30.0, schemas: Iterable[str] = ()
+    ) -> Catalog:
+        """The catalog of a `Workspace` (or of a workspace directory), with the tables of `schemas` (other
+        stages' `CREATE ... IF NOT EXISTS` scripts) created where missing."""
         if not isinstance(workspace, Workspace):
             workspace = Workspace(Path(workspace))
-        return cls(workspace.catalog_path, busy_timeout_s=busy_timeout_s)
+        catalog = cls(workspace.catalog_path, busy_timeout_s=busy_timeout_s)
+        try:
+            for script in schemas:
+                catalog.ensure_schema(script)
+        except BaseException:
+            catalog.close()
+            raise
+        return catalog
 
     def __enter__(self) -> Catalog:
         return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close every thread's connection; the catalog cannot be used afterwards."""
-        with self._registry_lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
-
-    # -- connections and transactions -------------------------------------------------------------
-
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit): for reads of tables that later stages add by migration.
-
-        Writes go through `write()`, never straight through this connection.
-        """
-        if self._closed:
-            raise CatalogError(f"catalog {self.path} is closed")
-        if os.getpid() != self._pid:  # forked: never use (nor close) the parent's connections here
-            with self._registry_lock:
-                self._inherited.extend(self._connections)
-                self._pid, self._connections, self._local = os.getpid(), [], threading.local()
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA foreign_keys = ON")
-            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                connection.execute("PRAGMA journal_mode = WAL")
-            self._local.connection = connection
-            self._local.depth = 0
-            with self._registry_lock:
-                self._connections.append(connection)
-        return connection
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (`BEGIN IMMEDIATE`); nested uses join the outermost one.
-
-        Everything read inside sees a state no other writer can change before the commit, which is what
-        makes "check for a duplicate, then insert" atomic.
-        """
-        connection = self.connection()
-        if self._local.depth:
-            self._local.depth += 1
-            try:
-                yield connection
-            finally:
-                self._local.depth -= 1
-            return
-        connection.execute("BEGIN IMMEDIATE")
-        self._local.depth = 1
-        try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
-                connection.execute("ROLLBACK")
-            raise
-        finally:
-            self._local.depth = 0
 
     def _migrate(self) -> None:
         if self.schema_version == len(MIGRATIONS):

@@ -399,14 +399,28 @@ class CascadeClassifier:
             (needs_expensive(float(p)) for p in cheap_scores), dtype=bool, count=len(cheap_scores)
         )
 
-    def cascaded_scores(self, features: pd.DataFrame, needs_expensive) -> tuple[np.ndarray, np.ndarray]:
-        """(score, escalated) for rows whose every cue is known, exactly as the staged scorer would score them."""
+    def triage(self, features: pd.DataFrame, needs_expensive) -> tuple[np.ndarray, np.ndarray]:
+        """(cheap probability, escalated) per row: the cascade's first stage, which reads the cheap cues only."""
         cheap_scores = self.cheap.predict_proba(features)
-        escalated = self.escalate(cheap_scores, needs_expensive)
-        scores = cheap_scores.copy()
+        return cheap_scores, self.escalate(cheap_scores, needs_expensive)
+
+    def combine(self, cheap_scores: np.ndarray, escalated: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+        """The cascaded score: the cheap probability, replaced by the full model's on the escalated rows.
+
+        The one place the cascade's rule is written (scoring, training and the evidence replay call it).
+        `features` is row-aligned with `cheap_scores` and needs the expensive cues of the escalated rows
+        only, so a scorer computes those after `triage`, for those rows alone.
+        """
+        scores = np.array(cheap_scores, copy=True)
+        escalated = np.asarray(escalated, dtype=bool)
         if escalated.any():
             scores[escalated] = self.full.predict_proba(features.loc[escalated])
-        return scores, escalated
+        return scores
+
+    def cascaded_scores(self, features: pd.DataFrame, needs_expensive) -> tuple[np.ndarray, np.ndarray]:
+        """(score, escalated) for rows whose every cue is known, exactly as the staged scorer would score them."""
+        cheap_scores, escalated = self.triage(features, needs_expensive)
+        return self.combine(cheap_scores, escalated, features), escalated
 
     def choose_thresholds(self, scores: np.ndarray, y: np.ndarray, brands: np.ndarray) -> None:
         self.full.choose_thresholds(scores, y, brands)

@@ -390,9 +390,6 @@ class ReferenceStore:
     def __call__(self, ref_id: int) -> np.ndarray:
         return self._cached(ref_id)
 
-    def cache_info(self):
-        return self._cached.cache_info()
-
 
 class _BoundedMemo(dict):
     def __init__(self, limit: int):

@@ -1,8 +1,7 @@
-"""What was scored and what reviewers said about it: the ledger of scoring runs, verdicts for training.
+"""What reviewers said about scored listings: verdict imports, the training rows they make, a simulator.
 
-This module sits right after the catalog in the stage order and reads scoring results only as files, so
-the scorer (`record_scoring_run` after each run) and training (`feedback_training_rows`) can both call it
-without importing anything downstream of themselves.
+It sits right after the scoring ledger (`ledger`) in the stage order and reads scoring results only as
+files, so training (`feedback_training_rows`) can call it without importing anything downstream of itself.
 
 A verdict is stored with the cue features of the scoring it judged (copied out of that run's Parquet), so
 retraining on reviewed listings needs neither the images nor the run directory any more.
@@ -25,6 +24,7 @@ from brandsentry.catalog import Catalog, utc_now
 from brandsentry.config import Workspace
 from brandsentry.cues.compute import GROUPS
 from brandsentry.errors import BrandsentryError
+from brandsentry.ledger import float_or_none, latest_scorings
 from brandsentry.run_folder import ScoringResultsError, read_results
 
 VERDICT_LABELS = {
@@ -35,127 +35,33 @@ VERDICT_LABELS = {
 VERDICT_COLUMNS = ("listing_id", "verdict", "reviewer", "note")
 # Every cue column any configuration can produce (a run scored with some cues disabled has a subset).
 CUE_COLUMNS = tuple(name for group in GROUPS for name in group.features)
-_LEDGER_COLUMNS = (
-    "listing_id", "claimed_brand", "claimed_product", "image_path", "seller_id", "scored_at", "decision",
-    "score", "error", "model_version",
-)  # fmt: skip
+# The verdicts' table (catalogs made before this module owned it hold the same one: catalog migration 4).
+FEEDBACK_TABLES = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    listing_id TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('confirmed_counterfeit', 'false_positive', 'authentic')),
+    label TEXT NOT NULL CHECK (label IN ('counterfeit', 'authentic')),
+    reviewer TEXT NOT NULL,
+    note TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    claimed_brand TEXT NOT NULL,
+    claimed_product TEXT,
+    seller_id TEXT,
+    decision TEXT NOT NULL,
+    score REAL,
+    model_version TEXT,
+    expensive_cues INTEGER NOT NULL CHECK (expensive_cues IN (0, 1)),
+    features TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_listing_reviewer_verdict ON feedback(listing_id, reviewer, verdict);
+"""
 
 
 class VerdictFileError(BrandsentryError, ValueError):
     """A verdicts file (or a simulator's ground truth) that cannot be read at all: missing file or columns."""
-
-
-def iso_utc(values) -> list[str]:
-    """Timestamps (strings or datetimes) as ISO-8601 UTC strings, which sort and compare as text."""
-    stamps = pd.to_datetime(pd.Series(values), utc=True, format="ISO8601")
-    return [stamp.isoformat(timespec="microseconds") for stamp in stamps]
-
-
-def _text_or_none(value) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _float_or_none(value) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
-
-
-@dataclass(frozen=True)
-class RecordedRun:
-    """What `record_scoring_run` put in the ledger."""
-
-    run_dir: Path
-    listings: int
-    decisions: dict[str, int]
-    first_scored_at: str
-    last_scored_at: str
-
-
-def record_scoring_run(workspace: Workspace | str | Path, out_dir: str | Path) -> RecordedRun:
-    """Add every listing of a finished scoring run to the catalog's `scored_listings` ledger.
-
-    Idempotent: recording the same run again replaces its rows. Rescans and verdict imports read it.
-    """
-    out_dir = Path(out_dir).resolve()
-    results = read_results(out_dir)
-    for column in ("listing_id", "claimed_brand", "image_path", "decision", "score", "scored_at"):
-        if column not in results.columns:
-            raise ScoringResultsError(f"scoring run {out_dir} lacks result column {column!r}")
-    scored_at = iso_utc(results["scored_at"])
-    rows = []
-    for record, stamp in zip(results.to_dict(orient="records"), scored_at, strict=True):
-        rows.append(
-            (
-                str(out_dir),
-                str(record["listing_id"]),
-                str(record["claimed_brand"]),
-                _text_or_none(record.get("claimed_product")),
-                str(record["image_path"]),
-                _text_or_none(record.get("seller_id")),
-                stamp,
-                str(record["decision"]),
-                _float_or_none(record["score"]),
-                _text_or_none(record.get("error")),
-                _text_or_none(record.get("model_version")),
-            )
-        )
-    with Catalog.open(workspace) as catalog, catalog.write() as connection:
-        connection.execute("DELETE FROM scored_listings WHERE run_dir = ?", (str(out_dir),))
-        connection.executemany(
-            f"INSERT INTO scored_listings (run_dir, {', '.join(_LEDGER_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * (len(_LEDGER_COLUMNS) + 1))})",
-            rows,
-        )
-    return RecordedRun(
-        run_dir=out_dir,
-        listings=len(rows),
-        decisions=dict(Counter(str(d) for d in results["decision"])),
-        first_scored_at=min(scored_at),
-        last_scored_at=max(scored_at),
-    )
-
-
-def latest_scorings(
-    workspace: Workspace | str | Path,
-    *,
-    listing_ids: Sequence[str] | None = None,
-    brand: str | None = None,
-    since: str | None = None,
-    exclude_errors: bool = False,
-) -> pd.DataFrame:
-    """The most recent ledger row of each listing (optionally: of these ids, of a brand, scored since a time).
-
-    `brand` compares case-insensitively, as the scorer matches claimed brands; `since` is an ISO timestamp.
-    """
-    clauses, params = [], []
-    if listing_ids is not None:
-        clauses.append("listing_id IN (SELECT value FROM json_each(?))")
-        params.append(json.dumps([str(i) for i in listing_ids]))
-    if brand is not None:
-        clauses.append("lower(trim(claimed_brand)) = lower(trim(?))")
-        params.append(brand)
-    if since is not None:
-        clauses.append("scored_at >= ?")
-        params.append(since)
-    if exclude_errors:
-        clauses.append("decision != 'error'")
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    query = f"""
-        SELECT run_dir, {", ".join(_LEDGER_COLUMNS)} FROM (
-            SELECT *, row_number() OVER (PARTITION BY listing_id ORDER BY scored_at DESC, run_dir DESC) AS nth
-            FROM scored_listings {where}
-        ) WHERE nth = 1 ORDER BY listing_id"""
-    with Catalog.open(workspace) as catalog:
-        rows = catalog.connection().execute(query, params).fetchall()
-    return pd.DataFrame(rows, columns=["run_dir", *_LEDGER_COLUMNS])
-
-
-# ---- verdicts ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -277,14 +183,14 @@ def import_verdicts(workspace: Workspace | str | Path, path: str | Path) -> Verd
                 claimed_product=scoring["claimed_product"],
                 seller_id=scoring["seller_id"],
                 decision=scoring["decision"],
-                score=_float_or_none(scoring["score"]),
+                score=float_or_none(scoring["score"]),
                 model_version=scoring["model_version"],
                 expensive_cues=int(escalated),
                 features=cues,
             )
         )
     columns = list(stored[0]) if stored else []
-    with Catalog.open(workspace) as catalog, catalog.write() as connection:
+    with Catalog.open(workspace, schemas=[FEEDBACK_TABLES]) as catalog, catalog.write() as connection:
         for record in stored:
             inserted = connection.execute(
                 f"INSERT INTO feedback ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
@@ -319,7 +225,7 @@ def feedback_training_rows(workspace: Workspace | str | Path) -> pd.DataFrame:
                model_version, expensive_cues, features FROM (
             SELECT *, row_number() OVER (PARTITION BY listing_id ORDER BY id DESC) AS nth FROM feedback
         ) WHERE nth = 1 ORDER BY listing_id"""
-    with Catalog.open(workspace) as catalog:
+    with Catalog.open(workspace, schemas=[FEEDBACK_TABLES]) as catalog:
         rows = catalog.connection().execute(query).fetchall()
     meta_columns = [
         "listing_id", "claimed_brand", "claimed_product", "seller_id", "label", "verdict", "reviewer", "score",
@@ -332,13 +238,6 @@ def feedback_training_rows(workspace: Workspace | str | Path) -> pd.DataFrame:
         cues = pd.DataFrame(index=frame.index)
     ordered = [c for c in CUE_COLUMNS if c in cues.columns]
     return pd.concat([frame, cues[ordered].astype(np.float64)], axis=1)
-
-
-def feedback_counts(workspace: Workspace | str | Path) -> dict[str, int]:
-    """Stored verdict rows by verdict (every import, before the latest-per-listing rule)."""
-    with Catalog.open(workspace) as catalog:
-        rows = catalog.connection().execute("SELECT verdict, count(*) FROM feedback GROUP BY verdict")
-        return dict(rows.fetchall())
 
 
 # ---- simulated reviewers (demo and tests) ----------------------------------------------------------------

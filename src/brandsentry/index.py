@@ -15,7 +15,7 @@ the inner-product metric (cosine on unit vectors). How each family is held, and 
 
 IVF indexes keep their own ids (with a hashtable direct map for `reconstruct`) because `IndexIDMap2` over an IVF
 goes wrong on removal: the IVF does not renumber its entries, the id map does. A leading `IDMap,`/`IDMap2,` in the
-factory string is accepted and ignored; this module chooses the id mapping.
+factory string is accepted and ignored; `index_faiss` chooses the id mapping.
 
 Brand-restricted search (`allowed_ids`) has two paths. ANN structures search the graph or the probed lists and
 then filter, so a small restriction that lives in one region (a brand's references) returns few or none of its
@@ -44,12 +44,20 @@ import numpy as np
 from brandsentry.config import require
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import STAGING_PREFIX, TEMP_MARK, atomic_folder, atomic_write_text
+from brandsentry.index_faiss import (
+    apply_search_knobs,
+    build_faiss_index,
+    lossless_storage,
+    min_training_vectors,
+    selector_params_type,
+    stored_ids,
+    supports_removal,
+)
 
 MANIFEST_FORMAT = 1
 NORM_TOLERANCE = 1e-3
 CURRENT = "CURRENT"
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
-_IDMAP_PREFIX = re.compile(r"^\s*IDMap2?\s*,\s*")
 
 
 class EmbedderMismatchError(BrandsentryError):
@@ -147,64 +155,6 @@ def _canonical_embedder(embedder: dict) -> dict:
         raise IndexInputError(f"embedder identity must be JSON-serialisable: {exc}") from None
 
 
-def _build_faiss_index(factory: str, dim: int) -> faiss.Index:
-    """The empty FAISS index for `factory`, wrapped so that it takes catalog ids."""
-    if not isinstance(factory, str) or not factory.strip():
-        raise ConfigError(f"invalid FAISS factory string {factory!r}: empty")
-    if int(dim) < 1:
-        raise ConfigError(f"index dimension must be >= 1, got {dim!r}")
-    structure = _IDMAP_PREFIX.sub("", factory)
-    try:
-        inner = faiss.index_factory(int(dim), structure, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "rejected by faiss"
-        raise ConfigError(f"invalid FAISS factory string {factory!r} for dim {dim}: {reason}") from None
-    transformed = isinstance(inner, faiss.IndexPreTransform)
-    if isinstance(faiss.downcast_index(inner.index) if transformed else inner, faiss.IndexIVF):
-        faiss.extract_index_ivf(inner).set_direct_map_type(faiss.DirectMap.Hashtable)
-        return inner
-    return faiss.IndexIDMap2(inner)
-
-
-def _min_training_vectors(index: faiss.Index) -> int:
-    """How many vectors the k-means inside `index` needs at the very least (one per centroid)."""
-    needed = 1
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        needed = max(needed, int(ivf.nlist))
-        ivf = faiss.downcast_index(ivf)
-    for part in (ivf, _inner(index)):
-        pq = getattr(part, "pq", None)
-        if pq is not None:
-            needed = max(needed, int(pq.ksub))
-    return needed
-
-
-def _inner(index: faiss.Index) -> faiss.Index:
-    """The structure below the id map (or the index itself when it keeps native ids)."""
-    if isinstance(index, faiss.IndexIDMap2):
-        return faiss.downcast_index(index.index)
-    return index
-
-
-def _stored_ids(index: faiss.Index) -> np.ndarray:
-    """Every id physically present, sorted; read from the index itself so it can never drift."""
-    if isinstance(index, faiss.IndexIDMap2):
-        ids = faiss.vector_to_array(index.id_map)
-    else:
-        ivf = faiss.extract_index_ivf(index)
-        invlists = ivf.invlists
-        parts = [np.empty(0, dtype=np.int64)]
-        for list_no in range(ivf.nlist):
-            size = invlists.list_size(list_no)
-            if size:
-                pointer = invlists.get_ids(list_no)
-                parts.append(faiss.rev_swig_ptr(pointer, size).copy())
-                invlists.release_ids(list_no, pointer)
-        ids = np.concatenate(parts)
-    return np.sort(ids.astype(np.int64, copy=False))
-
-
 def _check_vectors(vectors, dim: int, what: str) -> np.ndarray:
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[1] != dim:
@@ -260,9 +210,9 @@ class ReferenceIndex:
         self.embedder = _canonical_embedder(embedder)
         self.params = params
         self.version = version
-        self._stored = _stored_ids(index)
+        self._stored = stored_ids(index)
         self._tombstones = np.zeros(0, dtype=np.int64) if tombstones is None else np.sort(tombstones)
-        self._apply_search_knobs()
+        apply_search_knobs(self._index, self.params.nprobe, self.params.ef_search)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -270,7 +220,7 @@ class ReferenceIndex:
         cls, factory: str, dim: int, embedder: dict, params: IndexParams | None = None
     ) -> ReferenceIndex:
         """An empty index; ValueError (ConfigError) naming `factory` when FAISS cannot build it for `dim`."""
-        return cls(_build_faiss_index(factory, dim), factory, embedder, params or IndexParams())
+        return cls(build_faiss_index(factory, dim), factory, embedder, params or IndexParams())
 
     @classmethod
     def from_config(cls, index_cfg, dim: int, embedder: dict) -> ReferenceIndex:
@@ -324,22 +274,17 @@ class ReferenceIndex:
     @property
     def supports_removal(self) -> bool:
         """True where FAISS really deletes (flat codes, IVF); elsewhere `remove` leaves tombstones."""
-        inner = _inner(self._index)
-        if inner is self._index:  # native-id IVF
-            return not isinstance(
-                faiss.downcast_index(faiss.extract_index_ivf(inner)), faiss.IndexIVFFastScan
-            )
-        return isinstance(inner, faiss.IndexFlatCodes)
+        return supports_removal(self._index)
 
     @property
     def uses_id_selectors(self) -> bool:
         """True where FAISS filters by id during search; elsewhere we oversample and filter."""
-        return self._selector_params_type() is not None
+        return selector_params_type(self._index) is not None
 
     @property
     def lossless_storage(self) -> bool:
         """True when `reconstruct` returns the vectors that were added, so a rebuild needs no originals."""
-        return isinstance(_inner(self._index), faiss.IndexFlat | faiss.IndexHNSWFlat | faiss.IndexIVFFlat)
+        return lossless_storage(self._index)
 
     @property
     def needs_rebuild(self) -> bool:
@@ -403,19 +348,19 @@ class ReferenceIndex:
         else:
             array = _check_vectors(vectors, self.dim, "vectors")
             id_array = _check_ids(ids, array.shape[0])
-        fresh = _build_faiss_index(self.factory, self.dim)
+        fresh = build_faiss_index(self.factory, self.dim)
         if id_array.size:
             self._train(fresh, array)
             fresh.add_with_ids(array, id_array)
         self._index = fresh
         self._stored = np.sort(id_array)
         self._tombstones = np.zeros(0, dtype=np.int64)
-        self._apply_search_knobs()
+        apply_search_knobs(self._index, self.params.nprobe, self.params.ef_search)
 
     def _train(self, index: faiss.Index, vectors: np.ndarray) -> None:
         if index.is_trained:
             return
-        needed = _min_training_vectors(index)
+        needed = min_training_vectors(index)
         if vectors.shape[0] < needed:
             raise IndexStateError(
                 f"{self.factory!r} must be trained before its first add: needs at least {needed} vectors "
@@ -481,7 +426,7 @@ class ReferenceIndex:
         else:
             excluded = faiss.IDSelectorBatch(self._tombstones)
             selector = faiss.IDSelectorNot(excluded)
-        params = self._selector_params_type()(sel=selector)
+        params = selector_params_type(self._index)(sel=selector)
         if isinstance(params, faiss.SearchParametersIVF):
             params.nprobe = self.params.nprobe
         elif isinstance(params, faiss.SearchParametersHNSW):
@@ -514,24 +459,6 @@ class ReferenceIndex:
             return out_scores, out_ids
 
         return self._search_blocks(queries, search_block)
-
-    def _selector_params_type(self):
-        inner = _inner(self._index)
-        if isinstance(inner, faiss.IndexIVF):
-            return faiss.SearchParametersIVF
-        if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW
-        if isinstance(inner, faiss.IndexFlat | faiss.IndexScalarQuantizer):
-            return faiss.SearchParameters
-        return None
-
-    def _apply_search_knobs(self) -> None:
-        ivf = faiss.try_extract_index_ivf(self._index)
-        if ivf is not None:
-            ivf.nprobe = self.params.nprobe
-        inner = _inner(self._index)
-        if isinstance(inner, faiss.IndexHNSW):
-            inner.hnsw.efSearch = self.params.ef_search
 
     # ---- persistence --------------------------------------------------------------------------------
     def save(self, index_root: Path, catalog_high_water: int) -> IndexManifest:
@@ -638,92 +565,3 @@ def _exclusive_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# ---- the index of a workspace, kept in step with its catalog ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class IndexUpdateReport:
-    """What `build_from_catalog` / `update_from_catalog` did; `failed` references stay approved for a retry."""
-
-    version: int
-    count: int
-    added: int
-    removed: int
-    rebuilt: bool
-    failed: tuple[tuple[int, str], ...]
-
-    def format(self) -> str:
-        lines = [
-            f"index v{self.version:06d}: {self.count} references "
-            f"(+{self.added} added, -{self.removed} removed{', rebuilt' if self.rebuilt else ''})"
-        ]
-        lines += [f"  not indexed: reference {ref_id}: {reason}" for ref_id, reason in self.failed]
-        return "\n".join(lines)
-
-
-def _embed_references(embedder, catalog, image_store: Path, refs, limits, progress: bool):
-    paths = [image_store / ref.stored_path for ref in refs]
-    embeddings, failures = embedder.embed_files(paths, [ref.id for ref in refs], limits, progress=progress)
-    failed = tuple((int(ref_id), str(error)) for ref_id, error in failures)
-    return embeddings, failed
-
-
-def update_from_catalog(
-    cfg, embedder=None, rebuild: bool = False, progress: bool = False
-) -> IndexUpdateReport:
-    """Bring the workspace index in step with the catalog: add approved references, drop withdrawn ones.
-
-    `rebuild` (or no saved index yet) embeds every live reference into a fresh index built from the
-    configured factory string. Updates of one workspace are serialised by a lock file; the catalog's
-    high-water mark read before the work is what the saved manifest records.
-    """
-    from brandsentry.catalog import Catalog
-    from brandsentry.config import Workspace
-    from brandsentry.embed import Embedder
-    from brandsentry.images import DecodeLimits
-
-    workspace = Workspace.from_config(cfg).ensure()
-    root = workspace.index_dir
-    root.mkdir(parents=True, exist_ok=True)
-    embedder = embedder or Embedder.from_config(cfg.embedder)
-    limits = DecodeLimits.from_config(cfg.images)
-    params = IndexParams.from_config(cfg.index)
-    with open(root / ".update.lock", "a") as lock, Catalog.open(workspace) as catalog:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        high_water = catalog.high_water_mark()
-        fresh = rebuild or not saved_versions(root)
-        if fresh:
-            index = ReferenceIndex.from_config(cfg.index, embedder.dim, embedder.identity.to_dict())
-            to_add = catalog.list_references(status=["approved", "indexed"])
-        else:
-            index = ReferenceIndex.load(root, embedder.identity.to_dict(), params)
-            to_add = catalog.to_index()
-        to_remove = [ref.id for ref in catalog.to_remove()]
-        embeddings, failed = _embed_references(
-            embedder, catalog, workspace.image_store, to_add, limits, progress
-        )
-        if fresh and len(embeddings.ids) == 0:
-            raise IndexStateError("the catalog holds no approved references to index; import some first")
-        removed = index.remove(to_remove) if to_remove and not fresh else 0
-        if len(embeddings.ids):
-            index.add(embeddings.ids, embeddings.vectors)
-        rebuilt = fresh
-        if index.needs_rebuild and index.lossless_storage:
-            index.rebuild()
-            rebuilt = True
-        manifest = index.save(root, high_water)
-        catalog.mark_indexed(embeddings.ids.tolist())
-        if to_remove:
-            catalog.mark_removed(to_remove)
-    if index.needs_rebuild:  # compressed storage: re-embed everything rather than re-encode lossy codes
-        return update_from_catalog(cfg, embedder, rebuild=True, progress=progress)
-    return IndexUpdateReport(
-        version=manifest.version,
-        count=manifest.count,
-        added=len(embeddings.ids),
-        removed=removed if not fresh else len(to_remove),
-        rebuilt=rebuilt,
-        failed=failed,
-    )

@@ -56,13 +56,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from brandsentry import run_folder
-from brandsentry.bundle import ScoringBundle, load_bundle, output_columns
+from brandsentry.bundle import ScoringBundle, output_columns
 from brandsentry.config import Workspace, require
 from brandsentry.embed import Embedder
 from brandsentry.embed_runtime import RUNTIMES
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.features import ScoringContext, count_cue_failures, format_cue_failures, read_listings
 from brandsentry.files import atomic_write, atomic_write_bytes, file_sha256
+from brandsentry.registry import load_bundle
 from brandsentry.run_folder import (
     EMBEDDINGS_DIR,
     LOCK_FILE,

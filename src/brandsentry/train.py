@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import pickle
-import re
 import time
 import warnings
 from dataclasses import dataclass, fields
@@ -34,13 +33,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from brandsentry.bundle import (
-    BundleMetadata,
-    mlflow_store,
-    pyfunc_signature,
-    write_bundle,
-    write_pyfunc_code,
-)
+from brandsentry.bundle import BundleMetadata, write_bundle
 from brandsentry.classify import (
     CascadeClassifier,
     ClassifierSettings,
@@ -50,19 +43,27 @@ from brandsentry.classify import (
     encode_labels,
 )
 from brandsentry.config import Workspace, config_dir, require
-from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.errors import ConfigError
 from brandsentry.features import FeatureTable, ScoringContext, format_cue_failures, read_listings
 from brandsentry.files import atomic_write
+from brandsentry.registry import (
+    BUNDLE_ARTIFACT,
+    auto_promotion,
+    experiment_id,
+    flat_params,
+    log_test_plots,
+    metric_key,
+    mlflow_store,
+    promote,
+    pyfunc_signature,
+    thresholds_table,
+    tracking_uri,
+    write_pyfunc_code,
+)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-CHAMPION = "champion"
-BUNDLE_ARTIFACT = "bundle"
-
-
-class PromotionError(BrandsentryError):
-    """A model version that cannot be promoted (unknown name or version)."""
 
 
 @dataclass(frozen=True)
@@ -409,115 +410,6 @@ def permutation_importance(model: CascadeClassifier, features: pd.DataFrame, y) 
     return pd.Series(result.importances_mean, index=full.feature_names).sort_values(ascending=False)
 
 
-# ---- MLflow ----------------------------------------------------------------------------------------------
-def tracking_uri(cfg: DictConfig) -> str:
-    return str(cfg.logger.tracking_uri or Workspace.from_config(cfg).mlflow_uri)
-
-
-def _experiment_id(client, name: str, workspace: Workspace) -> str:
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=workspace.mlflow_artifacts.as_uri())
-
-
-def _metric_key(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
-
-
-def flat_params(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as `a.b.c -> value` params (lists as their string form)."""
-    flat: dict[str, str] = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix.rstrip(".")] = str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
-
-
-def _log_plots(evaluation: Evaluation, data: LabelledSet, target_precision: float) -> None:
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    from brandsentry import plots
-
-    test = (data.rows["split"] == "test").to_numpy()
-    y = data.rows["y"].to_numpy()[test]
-    scores = evaluation.test_scores
-    figures = {
-        "plots/pr_curve.png": plots.pr_curve(y, scores, target_precision),
-        "plots/calibration.png": plots.reliability(y, scores),
-        "plots/score_histogram.png": plots.score_histogram(scores, y, evaluation.model.full.global_threshold),
-        "plots/feature_importance.png": plots.feature_importance(
-            list(evaluation.importance.index), evaluation.importance.to_numpy()
-        ),
-        "plots/confusion.png": plots.confusion(y, evaluation.test_decisions == "flag"),
-    }
-    for path, figure in figures.items():
-        mlflow.log_figure(figure, path)
-        plt.close(figure)
-
-
-def _thresholds_table(model: CascadeClassifier) -> pd.DataFrame:
-    rule = model.thresholds()
-    rows = [{"brand": "*", "threshold": rule["global"], "source": "global"}]
-    rows += [{"brand": b, "threshold": t, "source": "brand"} for b, t in rule["brands"].items()]
-    return pd.DataFrame(rows)
-
-
-# ---- promotion -------------------------------------------------------------------------------------------
-def promote(uri: str, model_name: str, version: str | int, alias: str = CHAMPION) -> str:
-    """Point `alias` at `version` of `model_name` ("3" or "NAME/3"); returns "NAME/3"."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    text = str(version)
-    if "/" in text:
-        model_name, text = text.rsplit("/", 1)
-    if not text.isdigit():
-        raise PromotionError(f"model version {version!r} is not a number (or NAME/NUMBER)")
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        client.get_model_version(model_name, text)
-        client.set_registered_model_alias(model_name, alias, text)
-    except MlflowException as exc:
-        raise PromotionError(f"cannot promote {model_name}/{text}: {exc.message}") from None
-    return f"{model_name}/{text}"
-
-
-def auto_promotion(
-    client, model_name: str, metric: str, value: float, validation_digest: str
-) -> tuple[bool, str]:
-    """Whether a new version should become champion, and why (stored champion metric, same validation digest)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        champion = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return True, "no champion yet"
-    run = client.get_run(champion.run_id)
-    their_digest = run.data.tags.get("validation_digest")
-    if their_digest != validation_digest:
-        return False, (
-            f"champion {model_name}/{champion.version} was validated on another set "
-            f"(digest {str(their_digest)[:12]}...): promote by hand after comparing"
-        )
-    theirs = run.data.metrics.get(_metric_key(metric))
-    if theirs is None:
-        return True, f"champion {model_name}/{champion.version} has no {metric}"
-    if value > theirs:
-        return True, f"{metric} {value:.4f} beats champion {model_name}/{champion.version} ({theirs:.4f})"
-    return (
-        False,
-        f"{metric} {value:.4f} does not beat champion {model_name}/{champion.version} ({theirs:.4f})",
-    )
-
-
 # ---- the job ---------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) -> TrainingResult:
     """One training job for a composed train config (see the module docstring)."""
@@ -542,9 +434,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
     uri = tracking_uri(cfg)
     workspace.ensure()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment_id = _experiment_id(client, str(cfg.logger.experiment), workspace)
+    experiment = experiment_id(client, str(cfg.logger.experiment), workspace)
     model_name = str(cfg.logger.model_name)
-    with mlflow_store(uri), mlflow.start_run(experiment_id=experiment_id) as run:
+    with mlflow_store(uri), mlflow.start_run(experiment_id=experiment) as run:
         run_id = run.info.run_id
         mlflow.set_tags(
             {
@@ -559,16 +451,24 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
         mlflow.log_params(flat_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_metrics(
-            {_metric_key(k): float(v) for k, v in metrics.items()}
+            {metric_key(k): float(v) for k, v in metrics.items()}
         )  # NaN: undefined, e.g. no flag
         mlflow.log_dict(evaluation.model.thresholds(), "thresholds.json")
-        mlflow.log_table(_thresholds_table(evaluation.model), "thresholds_table.json")
+        mlflow.log_table(thresholds_table(evaluation.model), "thresholds_table.json")
         mlflow.log_dict({k: float(v) for k, v in evaluation.importance.items()}, "feature_importance.json")
         mlflow.log_dict(
             {"used": evaluation.model.feature_names, "dropped": evaluation.model.dropped_features},
             "features.json",
         )
-        _log_plots(evaluation, data, settings.target_precision)
+        test = (data.rows["split"] == "test").to_numpy()
+        log_test_plots(
+            data.rows["y"].to_numpy()[test],
+            evaluation.test_scores,
+            evaluation.test_decisions,
+            evaluation.model,
+            evaluation.importance,
+            settings.target_precision,
+        )
 
         metadata = BundleMetadata(
             model_name=model_name,

@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_update(args, overrides: list[str]) -> int:
     from brandsentry.config import load_config
-    from brandsentry.index import update_from_catalog
+    from brandsentry.index_sync import update_from_catalog
 
     report = update_from_catalog(load_config(overrides), rebuild=args.rebuild, progress=True)
     print(report.format())

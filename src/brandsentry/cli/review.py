@@ -102,7 +102,7 @@ def _share(text: str) -> float:
 
 def run_record(args, overrides: list[str]) -> int:
     from brandsentry.config import Workspace, load_config
-    from brandsentry.feedback import record_scoring_run
+    from brandsentry.ledger import record_scoring_run
 
     workspace = Workspace.from_config(load_config(overrides)).ensure()
     recorded = record_scoring_run(workspace, args.run_dir)

@@ -39,7 +39,7 @@ def run_train(args, overrides: list[str]) -> int:
 
 def run_promote(args, overrides: list[str]) -> int:
     from brandsentry.config import load_config
-    from brandsentry.train import promote, tracking_uri
+    from brandsentry.registry import promote, tracking_uri
 
     cfg = load_config(overrides, config_name="train")
     name = promote(tracking_uri(cfg), str(cfg.logger.model_name), args.version, alias=args.alias)

@@ -33,7 +33,7 @@ from brandsentry.evaluation.retrieval import (
     suite_views,
 )
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
-from brandsentry.metrics import recall_at_k
+from brandsentry.retrieval_metrics import recall_at_k
 
 
 def leave_one_out_ranking(vectors: np.ndarray) -> np.ndarray:

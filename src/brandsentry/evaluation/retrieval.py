@@ -26,7 +26,7 @@ from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import folder_split, labelled_images
 from brandsentry.evaluation.report import SuiteResult
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
-from brandsentry.metrics import retrieval_report
+from brandsentry.retrieval_metrics import retrieval_report
 
 VIEWS = ("center", "flip", "full", "full_flip")
 DEFAULT_LIMITS = DecodeLimits()

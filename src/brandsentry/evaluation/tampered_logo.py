@@ -110,7 +110,8 @@ def update_index(train_cfg: DictConfig, workspace: Workspace, progress: bool) ->
     """
     from brandsentry.catalog import Catalog
     from brandsentry.embed import Embedder
-    from brandsentry.index import latest_manifest, saved_versions, update_from_catalog
+    from brandsentry.index import latest_manifest, saved_versions
+    from brandsentry.index_sync import update_from_catalog
 
     embedder = Embedder.from_config(train_cfg.embedder)
     if saved_versions(workspace.index_dir):

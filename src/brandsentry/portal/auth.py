@@ -4,7 +4,7 @@ Tokens look like `bst_<key id>_<secret>`. The key id (public, 12 hex digits) fin
 SHA-256 of the 256-bit random secret is stored. A slow password hash would buy nothing for secrets of that
 entropy and would cost every API call. Sessions are a cookie signed with HMAC-SHA256 under a secret kept in
 the workspace; the cookie names the token's key id, so revoking a token ends its sessions at the next request.
-The tables live in the catalog database (see its migrations) so that a change and its audit row can share
+The tables live in the catalog database (`portal.tables`) so that a change and its audit row can share
 one transaction.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from brandsentry.catalog import Catalog, utc_now
 from brandsentry.errors import BrandsentryError
 from brandsentry.files import atomic_create
+from brandsentry.portal.tables import PORTAL_TABLES
 
 ROLES = ("brand", "admin")
 _TOKEN = re.compile(r"^bst_([0-9a-f]{12})_([0-9a-f]{64})$")
@@ -91,6 +92,7 @@ class TokenStore:
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+        catalog.ensure_schema(PORTAL_TABLES)
 
     def create(self, *, name: str, brand: str | None = None, admin: bool = False) -> tuple[str, TokenRecord]:
         """A new token: the plaintext (shown once, never stored) and its record."""
@@ -177,6 +179,7 @@ class AuditLog:
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+        catalog.ensure_schema(PORTAL_TABLES)
 
     def record(
         self,

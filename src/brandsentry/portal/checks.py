@@ -27,6 +27,7 @@ from brandsentry.index import (
     ReferenceIndex,
     latest_manifest,
 )
+from brandsentry.portal.tables import PORTAL_TABLES
 from brandsentry.run_folder import embedding_files
 
 if TYPE_CHECKING:
@@ -298,6 +299,7 @@ class ReferenceChecker:
 def record_checks(catalog: Catalog, results: dict[int, list[CheckResult]]) -> None:
     now = utc_now()
     rows = [(ref_id, r.code, r.level, r.message, now) for ref_id, found in results.items() for r in found]
+    catalog.ensure_schema(PORTAL_TABLES)
     with catalog.write() as connection:
         connection.executemany(
             "INSERT INTO reference_checks (reference_id, code, level, message, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -308,6 +310,7 @@ def record_checks(catalog: Catalog, results: dict[int, list[CheckResult]]) -> No
 def checks_for(catalog: Catalog, ids: Sequence[int]) -> dict[int, list[CheckResult]]:
     """Stored check results of each id (warnings first)."""
     found: dict[int, list[CheckResult]] = {int(ref_id): [] for ref_id in ids}
+    catalog.ensure_schema(PORTAL_TABLES)
     cursor = catalog.connection().execute(
         "SELECT reference_id, code, level, message FROM reference_checks "
         "WHERE reference_id IN (SELECT value FROM json_each(?)) ORDER BY level DESC, rowid",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from brandsentry import index
+from brandsentry import index_sync
 from brandsentry.catalog import STATUSES, VIEWS, Catalog, CatalogError, Reference
 from brandsentry.config import Workspace, require
 from brandsentry.errors import BrandsentryError
@@ -141,7 +141,7 @@ class IndexUpdater:
 
     def _update(self) -> None:
         try:
-            report = index.update_from_catalog(self.cfg, embedder=self.embedder())
+            report = index_sync.update_from_catalog(self.cfg, embedder=self.embedder())
         except Exception as exc:  # the change stands; the next update (here or `index update`) retries
             log.exception("index update after a portal change failed")
             self.audit.record(

@@ -3,21 +3,17 @@
 - `runs`: `log_scoring_run` makes a finished scoring run an MLflow run of the `scoring` experiment.
 - `drift`: PSI of the score and top-1 similarity against the trailing daily runs, overall and per brand.
 - `evidence`: the evidence page of the top flagged listings, with cue attributions from the bundle.
+- `attribution`: which cues moved a listing's score, replayed on the bundle's cascade.
 - `rescan`: re-score a brand's recent listings against its current references; report changed decisions.
 - `tables`: decisions against ground truth per counterfeit kind (labelled days, the demo).
 
-Reviewer verdicts and the ledger of scored listings live one stage earlier, in `brandsentry.feedback`, so
-that the scorer and training can use them.
+The ledger of scored listings (`brandsentry.ledger`) and reviewer verdicts (`brandsentry.feedback`) live
+earlier in the stage order, so that training can use them.
 """
 
+from brandsentry.review.attribution import CascadePredictor, cue_attributions
 from brandsentry.review.drift import DriftCheck, DriftReport, compare_histograms, psi, run_histograms
-from brandsentry.review.evidence import (
-    CascadePredictor,
-    EvidenceItem,
-    EvidencePage,
-    build_evidence_page,
-    cue_attributions,
-)
+from brandsentry.review.evidence import EvidenceItem, EvidencePage, build_evidence_page
 from brandsentry.review.rescan import RescanReport, rescan, utc_date
 from brandsentry.review.runs import ScoringRunLog, load_bundle_for, log_scoring_run, run_metrics
 from brandsentry.review.settings import DriftSettings, ReviewError, ReviewSettings

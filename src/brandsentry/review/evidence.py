@@ -26,80 +26,13 @@ import pandas as pd
 
 from brandsentry.feedback import CUE_COLUMNS
 from brandsentry.files import swap_in
+from brandsentry.review.attribution import CascadePredictor, page_attributions
 from brandsentry.review.settings import ReviewSettings
 from brandsentry.review.tables import fmt_number
 from brandsentry.run_folder import EVIDENCE_DIR
 
 log = logging.getLogger(__name__)
 EVIDENCE_ARTIFACT = "evidence"  # the page's folder among a scoring run's MLflow artifacts
-
-
-def cue_attributions(
-    predict: Callable[[pd.DataFrame], np.ndarray], rows: pd.DataFrame, baseline: pd.Series
-) -> pd.DataFrame:
-    """How much each cue moved each row's score: score(row) - score(row with that cue at its baseline).
-
-    One-at-a-time replacement by a typical value (the run's median): cheap, model-agnostic, and honest
-    about what it is, a local sensitivity rather than a decomposition (the deltas need not sum up).
-    """
-    names = list(baseline.index)
-    if rows.empty:
-        return pd.DataFrame(columns=names, dtype=np.float64)
-    base_scores = np.asarray(predict(rows), dtype=np.float64)
-    variants = []
-    for name in names:
-        variant = rows.copy()
-        variant[name] = baseline[name]
-        variants.append(variant)
-    scores = np.asarray(predict(pd.concat(variants, ignore_index=True)), dtype=np.float64)
-    deltas = base_scores[None, :] - scores.reshape(len(names), len(rows))
-    return pd.DataFrame(deltas.T, columns=names, index=rows.index)
-
-
-@dataclass(frozen=True)
-class CascadePredictor:
-    """The two models of a scoring bundle's cascade, to replay the score each listing got.
-
-    A listing that earned the expensive cues was scored by the full model, the others by the cheap one;
-    attributions hold that choice fixed and vary the cues of the model that actually scored the row.
-    """
-
-    cheap: Callable[[pd.DataFrame], np.ndarray]
-    cheap_names: tuple[str, ...]
-    full: Callable[[pd.DataFrame], np.ndarray]
-    full_names: tuple[str, ...]
-
-    @classmethod
-    def from_bundle(cls, bundle) -> CascadePredictor:
-        model = bundle.model
-        return cls(
-            model.cheap.predict_proba,
-            tuple(model.cheap.feature_names),
-            model.full.predict_proba,
-            tuple(model.full.feature_names),
-        )
-
-    def scores(self, rows: pd.DataFrame, escalated: np.ndarray) -> np.ndarray:
-        escalated = np.asarray(escalated, dtype=bool)
-        out = np.full(len(rows), np.nan)
-        if (~escalated).any():
-            out[~escalated] = self.cheap(rows.loc[~escalated, list(self.cheap_names)])
-        if escalated.any():
-            out[escalated] = self.full(rows.loc[escalated, list(self.full_names)])
-        return out
-
-    def attributions(self, rows: pd.DataFrame, escalated: np.ndarray, baseline: pd.Series) -> pd.DataFrame:
-        """Score deltas per cue (NaN for cues the scoring model does not read), rows aligned with `rows`."""
-        escalated = np.asarray(escalated, dtype=bool)
-        out = pd.DataFrame(np.nan, index=rows.index, columns=list(self.full_names))
-        for mask, predict, names in (
-            (~escalated, self.cheap, self.cheap_names),
-            (escalated, self.full, self.full_names),
-        ):
-            if mask.any():
-                names = list(names)
-                out.loc[mask, names] = cue_attributions(predict, rows.loc[mask, names], baseline[names])
-        return out
 
 
 # ---- evidence ------------------------------------------------------------------------------------------
@@ -432,7 +365,7 @@ def build_evidence_page(
     if chosen.empty:
         attribution = f"no listing with decision {' or '.join(settings.evidence_decisions)}"
     elif predictor is not None:
-        deltas, attribution = _attributions(predictor, results, chosen, ok)
+        deltas, attribution = page_attributions(predictor, results, chosen, ok)
     cue_names = [c for c in CUE_COLUMNS if c in results.columns]
     medians = ok[cue_names].astype(np.float64).median(skipna=True)
     wordmarks_of = {str(b).strip().casefold(): tuple(w) for b, w in wordmarks.items()}
@@ -473,31 +406,6 @@ def build_evidence_page(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return EvidencePage(final, final / "index.html", tuple(items), attribution)
-
-
-def _attributions(predictor: CascadePredictor, results, chosen, ok) -> tuple[pd.DataFrame | None, str]:
-    """Cue deltas of the chosen rows, only when the model demonstrably reproduces the run's scores."""
-    names = list(predictor.full_names)
-    missing = sorted(set(names) - set(results.columns))
-    if missing:
-        return None, f"results lack the model's features {missing}: no attributions"
-    rows = chosen[names].astype(np.float64)
-    escalated = chosen["expensive_cues"].fillna(False).astype(bool).to_numpy()
-    replayed = predictor.scores(rows, escalated)
-    recorded = chosen["score"].to_numpy(np.float64)
-    if not np.allclose(replayed, recorded, atol=1e-6, equal_nan=True):
-        worst = float(np.nanmax(np.abs(replayed - recorded)))
-        return (
-            None,
-            f"the given model does not reproduce the run's scores (off by up to {worst:.3g}): no attributions",
-        )
-    baseline = ok[names].astype(np.float64).median(skipna=True)
-    deltas = predictor.attributions(rows, escalated, baseline)
-    text = (
-        "Δscore = score minus the score with that one cue set to the run's median, by the model that scored "
-        "the listing (positive: the cue's value pushed the score up)"
-    )
-    return deltas, text
 
 
 def _item_json(item: EvidenceItem) -> dict:

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from brandsentry.config import Workspace
 from brandsentry.errors import ConfigError
-from brandsentry.feedback import CUE_COLUMNS, iso_utc
+from brandsentry.feedback import CUE_COLUMNS
+from brandsentry.ledger import iso_utc
 from brandsentry.review.evidence import file_slug
 from brandsentry.review.runs import ScoringRunLog, log_scoring_run
 from brandsentry.review.settings import ReviewError, ReviewSettings
@@ -83,7 +84,7 @@ def rescan_manifest(workspace: Workspace, brand: str, since: str) -> tuple[pd.Da
     The manifest rows are rebuilt from the results of the runs that last scored the listings (results
     carry every manifest column), so a rescan scores exactly what was scored before.
     """
-    from brandsentry.feedback import latest_scorings
+    from brandsentry.ledger import latest_scorings
 
     previous = latest_scorings(workspace, brand=brand, since=since)
     if previous.empty:
@@ -123,7 +124,7 @@ def rescan(cfg: DictConfig, brand: str, since: str, model: str | None = None) ->
     `score.model`) re-pinned to the workspace's current index, into `review.rescan.out/<brand>-<time>/`,
     logged as a `rescan` run, and compared decision by decision with their previous scoring (`changes.csv`).
     """
-    from brandsentry.bundle import load_bundle
+    from brandsentry.registry import load_bundle
     from brandsentry.score import ErrorBudgetExceeded, score_run
 
     workspace = Workspace.from_config(cfg)

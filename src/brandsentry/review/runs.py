@@ -25,11 +25,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from brandsentry.config import Workspace
-from brandsentry.feedback import record_scoring_run
+from brandsentry.ledger import record_scoring_run
+from brandsentry.review.attribution import CascadePredictor
 from brandsentry.review.drift import DriftReport, compare_histograms, run_histograms
 from brandsentry.review.evidence import (
     EVIDENCE_ARTIFACT,
-    CascadePredictor,
     EvidencePage,
     ImageSources,
     build_evidence_page,
@@ -201,7 +201,7 @@ def log_scoring_run(
 ) -> ScoringRunLog:
     """Log a finished scoring run to the MLflow `scoring` experiment, with drift and the evidence page.
 
-    Also records the run in the catalog's ledger (`feedback.record_scoring_run`). A run directory already
+    Also records the run in the catalog's ledger (`ledger.record_scoring_run`). A run directory already
     logged is refused unless `force`, which replaces the earlier MLflow run (so a re-log never counts twice
     in the drift baseline). Only `daily` runs are compared with, and form, the drift baseline; `rescan`
     runs are logged without. `bundle` (the `ScoringBundle` that scored the run) adds cue attributions.
@@ -382,7 +382,8 @@ def model_uri_of(out_dir: Path) -> str | None:
 
 def load_bundle_for(cfg: DictConfig, out_dir: str | Path):
     """The scoring bundle that scored a run (for cue attributions), or None when it cannot be identified."""
-    from brandsentry.bundle import BundleError, load_bundle
+    from brandsentry.bundle import BundleError
+    from brandsentry.registry import load_bundle
 
     settings = ReviewSettings.from_config(cfg)
     workspace = Workspace.from_config(cfg)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brandsentry.metrics import mean_average_precision, rank_by_inner_product, recall_at_k, retrieval_report
+from brandsentry.retrieval_metrics import (
+    mean_average_precision,
+    rank_by_inner_product,
+    recall_at_k,
+    retrieval_report,
+)
 
 
 def test_rank_by_inner_product_is_best_first_and_stable():
