@@ -17,7 +17,7 @@ import pytest
 from brandsentry.bundle import ScoringBundle
 from brandsentry.cli import main
 from brandsentry.config import load_config
-from brandsentry.score import score_run
+from brandsentry.scoring import score_run
 from brandsentry.train import run_hydra_train
 from conftest import TINY_TRAIN_OVERRIDES
 
@@ -73,8 +73,14 @@ def test_train_then_score_on_a_fresh_world(tmp_path, synth, drop, no_logos):
 
     out = tmp_path / "scored"
     cfg = load_config(
-        [*overrides, f"score.listings={manifest}", f"score.out={out}",
-         f"score.model={result.bundle_dir}", "score.progress=off", "score.error_budget=1.0"]  # fmt: skip
+        [
+            *overrides,
+            f"score.listings={manifest}",
+            f"score.out={out}",
+            f"score.model={result.bundle_dir}",
+            "score.progress=off",
+            "score.error_budget=1.0",
+        ]  # fmt: skip
     )
     summary = score_run(cfg)
     results = pd.read_parquet(out)
