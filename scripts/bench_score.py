@@ -8,7 +8,7 @@ logo + OCR, behind the cascade), generates N photo-like ~1000x750 q90 JPEGs and 
   scoring (decode, embed, FAISS, cheap cues, classifier, Parquet shards), and their ratio;
 - peak RSS of end-to-end scoring for N and for 10 x N listings (the second reuses the same files);
 - the cost of the cascade: the world's own listings scored with the cheap bundle and with the full one;
-- with --layouts, how torch threads, decode processes and cue threads share the cores.
+- with --layouts, how model threads, decode processes and cue threads share the cores.
 
 Every figure comes from its own child process (clean peak RSS; tcmalloc preloaded when present unless
 --no-tcmalloc). Usage:
@@ -59,14 +59,14 @@ def child_embed(spec: dict) -> dict:
     if failures:
         raise SystemExit(f"benchmark JPEGs failed to decode: {failures[:3]}")
     return {"images_per_s": len(paths) / elapsed, "cpu_ms": 1000 * (cpu_seconds() - cpu) / len(paths),
-            "torch_threads": torch.get_num_threads(), "decode_workers": embedder.num_workers,
+            "model_threads": torch.get_num_threads(), "decode_workers": embedder.num_workers,
             "runtime": embedder.runtime}  # fmt: skip
 
 
 def child_score(spec: dict) -> dict:
     """`score_run` on a manifest, as `brandsentry score` runs it."""
     from brandsentry.config import load_config
-    from brandsentry.score import score_run
+    from brandsentry.scoring import score_run
 
     cfg = load_config(spec["overrides"])
     cpu, samples, done = cpu_seconds(), [], threading.Event()
@@ -288,7 +288,7 @@ def main() -> int:
         cores = os.cpu_count()
         print(f"\n{args.n} JPEGs 1000x750 q90, cheap cues (similarity, quality, seller, packaging), CPU, "
               f"load average before: {load_before}, after: {load_average()}")  # fmt: skip
-        print(f"embed only (Embedder.embed_files: {embed['runtime']} runtime, {embed['torch_threads']} thread, "
+        print(f"embed only (Embedder.embed_files: {embed['runtime']} runtime, {embed['model_threads']} thread, "
               f"{embed['decode_workers']} decode worker): {embed['images_per_s']:7.1f} images/s")  # fmt: skip
         print(f"end to end (brandsentry score, {args.n} listings, default layout): {e2e['images_per_s']:7.1f} "
               f"images/s ({e2e['elapsed_s']:.0f} s wall incl. loading); ratio to embed only: {ratio:.2f}")  # fmt: skip
@@ -316,7 +316,7 @@ def main() -> int:
                 ("1 lane, onnx, 1 decode worker", ("score.lanes=1", "score.decode_workers=1")),
                 ("1 lane, torch, 1 decode worker", ("score.lanes=1", "score.runtime=torch",
                                                     "score.decode_workers=1")),
-                ("1 lane, onnx 2 threads, 1 decode worker", ("score.lanes=1", "score.torch_threads=2",
+                ("1 lane, onnx 2 threads, 1 decode worker", ("score.lanes=1", "score.model_threads=2",
                                                              "score.decode_workers=1")),
             )  # fmt: skip
             for name, knobs in layouts:

@@ -124,12 +124,6 @@ def test_pyfunc_scores_identically(champion, listings, fluent_mlflow):
     assert through_pyfunc["model_version"].iloc[0].startswith("brandsentry-")
 
 
-def test_models_logged_before_the_registry_module_still_find_their_pyfunc_class():
-    from brandsentry import bundle, registry
-
-    assert bundle.BundlePythonModel is registry.BundlePythonModel  # what their code file imports
-
-
 def test_a_bundle_pickles_without_its_context(champion, listings):
     twin = pickle.loads(pickle.dumps(champion))
     assert twin._context is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -17,7 +18,6 @@ from brandsentry.embed import (
     Embedder,
     EmbedderIdentity,
     Embeddings,
-    ImageDataset,
     Preprocessing,
     WeightsError,
     create_backbone,
@@ -27,9 +27,11 @@ from brandsentry.embed import (
 )
 from brandsentry.errors import ConfigError
 from brandsentry.files import file_sha256
-from brandsentry.images import ImageDecodeError, decode_image
+from brandsentry.image_batches import ImageBatches
+from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 
 ESPRESSO = 967
+LIMITS = DecodeLimits()
 LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
 
 
@@ -244,17 +246,39 @@ def test_embed_files_reports_bad_files_and_keeps_good_ones_in_order(
     assert default_ids.ids.tolist() == [0, 2, 3, 5, 6]
 
 
-def test_dataset_items_carry_index_tensor_or_error(tmp_path, image_file, photo_array, tiny):
-    dataset = ImageDataset(
-        [image_file("ok.png", photo_array(50, 40)), tmp_path / "no.png"], tiny.preprocessing
-    )
-    index, tensor, error = dataset[0]
-    assert (index, error) == (0, None) and tensor.shape == (3, 64, 64)
-    index, tensor, error = dataset[1]
-    assert (index, tensor, error.reason) == (1, None, "missing_file")
-    batch = ImageDataset.collate([dataset[0], dataset[1], dataset[0]])
-    assert batch.indices.tolist() == [0, 0] and batch.tensor.shape == (2, 3, 64, 64)
+def test_batches_carry_indices_tensor_and_errors(tmp_path, image_file, photo_array, tiny):
+    ok = image_file("ok.png", photo_array(50, 40))
+    batches = ImageBatches([ok, tmp_path / "no.png", ok, None], [(0, 3), (3, 4)], tiny.preprocessing, LIMITS)
+    assert pickle.loads(pickle.dumps(batches)).paths == batches.paths  # cheap to send to decode workers
+    batch = batches[0]
+    assert (batch.start, batch.stop, batch.indices.tolist()) == (0, 3, [0, 2])
+    assert batch.tensor.shape == (2, 3, 64, 64) and batch.pixels is None
     assert [(i, e.reason) for i, e in batch.errors] == [(1, "missing_file")]
+    skipped = batches[1]  # a None path: nothing to decode, no error either
+    assert skipped.indices.tolist() == [] and skipped.errors == [] and skipped.tensor.numel() == 0
+    assert [b.indices.tolist() for b in ImageBatches.consecutive([ok] * 5, 2, tiny.preprocessing, LIMITS)] == [
+        [0, 1], [2, 3], [4]
+    ]  # fmt: skip
+
+
+def test_batches_keep_full_size_pixels_and_report_preprocessing_failures(image_file, photo_array, tiny):
+    wide, tall = image_file("wide.png", photo_array(300, 200)), image_file("tall.png", photo_array(90, 120))
+    batch = ImageBatches([wide, tall], [(0, 2)], tiny.preprocessing, LIMITS, keep_pixels=True)[0]
+    assert [image.shape for image in batch.images()] == [(200, 300, 3), (120, 90, 3)]
+    np.testing.assert_array_equal(batch.images()[1], decode_image(tall, LIMITS))
+
+    class RefuseTall:
+        resize_size = tiny.preprocessing.resize_size
+
+        def __call__(self, rgb):
+            if rgb.shape[0] > rgb.shape[1]:
+                raise ValueError("too tall")
+            return tiny.preprocessing(rgb)
+
+    batch = ImageBatches([wide, tall], [(0, 2)], RefuseTall(), LIMITS)[0]
+    assert batch.indices.tolist() == [0]
+    [(index, error)] = batch.errors
+    assert (index, error.reason, error.detail) == (1, "preprocess_failed", "ValueError: too tall")
 
 
 def test_preprocessing_refuses_unknown_interpolation():

@@ -205,7 +205,7 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
     import shutil
 
     from brandsentry.config import load_config
-    from brandsentry.score import score_run
+    from brandsentry.scoring import score_run
     from brandsentry.train import run_hydra_train
     from conftest import TINY_WORLD_LISTINGS
 

@@ -393,7 +393,7 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     from brandsentry.feedback import feedback_training_rows, import_verdicts, simulate_verdicts
     from brandsentry.review import load_bundle_for, rescan
     from brandsentry.run_folder import read_results
-    from brandsentry.score import score_run
+    from brandsentry.scoring import score_run
 
     workspace = tmp_path / "ws"
     shutil.copytree(tiny_trained.workspace.path, workspace)

@@ -25,7 +25,7 @@ from PIL import Image
 from brandsentry.config import load_config
 from brandsentry.features import ListingManifestError
 from brandsentry.run_folder import embedding_files, embeddings_path, part_files
-from brandsentry.score import (
+from brandsentry.scoring import (
     ErrorBudgetExceeded,
     ScoreRunError,
     ScoreSummary,
@@ -90,7 +90,7 @@ def score_config(world, out: Path, *extra: str, listings: Path | None = None):
             f"score.model={world.bundle}",
             "score.progress=off",
             "score.error_budget=1.0",
-            "score.torch_threads=1",  # bit-identical rows across runs need the same threads and batches
+            "score.model_threads=1",  # bit-identical rows across runs need the same threads and batches
             "score.lanes=1",  # one process (monkeypatches reach it); lanes have their own tests
             *extra,
         ]
@@ -305,7 +305,7 @@ def test_resume_after_kill_minus_9(world, reference, tmp_path, lanes):
     day = pd.read_csv(listings, dtype=str, keep_default_na=False)
     out = tmp_path / "killed"
     args = [str(Path(sys.executable).with_name("brandsentry")), "score", *world.overrides, f"listings={listings}",
-            f"out={out}", f"model={world.bundle}", "shard_size=10", "score.error_budget=1.0", "score.torch_threads=1",
+            f"out={out}", f"model={world.bundle}", "shard_size=10", "score.error_budget=1.0", "score.model_threads=1",
             f"score.lanes={lanes}"]  # fmt: skip
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -448,7 +448,7 @@ def test_every_kind_of_bad_input_is_an_error_row_and_the_run_completes(world, tm
 
 def test_error_budget_fails_loudly_after_writing_everything(world, tmp_path, caplog):
     out, listings = tmp_path / "budget", first_rows(world, 25)
-    caplog.set_level("INFO", logger="brandsentry.score")
+    caplog.set_level("INFO", logger="brandsentry.scoring")
     settings = ("score.shard_size=10", "score.error_budget=0.0", "score.progress=log", "score.log_every_s=0")
     with pytest.raises(ErrorBudgetExceeded, match=r"error budget 0\.0%") as caught:
         score_run(score_config(world, out, *settings, listings=listings))
@@ -538,7 +538,7 @@ def test_parquet_manifest_and_default_output_folder(world, reference, tmp_path):
     manifest.to_parquet(listings)
     # no out= and no model=: WORKSPACE/runs/score/<stem> with the registry's champion
     cfg = load_config([*world.overrides, f"score.listings={listings}", "score.progress=off",
-                       "score.error_budget=1.0", "score.shard_size=10", "score.torch_threads=1"])  # fmt: skip
+                       "score.error_budget=1.0", "score.shard_size=10", "score.model_threads=1"])  # fmt: skip
     summary = score_run(cfg)
     assert summary.out_dir == (world.workspace.path / "runs" / "score" / "day7").resolve()
     assert summary.model_uri == "models:/brandsentry@champion" and summary.model_version == "brandsentry/1"
@@ -570,7 +570,7 @@ def test_cuda_scores_like_the_cpu(world, reference, tmp_path):
 
 def test_invalid_settings_are_refused_with_their_names(world, tmp_path):
     from brandsentry.errors import ConfigError
-    from brandsentry.score import ScoreSettings
+    from brandsentry.scoring import ScoreSettings
 
     bad = ("score.engine=spark", "score.shard_size=0", "score.error_budget=1.5", "score.device=tpu",
            "score.lanes=0", "score.runtime=tensorrt")  # fmt: skip
@@ -654,7 +654,7 @@ def test_onnx_runtime_scores_like_pytorch(world, reference, tmp_path):
 
 
 def test_lane_count_follows_the_settings_and_the_work(world, tmp_path):
-    from brandsentry.score import ScoreSettings, lane_count
+    from brandsentry.scoring import ScoreSettings, lane_count
 
     settings = ScoreSettings.from_config(score_config(world, tmp_path / "out"))
     assert lane_count(settings, chunks=5, rows=10_000) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brandsentry.run_folder import EMBEDDINGS_DIR, embedding_files
-from brandsentry.score import score_run
+from brandsentry.scoring import score_run
 from test_score import comparable, read_results, reference, score_config, world  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

@@ -17,7 +17,7 @@ import pytest
 from brandsentry.bundle import ScoringBundle
 from brandsentry.cli import main
 from brandsentry.config import load_config
-from brandsentry.score import score_run
+from brandsentry.scoring import score_run
 from brandsentry.train import run_hydra_train
 from conftest import TINY_TRAIN_OVERRIDES
 

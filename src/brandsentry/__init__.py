@@ -1,7 +1,7 @@
 """brandsentry: counterfeit screening for marketplaces.
 
 Stages, imports flowing downstream only:
-images → catalog → ingest → embed → index → cues → classify → score → review.
+images → catalog → ingest → image_batches → embed → index → cues → classify → scoring → review.
 `portal` and `cli` are thin edges over them.
 """
 

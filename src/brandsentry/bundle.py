@@ -379,15 +379,6 @@ def bundle_root(directory: Path) -> Path:
     return found[0].parent
 
 
-def __getattr__(name: str):
-    # models logged before the MLflow adapter moved to `registry` import their pyfunc class from here
-    if name == "BundlePythonModel":
-        from brandsentry.registry import BundlePythonModel
-
-        return BundlePythonModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 

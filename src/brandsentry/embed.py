@@ -15,7 +15,7 @@ import logging
 import math
 import pickle
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from brandsentry.config import require
 from brandsentry.embed_runtime import OnnxBackbone, normalise, resolve_runtime
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import file_sha256
-from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.image_batches import ImageBatches
+from brandsentry.images import DecodeLimits, ImageDecodeError
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -370,49 +371,6 @@ def preprocessing_for(
         raise ConfigError(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class DecodedBatch:
-    """What a decode worker hands the model: the good items stacked, the failed ones with their error."""
-
-    indices: np.ndarray
-    tensor: torch.Tensor
-    errors: list[tuple[int, ImageDecodeError]]
-
-    def pin_memory(self) -> DecodedBatch:
-        """Called by the DataLoader when pin_memory is on (CUDA): faster, asynchronous host-to-device copy."""
-        return replace(self, tensor=self.tensor.pin_memory())
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """Files -> (index, preprocessed tensor or None, ImageDecodeError or None); never raises for a bad file."""
-
-    def __init__(
-        self, paths: Sequence[str | Path], preprocessing: Preprocessing, limits: DecodeLimits = DEFAULT_LIMITS
-    ):
-        self.paths = list(paths)
-        self.preprocessing = preprocessing
-        self.limits = limits
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, ImageDecodeError | None]:
-        try:
-            rgb = decode_image(self.paths[index], self.limits, target_size=self.preprocessing.resize_size)
-        except ImageDecodeError as error:
-            return index, None, error
-        return index, self.preprocessing(rgb), None
-
-    @staticmethod
-    def collate(items: list[tuple[int, torch.Tensor | None, ImageDecodeError | None]]) -> DecodedBatch:
-        good = [(index, tensor) for index, tensor, error in items if error is None]
-        return DecodedBatch(
-            indices=np.array([index for index, _ in good], dtype=np.int64),
-            tensor=torch.stack([tensor for _, tensor in good]) if good else torch.empty(0),
-            errors=[(index, error) for index, _, error in items if error is not None],
-        )
-
-
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -540,13 +498,8 @@ class Embedder:
 
     def loader(self, paths: Sequence[str | Path], limits: DecodeLimits) -> torch.utils.data.DataLoader:
         """Decode and preprocess in `num_workers` processes (JPEG draft to the resize size), in order."""
-        return torch.utils.data.DataLoader(
-            ImageDataset(paths, self.preprocessing, limits),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=ImageDataset.collate,
-            pin_memory=self.device.type == "cuda",
-        )
+        batches = ImageBatches.consecutive(paths, self.batch_size, self.preprocessing, limits)
+        return batches.loader(self.num_workers, pin_memory=self.device.type == "cuda")
 
     def embed_files(
         self,

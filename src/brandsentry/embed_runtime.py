@@ -80,7 +80,7 @@ class OnnxBackbone:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
-        # 0 = ONNX Runtime's default (all cores); scoring passes its torch_threads (1 per lane on CPU)
+        # 0 = ONNX Runtime's default (all cores); scoring passes its model_threads (1 per lane on CPU)
         options.intra_op_num_threads = int(threads) if threads else 0
         options.log_severity_level = 3
         # no busy-waiting between operators: on a shared or oversubscribed CPU it only burns cycles

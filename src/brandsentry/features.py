@@ -217,6 +217,12 @@ class ScoringContext:
     def canonical_brand(self, claimed: str) -> str | None:
         return self.known_brands.get(str(claimed).strip().casefold())
 
+    def brand_error(self, claimed: str) -> tuple[str, str] | None:
+        """(reason, detail) when a listing claiming `claimed` cannot be scored at all: no references of it."""
+        if self.canonical_brand(claimed) is None:
+            return "unknown_brand", f"claimed brand {claimed!r} has no references"
+        return None
+
     def neighbours(self, ids_row: np.ndarray, sims_row: np.ndarray) -> Neighbours:
         return Neighbours.from_search(ids_row, sims_row, self._brand_of, self._product_of)
 
@@ -242,9 +248,10 @@ class ScoringContext:
         images: list[np.ndarray | None] = []
         errors: list[tuple[str, str] | None] = []
         for row in rows.itertuples(index=False):
-            if self.canonical_brand(row.claimed_brand) is None:
+            refused = self.brand_error(row.claimed_brand)
+            if refused is not None:
                 images.append(None)
-                errors.append(("unknown_brand", f"claimed brand {row.claimed_brand!r} has no references"))
+                errors.append(refused)
                 continue
             try:
                 images.append(decode_image(row.image_path, self.limits))

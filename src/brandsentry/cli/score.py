@@ -34,7 +34,7 @@ def expand(overrides: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from brandsentry.config import load_config
-    from brandsentry.score import ErrorBudgetExceeded, score_run
+    from brandsentry.scoring import ErrorBudgetExceeded, score_run
 
     cfg = load_config(expand(overrides))
     _restart_with_tcmalloc(str(cfg.score.get("tcmalloc", "auto")).lower())

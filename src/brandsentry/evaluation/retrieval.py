@@ -21,11 +21,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from brandsentry.config import require
-from brandsentry.embed import DecodedBatch, Embedder, Embeddings, Preprocessing
+from brandsentry.embed import Embedder, Embeddings, Preprocessing
 from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import folder_split, labelled_images
 from brandsentry.evaluation.report import SuiteResult
-from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.image_batches import ImageBatches
+from brandsentry.images import DecodeLimits, ImageDecodeError
 from brandsentry.retrieval_metrics import retrieval_report
 
 VIEWS = ("center", "flip", "full", "full_flip")
@@ -48,26 +49,23 @@ def suite_views(cfg: DictConfig, embedder: Embedder) -> tuple[str, ...]:
     return (embedder.preprocessing.view,) if views is None else tuple(str(v) for v in views)
 
 
-class ViewDataset(torch.utils.data.Dataset):
-    """Files -> (index, (views, 3, S, S) tensor or None, decode error or None)."""
+class ViewStack:
+    """An image's test-time views as one (views, 3, S, S) tensor: the centre crop and the letterboxed whole
+    image, each also mirrored; a transform of `ImageBatches`."""
 
-    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing, limits: DecodeLimits, views):
+    def __init__(self, preprocessing: Preprocessing, views: Sequence[str]):
         unknown = sorted(set(views) - set(VIEWS))
         if unknown or not views:
             raise ConfigError(f"unknown view(s) {unknown}; choose from {list(VIEWS)}")
-        self.paths, self.views = list(paths), tuple(views)
-        self.limits = limits
+        self.views = tuple(views)
         self.center = replace(preprocessing, view="center")
         self.full = replace(preprocessing, view="full")
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    @property
+    def resize_size(self) -> int:
+        return self.center.resize_size
 
-    def __getitem__(self, index: int):
-        try:
-            rgb = decode_image(self.paths[index], self.limits, target_size=self.center.resize_size)
-        except ImageDecodeError as error:
-            return index, None, error
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         tensors = {}
         if {"center", "flip"} & set(self.views):
             tensors["center"] = self.center(rgb)
@@ -75,16 +73,7 @@ class ViewDataset(torch.utils.data.Dataset):
         if {"full", "full_flip"} & set(self.views):
             tensors["full"] = self.full(rgb)
             tensors["full_flip"] = torch.flip(tensors["full"], dims=[2])
-        return index, torch.stack([tensors[view] for view in self.views]), None
-
-    @staticmethod
-    def collate(items) -> DecodedBatch:
-        good = [(index, tensor) for index, tensor, error in items if error is None]
-        return DecodedBatch(
-            indices=np.array([index for index, _ in good], dtype=np.int64),
-            tensor=torch.stack([tensor for _, tensor in good]) if good else torch.empty(0),
-            errors=[(index, error) for index, _, error in items if error is not None],
-        )
+        return torch.stack([tensors[view] for view in self.views])
 
 
 def embed_views(
@@ -100,17 +89,14 @@ def embed_views(
         return embedder.embed_files(paths, limits=limits, progress=progress)
     from tqdm import tqdm
 
-    loader = torch.utils.data.DataLoader(
-        ViewDataset(paths, embedder.preprocessing, limits, views),
-        batch_size=max(1, embedder.batch_size // len(views)),
-        num_workers=embedder.num_workers,
-        collate_fn=ViewDataset.collate,
+    batches = ImageBatches.consecutive(
+        paths, max(1, embedder.batch_size // len(views)), ViewStack(embedder.preprocessing, views), limits
     )
     vectors = np.empty((len(paths), embedder.dim), dtype=np.float32)
     embedded = np.zeros(len(paths), dtype=bool)
     failures = []
     with tqdm(total=len(paths), unit="img", desc=f"embed {'+'.join(views)}", disable=not progress) as bar:
-        for batch in loader:
+        for batch in batches.loader(embedder.num_workers):
             if len(batch.indices):
                 count, n_views = batch.tensor.shape[:2]
                 flat = embedder.embed_batch(batch.tensor.flatten(0, 1)).reshape(count, n_views, -1)

@@ -125,7 +125,7 @@ def rescan(cfg: DictConfig, brand: str, since: str, model: str | None = None) ->
     logged as a `rescan` run, and compared decision by decision with their previous scoring (`changes.csv`).
     """
     from brandsentry.registry import load_bundle
-    from brandsentry.score import ErrorBudgetExceeded, score_run
+    from brandsentry.scoring import ErrorBudgetExceeded, score_run
 
     workspace = Workspace.from_config(cfg)
     settings = ReviewSettings.from_config(cfg)
