@@ -136,3 +136,15 @@ def test_default_settings_come_from_the_yaml_with_checked_changes():
         default_settings(DecodeLimits, "images", max_sid=256)
     with pytest.raises(ConfigError, match=r"images\.max_side must be int, got '256'"):
         default_settings(DecodeLimits, "images", max_side="256")
+
+
+def test_default_settings_of_a_nested_node_and_of_another_option():
+    from brandsentry.classify import ClassifierSettings
+    from brandsentry.review import DriftSettings
+
+    assert default_settings(DriftSettings, "review.drift").window == 7
+    assert default_settings(ClassifierSettings, "classifier").kind == "hgb"  # train.yaml's default
+    logreg = default_settings(ClassifierSettings, "classifier/logreg", target_precision=0.9)
+    assert (logreg.kind, logreg.calibration, logreg.target_precision) == ("logreg", "sigmoid", 0.9)
+    with pytest.raises(ConfigError, match="no primary config .* has a 'nowhere' group"):
+        default_settings(DriftSettings, "nowhere")

@@ -29,6 +29,7 @@ from brandsentry.config import require
 from brandsentry.embed_runtime import OnnxBackbone, normalise, resolve_runtime
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.settings import default_settings
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -38,7 +39,7 @@ _INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
-DEFAULT_LIMITS = DecodeLimits()
+DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 VIEWS = ("center", "full")  # Preprocessing.view
 POOLS = ("avg", "gem")  # how the backbone's last feature map becomes a vector
 DEFAULT_GEM_P = 3.0

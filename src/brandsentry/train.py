@@ -525,9 +525,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
     from mlflow import MlflowClient
 
     require(cfg, "listings")
-    settings = ClassifierSettings.from_config(
-        {**OmegaConf.to_container(cfg.classifier), "seed": int(cfg.seed)}
-    )
+    settings = ClassifierSettings.from_config(cfg.classifier)
     workspace = Workspace.from_config(cfg)
     run_dir = Path(run_dir or str(cfg.paths.run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)

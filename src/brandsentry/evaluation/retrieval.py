@@ -27,9 +27,10 @@ from brandsentry.evaluation.datasets import folder_split, labelled_images
 from brandsentry.evaluation.report import SuiteResult
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.metrics import retrieval_report
+from brandsentry.settings import default_settings
 
 VIEWS = ("center", "flip", "full", "full_flip")
-DEFAULT_LIMITS = DecodeLimits()
+DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 
 
 def suite_embedder_config(cfg: DictConfig, embedder_cfg: DictConfig | None = None) -> DictConfig:
