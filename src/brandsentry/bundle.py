@@ -45,7 +45,7 @@ from brandsentry.config import Workspace
 from brandsentry.cues import CueConfig, feature_names
 from brandsentry.embed import Embedder, EmbedderIdentity
 from brandsentry.errors import BrandsentryError
-from brandsentry.features import OPTIONAL_LISTING_COLUMNS, ScoringContext
+from brandsentry.features import OPTIONAL_LISTING_COLUMNS, FeatureSettings, ScoringContext
 from brandsentry.images import DecodeLimits
 from brandsentry.index import (
     CURRENT,
@@ -288,7 +288,7 @@ class ScoringBundle:
             DecodeLimits.from_config(self.config.images),
             k=int(self.config.index.k),
             workers=int(
-                workers if workers is not None else self.config.get("features", {}).get("workers", 2)
+                workers if workers is not None else FeatureSettings.from_config(self.config.features).workers
             ),
         )
         return self._context
