@@ -148,3 +148,10 @@ def test_default_settings_of_a_nested_node_and_of_another_option():
     assert (logreg.kind, logreg.calibration, logreg.target_precision) == ("logreg", "sigmoid", 0.9)
     with pytest.raises(ConfigError, match="no primary config .* has a 'nowhere' group"):
         default_settings(DriftSettings, "nowhere")
+
+
+def test_changes_to_another_option_name_the_node_path():
+    from brandsentry.classify import ClassifierSettings
+
+    with pytest.raises(ConfigError, match=r"classifier\.kindd \(did you mean classifier\.kind\?\)"):
+        default_settings(ClassifierSettings, "classifier/logreg", kindd="hgb")

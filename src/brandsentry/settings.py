@@ -68,11 +68,8 @@ def default_settings(cls: type[T], group: str, **changes) -> T:
     settings = _defaults(cls, group)
     if not changes:
         return settings
-    names = [f.name for f in fields(cls) if f.init]
-    unknown = [key for key in changes if key not in names]
-    if unknown:
-        raise unknown_keys(group.partition("/")[0], unknown, names)
-    return load_settings(cls, {**{name: getattr(settings, name) for name in names}, **changes}, group)
+    values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.init}
+    return load_settings(cls, {**values, **changes}, group.partition("/")[0])
 
 
 def unknown_keys(group: str, unknown: list, names: list[str]) -> ConfigError:
