@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from brandsentry.cues import CueConfig, Neighbours, build_brand_assets, compute_cues
+from brandsentry.settings import default_settings
 
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 WIDTH, HEIGHT = 1000, 750
@@ -83,7 +84,7 @@ def main() -> None:
     )
     print(f"{args.n} listings {WIDTH}x{HEIGHT}, {args.threads} thread(s), references pre-decoded")
     for detector in args.detectors:
-        base = CueConfig()
+        base = default_settings(CueConfig, "cues")
         cfg = replace(
             base,
             logo=replace(base.logo, detector=detector),

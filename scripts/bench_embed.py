@@ -21,7 +21,8 @@ from PIL import Image
 
 from brandsentry.config import load_config
 from brandsentry.embed import Embedder, Preprocessing
-from brandsentry.images import decode_image
+from brandsentry.images import DecodeLimits, decode_image
+from brandsentry.settings import default_settings
 
 
 def make_jpegs(directory: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:
@@ -39,7 +40,8 @@ def make_jpegs(directory: Path, count: int, width: int, height: int, seed: int =
 
 
 def decode_and_preprocess(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
-    return preprocessing(decode_image(path, target_size=preprocessing.resize_size))
+    limits = default_settings(DecodeLimits, "images")
+    return preprocessing(decode_image(path, limits, target_size=preprocessing.resize_size))
 
 
 def bench_decode(paths: list[Path], preprocessing: Preprocessing, processes: int) -> float:

@@ -15,6 +15,14 @@ from brandsentry.classify import (
     encode_labels,
     threshold_for_precision,
 )
+from brandsentry.config import load_config
+from brandsentry.errors import ConfigError
+from brandsentry.settings import default_settings
+
+
+def classifier_settings(**changes) -> ClassifierSettings:
+    """configs/classifier/hgb.yaml with `changes` (as tests set them, e.g. kind=logreg keeps isotonic)."""
+    return default_settings(ClassifierSettings, "classifier", **changes)
 
 
 def make_listings(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
@@ -32,7 +40,7 @@ def make_listings(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarr
 
 @pytest.mark.parametrize("kind", ["hgb", "logreg"])
 def test_classifier_beats_dummy_and_meets_target_precision(kind):
-    settings = ClassifierSettings(kind=kind, target_precision=0.9, min_brand_listings=50)
+    settings = classifier_settings(kind=kind, target_precision=0.9, min_brand_listings=50)
     X, y, groups, _ = make_listings(1200, seed=1)
     model = CounterfeitClassifier(settings, list(X.columns)).fit(X, y, groups)
     Xv, yv, _, brands_v = make_listings(800, seed=2)
@@ -52,7 +60,7 @@ def test_classifier_beats_dummy_and_meets_target_precision(kind):
 
 def test_calibrated_probabilities_track_the_observed_rate():
     X, y, groups, _ = make_listings(3000, seed=3)
-    model = CounterfeitClassifier(ClassifierSettings(), list(X.columns)).fit(X, y, groups)
+    model = CounterfeitClassifier(classifier_settings(), list(X.columns)).fit(X, y, groups)
     Xt, yt, _, _ = make_listings(3000, seed=4)
     scores = model.predict_proba(Xt)
     assert abs(scores.mean() - yt.mean()) < 0.05
@@ -62,7 +70,7 @@ def test_calibrated_probabilities_track_the_observed_rate():
 
 def test_brand_with_few_listings_falls_back_to_global_threshold():
     X, y, groups, _ = make_listings(600, seed=5)
-    model = CounterfeitClassifier(ClassifierSettings(min_brand_listings=30), list(X.columns)).fit(
+    model = CounterfeitClassifier(classifier_settings(min_brand_listings=30), list(X.columns)).fit(
         X, y, groups
     )
     brands = np.array(["big"] * 590 + ["tiny"] * 10)
@@ -84,17 +92,22 @@ def test_bad_labels_and_single_class_are_refused():
         encode_labels(["authentic", "fake"])
     X, _, groups, _ = make_listings(50, seed=6)
     with pytest.raises(TrainingDataError, match="one class"):
-        CounterfeitClassifier(ClassifierSettings(), list(X.columns)).fit(X, np.zeros(50, np.int8), groups)
+        CounterfeitClassifier(classifier_settings(), list(X.columns)).fit(X, np.zeros(50, np.int8), groups)
     with pytest.raises(TrainingDataError, match="missing"):
-        model = CounterfeitClassifier(ClassifierSettings(), ["absent"])
+        model = CounterfeitClassifier(classifier_settings(), ["absent"])
         model.fit(X, (np.arange(50) % 2).astype(np.int8), groups)
 
 
 def test_settings_from_config_validate_names():
-    settings = ClassifierSettings.from_config(OmegaConf.create({"kind": "logreg", "target_precision": 0.9}))
+    cfg = load_config(["classifier.kind=logreg", "classifier.target_precision=0.9"], config_name="train")
+    settings = ClassifierSettings.from_config(cfg.classifier)
     assert settings.kind == "logreg" and settings.target_precision == 0.9
-    with pytest.raises(ValueError, match="'forest'"):
-        ClassifierSettings.from_config(OmegaConf.create({"kind": "forest"}))
+    assert settings.seed == cfg.seed
+    values = OmegaConf.to_container(cfg.classifier, resolve=True)
+    with pytest.raises(ConfigError, match="'forest'"):
+        ClassifierSettings.from_config({**values, "kind": "forest"})
+    with pytest.raises(ConfigError, match=r"classifier\.max_iters \(did you mean classifier\.max_iter\?\)"):
+        ClassifierSettings.from_config({**values, "max_iters": 10})
 
 
 def test_decision_metrics_per_kind():
@@ -134,7 +147,7 @@ def test_an_uninformative_cue_is_dropped_by_name_and_scoring_reads_the_rest(kind
     X, y, groups, _ = make_listings(300, seed=5)
     X["seller_known"] = column
     with caplog.at_level("INFO", logger="brandsentry.classify"):
-        model = CounterfeitClassifier(ClassifierSettings(kind=kind), list(X.columns)).fit(X, y, groups)
+        model = CounterfeitClassifier(classifier_settings(kind=kind), list(X.columns)).fit(X, y, groups)
     assert model.feature_names == ["similarity", "logo_inliers", "noise"]
     assert "training listings" not in model.dropped_features["seller_known"]  # says what it is fitted on
     assert "300 listings" in model.dropped_features["seller_known"]
@@ -150,14 +163,14 @@ def test_an_uninformative_cue_is_dropped_by_name_and_scoring_reads_the_rest(kind
 def test_a_cue_that_is_one_value_or_missing_is_kept_because_missingness_is_a_signal():
     X, y, groups, _ = make_listings(300, seed=10)
     X["logo_found"] = np.where(y == 1, np.nan, 1.0)  # the logo is never found on counterfeits
-    model = CounterfeitClassifier(ClassifierSettings(), ["noise", "logo_found"]).fit(X, y, groups)
+    model = CounterfeitClassifier(classifier_settings(), ["noise", "logo_found"]).fit(X, y, groups)
     assert model.feature_names == ["noise", "logo_found"] and not model.dropped_features
     assert classification_metrics(y, model.predict_proba(X))["roc_auc"] > 0.95
 
 
 def test_a_cue_missing_in_one_calibration_fold_only_is_kept_for_the_final_model(caplog):
     X, y, groups, _ = make_listings(600, seed=7)
-    settings = ClassifierSettings(calibration_folds=3)
+    settings = classifier_settings(calibration_folds=3)
     folds = calibration_folds(settings, y, groups)
     # informative everywhere except on the rows one fold's model is fitted on, where it is NaN
     fold_rows = np.zeros(len(y), dtype=bool)
@@ -176,7 +189,7 @@ def test_a_cascade_whose_expensive_cues_are_all_dropped_never_escalates():
     X, y, groups, _ = make_listings(300, seed=8)
     X["logo_inliers_x"], X["ocr_match"] = np.nan, 1.0
     cascade = CascadeClassifier.fit(
-        ClassifierSettings(), ["similarity", "logo_inliers", "noise"], list(X.columns), X, y, groups
+        classifier_settings(), ["similarity", "logo_inliers", "noise"], list(X.columns), X, y, groups
     )
     assert not cascade.has_expensive and set(cascade.dropped_features) == {"logo_inliers_x", "ocr_match"}
     scores, escalated = cascade.cascaded_scores(X, lambda p: True)
@@ -187,9 +200,9 @@ def test_no_learnable_cue_is_an_error_naming_each_cue_and_why():
     X, y, groups, _ = make_listings(100, seed=9)
     X = pd.DataFrame({"a": np.nan, "b": 2.0}, index=X.index)
     with pytest.raises(TrainingDataError, match=r"a: NaN on all 100 .*b: constant 2 on all 100"):
-        CounterfeitClassifier(ClassifierSettings(), ["a", "b"]).fit(X, y, groups)
+        CounterfeitClassifier(classifier_settings(), ["a", "b"]).fit(X, y, groups)
     with pytest.raises(TrainingDataError, match="no cheap cue can be learnt from"):
-        CascadeClassifier.fit(ClassifierSettings(), ["a"], ["a", "b"], X, y, groups)
+        CascadeClassifier.fit(classifier_settings(), ["a"], ["a", "b"], X, y, groups)
 
 
 def test_informative_columns_keeps_only_columns_that_vary():

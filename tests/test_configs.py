@@ -1,13 +1,16 @@
 """Every config of every group composes, for every primary config (brandsentry, train, ...), with every experiment.
 
-Groups are discovered from configs/ and from each primary's defaults list, so a new option file is covered
-the day it is added. Composed configs are also resolved (every interpolation) and the stage sections are
-validated by the code that reads them.
+Groups are discovered from configs/ and from each primary's defaults list (with the configs/base.yaml it
+starts from), so a new option file is covered the day it is added. Composed configs are also resolved (every
+interpolation) and the stage sections are validated by the code that reads them; every option of a group
+read as settings holds exactly the settings' fields.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 import yaml
@@ -17,17 +20,35 @@ from omegaconf import OmegaConf
 from brandsentry.classify import ClassifierSettings
 from brandsentry.config import config_dir, load_config
 from brandsentry.cues import CueConfig
+from brandsentry.features import FeatureSettings
 from brandsentry.images import DecodeLimits
 from brandsentry.index import IndexParams
+from brandsentry.portal.service import PortalSettings
+from brandsentry.review import ReviewSettings
 
 CONFIGS = config_dir()
-PRIMARIES = tuple(sorted(path.stem for path in CONFIGS.glob("*.yaml")))
+BASE = "base"  # what every primary config starts from
+PRIMARIES = tuple(sorted(path.stem for path in CONFIGS.glob("*.yaml") if path.stem != BASE))
+# config group -> the frozen settings read from it by `brandsentry.settings.load_settings`
+SETTINGS = {
+    "cues": CueConfig,
+    "classifier": ClassifierSettings,
+    "review": ReviewSettings,
+    "images": DecodeLimits,
+    "portal": PortalSettings,
+    "features": FeatureSettings,
+}
 
 
-def defaults_of(primary: str) -> dict[str, str | None]:
-    """group -> default option of a primary config's defaults list (`_self_` left out)."""
-    entries = yaml.safe_load((CONFIGS / f"{primary}.yaml").read_text())["defaults"]
-    return {key: value for entry in entries if isinstance(entry, dict) for key, value in entry.items()}
+def defaults_of(config: str) -> dict[str, str | None]:
+    """group -> default option of a config's defaults list, with those of the configs it starts from."""
+    found = {}
+    for entry in yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            found.update(entry)
+        elif entry != "_self_":
+            found.update(defaults_of(entry))
+    return found
 
 
 def options(group: str) -> list[str]:
@@ -60,13 +81,49 @@ def check_stage_sections(cfg) -> None:
         DecodeLimits.from_config(cfg.images)
     if "classifier" in cfg:
         ClassifierSettings.from_config(cfg.classifier)
+    if "review" in cfg:
+        ReviewSettings.from_config(cfg)
+    if "portal" in cfg:
+        PortalSettings.from_config(cfg.portal)
+    if "features" in cfg:
+        FeatureSettings.from_config(cfg.features)
+
+
+def settings_keys(cls) -> dict:
+    """The key tree a settings class reads: field -> the nested tree of a dataclass field, else None."""
+    hints = get_type_hints(cls)
+    return {
+        f.name: settings_keys(hints[f.name]) if is_dataclass(hints[f.name]) else None for f in fields(cls)
+    }
+
+
+def yaml_keys(node, like: dict) -> dict:
+    """The key tree of a composed node, descending where `like` has a nested tree."""
+    return {key: yaml_keys(node[key], like[key]) if isinstance(like.get(key), dict) else None for key in node}
 
 
 def test_the_discovery_sees_the_known_groups():
     assert {"embedder", "index", "cues", "classifier", "experiment", "logger", "data"} <= set(all_groups())
     assert defaults_of("train")["experiment"] is None
-    assert {"train", "brandsentry"} <= set(PRIMARIES)
+    assert {"train", "brandsentry", "evaluate"} <= set(PRIMARIES)
     assert len(cases()) >= sum(len(options(g)) for g in all_groups())
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+def test_every_primary_starts_from_the_base_and_repeats_none_of_it(primary):
+    raw = yaml.safe_load((CONFIGS / f"{primary}.yaml").read_text())
+    base = yaml.safe_load((CONFIGS / f"{BASE}.yaml").read_text())
+    assert raw["defaults"][0] == BASE
+    assert not set(defaults_of(BASE)) & {key for e in raw["defaults"] if isinstance(e, dict) for key in e}
+    assert not (set(base) - {"defaults"}) & set(raw)
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in SETTINGS for o in options(g)])
+def test_every_option_of_a_settings_group_holds_exactly_the_settings_fields(group, option):
+    primary = next(p for p in PRIMARIES if group in defaults_of(p))
+    node = load_config([f"{group}={option}"], config_name=primary)[group]
+    expected = settings_keys(SETTINGS[group])
+    assert yaml_keys(node, expected) == expected
 
 
 @pytest.mark.parametrize(("primary", "override"), cases())

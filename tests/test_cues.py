@@ -10,7 +10,7 @@ import cv2
 import matplotlib
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from brandsentry.config import config_dir
@@ -160,8 +160,9 @@ def scene() -> np.ndarray:
 # --- configuration ---------------------------------------------------------------------------------------
 
 
-def test_default_yaml_matches_dataclass_defaults():
-    assert CueConfig() == CFG
+def cues_with(changes: dict) -> DictConfig:
+    """configs/cues/default.yaml with `changes` merged in (new keys too)."""
+    return OmegaConf.merge(OmegaConf.load(config_dir() / "cues" / "default.yaml"), changes)
 
 
 @pytest.mark.parametrize(
@@ -169,22 +170,30 @@ def test_default_yaml_matches_dataclass_defaults():
     [
         ({"logo": {"detector": "surf"}}, "surf"),
         ({"cascade": {"low": 0.8, "high": 0.2}}, "low=0.8"),
-        ({"logo": {"ratoi": 0.7}}, "ratoi"),
-        ({"ocr": {}}, "ocr"),
+        ({"logo": {"ratoi": 0.7}}, r"cues\.logo\.ratoi \(did you mean cues\.logo\.ratio\?\)"),
+        ({"ocr": {}}, r"cues\.ocr; valid keys of cues: cascade, similarity"),
         ({"placement": {"min_template_correlation": 1.5}}, "1.5"),
         ({"placement": {"correlation_scale_step": 1.0}}, "correlation_scale_step"),
+        ({"packaging": {"color_bins": [4, 12]}}, r"cues\.packaging\.color_bins needs 3 values"),
     ],
 )
 def test_bad_config_is_refused_naming_the_value(raw, message):
     with pytest.raises(ConfigError, match=message):
+        CueConfig.from_config(cues_with(raw))
+
+
+def test_a_missing_cue_setting_is_named():
+    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "cues" / "default.yaml"))
+    del raw["text"]["min_score"]
+    with pytest.raises(ConfigError, match=r"cues\.text\.min_score not set"):
         CueConfig.from_config(raw)
 
 
 def test_cascade_sends_only_uncertain_listings_to_expensive_cues():
-    cfg = CueConfig.from_config({"cascade": {"low": 0.2, "high": 0.7}})
+    cfg = CueConfig.from_config(cues_with({"cascade": {"low": 0.2, "high": 0.7}}))
     assert [cfg.needs_expensive(p) for p in (0.1, 0.2, 0.5, 0.7, 0.9)] == [False, True, True, True, False]
     assert cfg.needs_expensive(math.nan)
-    assert CueConfig.from_config({"cascade": {"enabled": False}}).needs_expensive(0.0)
+    assert CueConfig.from_config(cues_with({"cascade": {"enabled": False}})).needs_expensive(0.0)
 
 
 # --- records ---------------------------------------------------------------------------------------------

@@ -29,9 +29,10 @@ from brandsentry.errors import ConfigError
 from brandsentry.files import file_sha256
 from brandsentry.image_batches import ImageBatches
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.settings import default_settings
 
 ESPRESSO = 967
-LIMITS = DecodeLimits()
+LIMITS = default_settings(DecodeLimits, "images")
 LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
 
 
@@ -240,7 +241,8 @@ def test_embed_files_reports_bad_files_and_keeps_good_ones_in_order(
         ("gone", "missing_file"),
     ]
     assert all(isinstance(error, ImageDecodeError) and error.path in map(str, paths) for _, error in failures)
-    decoded = [decode_image(path, target_size=tiny.preprocessing.resize_size) for path in good]
+    limits = default_settings(DecodeLimits, "images")  # what embed_files decodes with by default
+    decoded = [decode_image(path, limits, target_size=tiny.preprocessing.resize_size) for path in good]
     assert np.allclose(embeddings.vectors, tiny.embed_arrays(decoded), atol=1e-5)
     default_ids, _ = embedder.embed_files(paths)
     assert default_ids.ids.tolist() == [0, 2, 3, 5, 6]

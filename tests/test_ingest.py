@@ -26,6 +26,7 @@ from brandsentry.ingest import (
     import_references,
     ingest_reference,
 )
+from brandsentry.settings import default_settings
 
 LIMITS = DecodeLimits(max_pixels=4_000_000, max_bytes=2_000_000, max_side=1024)
 OPTIONS = dict(submitted_by="tester", limits=LIMITS, phash_threshold=6, approve=True)
@@ -138,7 +139,7 @@ def bomb_png() -> bytes:
         ({}, truncated_jpeg(), "truncated"),
         ({}, corrupt_png(), "corrupt"),
         ({}, bomb_png(), "decompression_bomb"),
-        ({"limits": DecodeLimits(max_bytes=100)}, "good", "too_many_bytes"),
+        ({"limits": default_settings(DecodeLimits, "images", max_bytes=100)}, "good", "too_many_bytes"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -16,6 +17,7 @@ from brandsentry.ledger import record_scoring_run
 from brandsentry.review import ReviewSettings
 from brandsentry.review.evidence import ImageSources, build_evidence_page
 from brandsentry.run_folder import read_results as read_scoring_results
+from brandsentry.settings import default_settings
 from fake_runs import make_results, write_run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_scoring_run.ipynb"
@@ -38,10 +40,11 @@ def test_notebook_explores_a_scoring_run(tmp_path, monkeypatch):
     run = write_run(tmp_path / "run", make_results(n=40, seed=3, image_paths=[str(image)] * 40))
     results = read_scoring_results(run)
     record_scoring_run(workspace, run)
+    settings = default_settings(ReviewSettings, "review")
     page = build_evidence_page(
         results,
         run,
-        ReviewSettings(evidence_top=3),
+        replace(settings, evidence=replace(settings.evidence, top=3)),
         references=pd.DataFrame(
             columns=["brand", "product", "view", "stored_path"], index=pd.Index([], name="id")
         ),

@@ -35,6 +35,7 @@ from brandsentry.review.drift import histogram_counts
 from brandsentry.review.evidence import Panel, evidence_image
 from brandsentry.review.rescan import decision_changes, rescan_manifest
 from brandsentry.review.runs import mlflow_client
+from brandsentry.settings import default_settings
 from fake_runs import BRANDS, make_results, write_run
 
 
@@ -65,7 +66,7 @@ def test_histogram_counts_clip_to_the_range_and_skip_nan():
 
 
 def test_drift_warns_on_a_shift_but_not_on_sampling_noise_and_skips_small_brands():
-    drift = DriftSettings(min_rows=50)
+    drift = default_settings(DriftSettings, "review.drift", min_rows=50)
     day1 = run_histograms(make_results(n=240, seed=1), drift)
     same = run_histograms(make_results(n=240, seed=2), drift)
     shifted = run_histograms(make_results(n=240, seed=3, score_shift=0.35), drift)
@@ -78,12 +79,12 @@ def test_drift_warns_on_a_shift_but_not_on_sampling_noise_and_skips_small_brands
     flagged = {(c.scope, c.metric) for c in alarm.warnings}
     assert ("*", "score") in flagged and ("*", "sim_top1") in flagged
     assert "all brands:score psi=" in alarm.describe()
-    strict = compare_histograms(same, [day1], DriftSettings(min_rows=100))
+    strict = compare_histograms(same, [day1], default_settings(DriftSettings, "review.drift", min_rows=100))
     assert {c.scope for c in strict.checks} == {"*"}  # ~80 rows per brand: too few to judge a brand
 
 
 def test_drift_pools_the_baseline_runs():
-    drift = DriftSettings(min_rows=10)
+    drift = default_settings(DriftSettings, "review.drift", min_rows=10)
     history = [run_histograms(make_results(n=90, seed=s), drift) for s in range(3)]
     report = compare_histograms(run_histograms(make_results(n=90, seed=9), drift), history, drift)
     overall = next(c for c in report.checks if c.scope == "*" and c.metric == "score")

@@ -17,7 +17,8 @@ from PIL import Image
 from brandsentry.cli import main
 from brandsentry.config import load_config
 from brandsentry.errors import ConfigError
-from brandsentry.images import ImageDecodeError, decode_image
+from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.settings import default_settings
 from brandsentry.synth import (
     COUNTERFEIT_KINDS,
     ERROR_KINDS,
@@ -179,13 +180,14 @@ def test_images_decode_except_the_undecodable_ones(tiny_world):
         assert low <= max(Image.open(out / ref["image_path"]).size) <= high
     _, rows = read_csv(out / "listings_day1.csv")
     sides = []
+    limits = default_settings(DecodeLimits, "images")
     for row in rows:
         path = out / row["image_path"]
         if row["counterfeit_kind"] == "undecodable":
             with pytest.raises(ImageDecodeError):
-                decode_image(path)
+                decode_image(path, limits)
             continue
-        rgb = decode_image(path)
+        rgb = decode_image(path, limits)
         assert rgb.ndim == 3 and rgb.shape[2] == 3
         sides.append(max(Image.open(path).size))
     assert max(sides) <= high

@@ -40,7 +40,7 @@ from brandsentry.classify import CascadeClassifier
 from brandsentry.cues import CueConfig, feature_names
 from brandsentry.embed import Embedder, EmbedderIdentity
 from brandsentry.errors import BrandsentryError
-from brandsentry.features import OPTIONAL_LISTING_COLUMNS, ScoringContext
+from brandsentry.features import OPTIONAL_LISTING_COLUMNS, FeatureSettings, ScoringContext
 from brandsentry.files import atomic_write_text
 from brandsentry.images import DecodeLimits
 from brandsentry.index import (
@@ -275,7 +275,7 @@ class ScoringBundle:
             DecodeLimits.from_config(self.config.images),
             k=int(self.config.index.k),
             workers=int(
-                workers if workers is not None else self.config.get("features", {}).get("workers", 2)
+                workers if workers is not None else FeatureSettings.from_config(self.config.features).workers
             ),
         )
         return self._context

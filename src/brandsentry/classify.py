@@ -31,7 +31,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from brandsentry.errors import BrandsentryError
+from brandsentry.errors import BrandsentryError, ConfigError
+from brandsentry.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +46,33 @@ class TrainingDataError(BrandsentryError, ValueError):
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    kind: str = "hgb"  # hgb | logreg
-    calibration: str = "isotonic"  # isotonic | sigmoid
-    calibration_folds: int = 3  # product-grouped folds whose out-of-fold scores fit the calibration
-    target_precision: float = 0.95
-    min_brand_listings: int = 20  # a brand with fewer labelled validation listings uses the global threshold
-    review_factor: float = 0.5  # scores in [factor x threshold, threshold) go to human review
-    max_iter: int = 200
-    learning_rate: float = 0.1
-    min_samples_leaf: int = 20
-    threads: int | None = 1  # OpenMP threads of the booster; None = all cores
-    seed: int = 0
+    """The `classifier` config group (configs/classifier/)."""
+
+    kind: str  # hgb | logreg
+    calibration: str  # isotonic | sigmoid
+    calibration_folds: int  # product-grouped folds whose out-of-fold scores fit the calibration
+    target_precision: float
+    min_brand_listings: int  # a brand with fewer labelled validation listings uses the global threshold
+    review_factor: float  # scores in [factor x threshold, threshold) go to human review
+    max_iter: int  # hgb only, as are learning_rate and min_samples_leaf
+    learning_rate: float
+    min_samples_leaf: int
+    threads: int | None  # OpenMP threads while fitting and predicting; None = all cores
+    seed: int
 
     @classmethod
     def from_config(cls, cfg) -> ClassifierSettings:
-        known = cls.__dataclass_fields__
-        values = {key: cfg[key] for key in cfg if key in known}
-        settings = cls(**values)
-        if settings.kind not in ("hgb", "logreg"):
-            raise ValueError(f"unknown classifier kind {settings.kind!r} (expected 'hgb' or 'logreg')")
-        if settings.calibration_folds < 1:
-            raise ValueError(f"calibration_folds must be >= 1, got {settings.calibration_folds!r}")
-        if settings.calibration not in ("isotonic", "sigmoid"):
-            raise ValueError(
-                f"unknown calibration {settings.calibration!r} (expected 'isotonic' or 'sigmoid')"
-            )
-        if not 0.0 < settings.target_precision < 1.0:
-            raise ValueError(f"target_precision must be in (0, 1), got {settings.target_precision!r}")
-        return settings
+        return load_settings(cls, cfg, "classifier")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("hgb", "logreg"):
+            raise ConfigError(f"unknown classifier kind {self.kind!r} (expected 'hgb' or 'logreg')")
+        if self.calibration_folds < 1:
+            raise ConfigError(f"calibration_folds must be >= 1, got {self.calibration_folds!r}")
+        if self.calibration not in ("isotonic", "sigmoid"):
+            raise ConfigError(f"unknown calibration {self.calibration!r} (expected 'isotonic' or 'sigmoid')")
+        if not 0.0 < self.target_precision < 1.0:
+            raise ConfigError(f"target_precision must be in (0, 1), got {self.target_precision!r}")
 
 
 def encode_labels(labels: pd.Series | np.ndarray) -> np.ndarray:

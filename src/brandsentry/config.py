@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -26,6 +27,10 @@ def config_dir() -> Path:
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "brandsentry") -> DictConfig:
     """Compose a config the way the CLI does (`key=value` overrides), for commands and tests."""
+    if GlobalHydra.instance().is_initialized():
+        # inside a Hydra app (`brandsentry train`), which refuses a second initialisation; it searches
+        # config_dir() already
+        return compose(config_name=config_name, overrides=list(overrides))
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         return compose(config_name=config_name, overrides=list(overrides))
 

@@ -31,6 +31,7 @@ from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import file_sha256
 from brandsentry.image_batches import ImageBatches
 from brandsentry.images import DecodeLimits, ImageDecodeError
+from brandsentry.settings import default_settings
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -40,7 +41,7 @@ _INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
-DEFAULT_LIMITS = DecodeLimits()
+DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 VIEWS = ("center", "full")  # Preprocessing.view
 POOLS = ("avg", "gem")  # how the backbone's last feature map becomes a vector
 DEFAULT_GEM_P = 3.0

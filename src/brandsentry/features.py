@@ -35,6 +35,7 @@ from brandsentry.embed import Embedder
 from brandsentry.errors import BrandsentryError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.index import IndexParams, ReferenceIndex
+from brandsentry.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,17 @@ class FeatureTable:
         )
 
 
+@dataclass(frozen=True)
+class FeatureSettings:
+    """The `features` config group (configs/features/)."""
+
+    workers: int  # threads computing cues for a batch of listings
+
+    @classmethod
+    def from_config(cls, features_cfg) -> FeatureSettings:
+        return load_settings(cls, features_cfg, "features")
+
+
 class ScoringContext:
     """Embedder + reference index + reference metadata + brand assets: everything cues need."""
 
@@ -147,7 +159,7 @@ class ScoringContext:
         sellers: dict[str, frozenset[str]],
         limits: DecodeLimits,
         k: int,
-        workers: int = 2,
+        workers: int,
         reference_cache: int = 128,
     ):
         self.embedder = embedder
@@ -189,7 +201,7 @@ class ScoringContext:
             sellers,
             DecodeLimits.from_config(cfg.images),
             k=int(cfg.index.k),
-            workers=int(cfg.get("features", {}).get("workers", 2)),
+            workers=FeatureSettings.from_config(cfg.features).workers,
         )
 
     # ---- per-reference and per-brand lookups ---------------------------------------------------------

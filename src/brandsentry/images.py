@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from brandsentry.errors import BrandsentryError
+from brandsentry.settings import load_settings
 
 # Truncated files are refused, never padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -38,24 +39,18 @@ class ImageDecodeError(BrandsentryError, ValueError):
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Bounds that protect a batch from hostile or absurd files."""
+    """Bounds that protect a batch from hostile or absurd files (the `images` group, configs/images/)."""
 
-    max_pixels: int = 64_000_000
-    max_bytes: int = 50 * 1024 * 1024
-    max_side: int = 1024
+    max_pixels: int  # decompression-bomb limit on the declared width x height
+    max_bytes: int  # per file
+    max_side: int  # longest side of the decoded array
 
     @classmethod
     def from_config(cls, images_cfg) -> DecodeLimits:
-        return cls(
-            max_pixels=int(images_cfg.max_pixels),
-            max_bytes=int(images_cfg.max_bytes),
-            max_side=int(images_cfg.max_side),
-        )
+        return load_settings(cls, images_cfg, "images")
 
 
-def read_bytes(
-    source: str | Path | bytes, limits: DecodeLimits = DecodeLimits(), name: str | None = None
-) -> bytes:
+def read_bytes(source: str | Path | bytes, limits: DecodeLimits, name: str | None = None) -> bytes:
     """The raw bytes of `source`, refusing missing, empty and oversized files; errors name `name` if given."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
@@ -86,7 +81,7 @@ def read_bytes(
 
 def decode_image(
     source: str | Path | bytes,
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits,
     target_size: int | None = None,
     name: str | None = None,
 ) -> np.ndarray:

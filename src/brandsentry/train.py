@@ -417,9 +417,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
     from mlflow import MlflowClient
 
     require(cfg, "listings")
-    settings = ClassifierSettings.from_config(
-        {**OmegaConf.to_container(cfg.classifier), "seed": int(cfg.seed)}
-    )
+    settings = ClassifierSettings.from_config(cfg.classifier)
     workspace = Workspace.from_config(cfg)
     run_dir = Path(run_dir or str(cfg.paths.run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -549,28 +547,26 @@ def _requirement() -> str:
 
 
 def run_hydra_train(overrides: list[str], multirun: bool = False) -> list[TrainingResult]:
-    """`brandsentry train [-m] key=value ...` through Hydra's own runner (sweeps, output dirs, .hydra/)."""
-    from hydra._internal.utils import _run_hydra, get_args_parser
+    """`brandsentry train [-m] key=value ...` as a Hydra app (sweeps, output dirs, .hydra/): a `hydra.main`
+    task, which reads its command line from sys.argv, so sys.argv holds the overrides for the call."""
+    import sys
+
+    import hydra
     from hydra.core.hydra_config import HydraConfig
 
     results: list[TrainingResult] = []
 
+    @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
     def task(cfg: DictConfig) -> None:
         results.append(train(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir), progress=True))
 
-    parser = get_args_parser()
-    args = parser.parse_args([*(["--multirun"] if multirun else []), *overrides])
-    previous = os.environ.get("HYDRA_FULL_ERROR")
+    argv, previous = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["brandsentry train", *(["--multirun"] if multirun else []), *overrides]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # our own errors reach the CLI dispatcher, not Hydra's printer
     try:
-        _run_hydra(
-            args=args,
-            args_parser=parser,
-            task_function=task,
-            config_path=str(config_dir()),
-            config_name="train",
-        )
+        task()
     finally:
+        sys.argv = argv
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

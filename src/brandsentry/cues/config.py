@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from brandsentry.errors import ConfigError
+from brandsentry.settings import load_settings
 
 DETECTORS = ("sift", "orb")
 
@@ -16,118 +17,102 @@ DETECTORS = ("sift", "orb")
 class CascadeBounds:
     """Cheap counterfeit probabilities in [low, high] are uncertain and earn the expensive cues."""
 
-    enabled: bool = True
-    low: float = 0.1
-    high: float = 0.9
+    enabled: bool  # false: logo and OCR for every listing
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
 class SimilarityParams:
-    enabled: bool = True
-    top_k: int = 5
+    enabled: bool
+    top_k: int  # claimed-brand hits averaged for sim_brand_mean_topk
 
 
 @dataclass(frozen=True)
 class QualityParams:
-    enabled: bool = True
-    work_side: int = 512
+    enabled: bool
+    work_side: int  # sharpness is measured at this longest side
 
 
 @dataclass(frozen=True)
 class SellerParams:
-    enabled: bool = True
-    copy_similarity: float = 0.985
-    copy_phash_distance: int = 4
+    enabled: bool
+    copy_similarity: float  # top-1 claimed-brand similarity at or above which the photo counts as reused
+    copy_phash_distance: int  # ... or perceptual-hash Hamming distance at or below this
 
 
 @dataclass(frozen=True)
 class PackagingParams:
-    enabled: bool = True
-    max_references: int = 2
-    work_side: int = 256
-    color_bins: tuple[int, int, int] = (4, 12, 12)
-    halftone_crop: int = 256
-    halftone_band: tuple[float, float] = (0.2, 0.5)
-    halftone_peak_factor: float = 10.0
+    enabled: bool
+    max_references: int  # best-matching claimed-brand references compared
+    work_side: int  # colour histograms and sharpness are compared at this longest side
+    color_bins: tuple[int, int, int]  # Lab L, a, b
+    halftone_crop: int  # native-resolution centre crop searched for a periodic print screen
+    halftone_band: tuple[float, float]  # radial frequency band (cycles/pixel) of halftone screens
+    halftone_peak_factor: float  # a bin is a screen peak above this multiple of the band median
 
 
 @dataclass(frozen=True)
 class LogoParams:
-    enabled: bool = True
-    detector: str = "sift"
-    max_features: int = 1500
-    max_side: int = 800
-    min_side: int = 0  # smaller listings are enlarged to this longest side before features (0: never)
-    template_max_side: int = 400
-    template_min_side: int = 0  # smaller logo templates are enlarged to this longest side (0: never)
-    ratio: float = 0.75
-    min_matches: int = 8
-    ransac_threshold: float = 5.0
-    min_inliers: int = 12
-    min_inlier_spread: float = 0.05
-    min_box_side: int = 16
+    enabled: bool
+    detector: str  # sift | orb
+    max_features: int
+    max_side: int  # listing resized to this longest side before feature extraction
+    min_side: int  # smaller listings are enlarged to this longest side before features (0: never)
+    template_max_side: int  # logo references resized to this longest side
+    template_min_side: int  # smaller logo templates are enlarged to this longest side (0: never)
+    ratio: float  # Lowe ratio test
+    min_matches: int  # good matches below which no homography is attempted
+    ransac_threshold: float  # pixels at the listing's working scale
+    min_inliers: int  # inliers of a valid homography at or above which the logo is verified ...
+    min_inlier_spread: float  # ... if their convex hull also covers this share of the template
+    min_box_side: int  # pixels: a projected logo smaller than this square is degenerate
 
 
 @dataclass(frozen=True)
 class PlacementParams:
     """The listing registered onto its product reference; the logo checked where the reference has it."""
 
-    enabled: bool = False
-    max_references: int = 2  # claimed-brand product references tried (the most package inliers wins)
-    min_inliers: int = 15  # inliers of the package homography below which the listing counts as unregistered
-    min_inlier_spread: float = 0.1  # ... or whose convex hull covers less of the listing than this share
-    ransac_threshold: float = 4.0  # pixels at the listing's logo working scale
-    min_template_correlation: float = 0.9  # a logo too small for local features is located in the product
+    enabled: bool  # needs logo.enabled
+    max_references: int  # claimed-brand product references tried (the most package inliers wins)
+    min_inliers: int  # inliers of the package homography below which the listing counts as unregistered
+    min_inlier_spread: float  # ... or whose convex hull covers less of the listing than this share
+    ransac_threshold: float  # pixels at the listing's logo working scale
+    min_template_correlation: float  # a logo too small for local features is located in the product
     # reference by normalised cross-correlation over scales where its peak reaches this
-    correlation_scale_step: float = 1.1  # ratio between the template scales tried
+    correlation_scale_step: float  # ratio between the template scales tried
 
 
 @dataclass(frozen=True)
 class TextParams:
-    enabled: bool = True
-    max_side: int = 1024
-    min_score: float = 0.5
-    near_miss_max_distance: int = 2
-    near_miss_chars_per_edit: int = 5
-    threads: int = 0
+    enabled: bool
+    max_side: int  # listing resized to this longest side before OCR
+    min_score: float  # OCR lines below this recognition confidence are ignored
+    near_miss_max_distance: int
+    near_miss_chars_per_edit: int  # a wordmark of n chars tolerates min(max_distance, n // this) edits
+    threads: int  # ONNX Runtime intra-op threads; 0 = library default
 
 
 @dataclass(frozen=True)
 class CueConfig:
-    """Which cues run, the cascade bounds and every cue's parameters."""
+    """Which cues run, the cascade bounds and every cue's parameters (defaults: configs/cues/default.yaml)."""
 
-    cascade: CascadeBounds = CascadeBounds()
-    similarity: SimilarityParams = SimilarityParams()
-    quality: QualityParams = QualityParams()
-    seller: SellerParams = SellerParams()
-    packaging: PackagingParams = PackagingParams()
-    logo: LogoParams = LogoParams()
-    placement: PlacementParams = PlacementParams()
-    text: TextParams = TextParams()
+    cascade: CascadeBounds
+    similarity: SimilarityParams
+    quality: QualityParams
+    seller: SellerParams
+    packaging: PackagingParams
+    logo: LogoParams
+    placement: PlacementParams
+    text: TextParams
 
     @classmethod
     def from_config(cls, cues_cfg: DictConfig | dict) -> CueConfig:
-        """Build from the `cues` node of the composed config (or a plain dict); unknown keys are errors."""
-        raw = OmegaConf.to_container(cues_cfg, resolve=True) if isinstance(cues_cfg, DictConfig) else cues_cfg
-        sections = {
-            "cascade": CascadeBounds,
-            "similarity": SimilarityParams,
-            "quality": QualityParams,
-            "seller": SellerParams,
-            "packaging": PackagingParams,
-            "logo": LogoParams,
-            "placement": PlacementParams,
-            "text": TextParams,
-        }
-        unknown = set(raw) - set(sections)
-        if unknown:
-            raise ConfigError(f"unknown cues config sections {sorted(unknown)}")
-        built = {name: _section(name, kind, raw.get(name) or {}) for name, kind in sections.items()}
-        config = cls(**built)
-        config.validate()
-        return config
+        """Build from the `cues` node of the composed config (or a plain dict): every key, no other."""
+        return load_settings(cls, cues_cfg, "cues")
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        """The checks that one field's type cannot say; `dataclasses.replace` runs them too."""
         c = self.cascade
         if not 0.0 <= c.low <= c.high <= 1.0:
             raise ConfigError(f"cues.cascade needs 0 <= low <= high <= 1, got low={c.low} high={c.high}")
@@ -188,12 +173,3 @@ class CueConfig:
         if not self.cascade.enabled or math.isnan(cheap_probability):
             return True
         return self.cascade.low <= cheap_probability <= self.cascade.high
-
-
-def _section(name: str, kind: type, values: dict):
-    allowed = set(kind.__dataclass_fields__)
-    unknown = set(values) - allowed
-    if unknown:
-        raise ConfigError(f"unknown keys in cues.{name}: {sorted(unknown)} (known: {sorted(allowed)})")
-    converted = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
-    return kind(**converted)

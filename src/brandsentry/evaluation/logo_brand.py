@@ -32,6 +32,7 @@ from brandsentry.evaluation.retrieval import (
     suite_embedder_config,
     suite_views,
 )
+from brandsentry.features import FeatureSettings
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.retrieval_metrics import recall_at_k
 
@@ -107,7 +108,7 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
         assets = build_brand_assets(brand, (), {i: decoded[i] for i in ids}, cues)
         templates += [(brand, template) for template in assets.logos]
         skipped += len(assets.skipped_logos)
-    with ThreadPoolExecutor(max(1, int(cfg.features.workers))) as pool:
+    with ThreadPoolExecutor(max(1, FeatureSettings.from_config(cfg.features).workers)) as pool:
         answers = list(
             tqdm(
                 pool.map(lambda i: logo_cue_answer(decoded[int(i)], templates, int(i), cues), queries),

@@ -28,9 +28,10 @@ from brandsentry.evaluation.report import SuiteResult
 from brandsentry.image_batches import ImageBatches
 from brandsentry.images import DecodeLimits, ImageDecodeError
 from brandsentry.retrieval_metrics import retrieval_report
+from brandsentry.settings import default_settings
 
 VIEWS = ("center", "flip", "full", "full_flip")
-DEFAULT_LIMITS = DecodeLimits()
+DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 
 
 def suite_embedder_config(cfg: DictConfig, embedder_cfg: DictConfig | None = None) -> DictConfig:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from brandsentry.catalog import Catalog, Reference, utc_now
-from brandsentry.config import Workspace, require
+from brandsentry.config import Workspace
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.index import (
     EmbedderMismatchError,
@@ -45,25 +45,17 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class CheckSettings:
-    near_duplicate_bits: int
-    neighbours: int
-    wrong_brand_min_similarity: float
-    wrong_brand_fraction: float
-    flood_similarity: float
-    flood_max_matches: int
-    flood_listings: int
+    """The `portal.checks` section of the config (configs/portal/)."""
 
-    @classmethod
-    def from_config(cls, checks_cfg) -> CheckSettings:
-        return cls(
-            near_duplicate_bits=int(require(checks_cfg, "near_duplicate_bits")),
-            neighbours=int(require(checks_cfg, "neighbours")),
-            wrong_brand_min_similarity=float(require(checks_cfg, "wrong_brand_min_similarity")),
-            wrong_brand_fraction=float(require(checks_cfg, "wrong_brand_fraction")),
-            flood_similarity=float(require(checks_cfg, "flood_similarity")),
-            flood_max_matches=int(require(checks_cfg, "flood_max_matches")),
-            flood_listings=int(require(checks_cfg, "flood_listings")),
-        )
+    near_duplicate_bits: int  # any live reference this close in perceptual hash is a warning
+    neighbours: int  # nearest indexed references looked at by the wrong-brand check
+    wrong_brand_min_similarity: float
+    wrong_brand_fraction: (
+        float  # warn when this share of the close neighbours, and the closest, are another's
+    )
+    flood_similarity: float  # a recent listing this similar counts as a match
+    flood_max_matches: int  # warn when a photo matches at least this many recent listings
+    flood_listings: int  # newest listing embeddings compared
 
 
 def near_duplicate_results(catalog: Catalog, reference: Reference, bits: int) -> list[CheckResult]:

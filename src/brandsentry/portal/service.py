@@ -20,11 +20,12 @@ from PIL import Image
 from brandsentry import index_sync
 from brandsentry.catalog import STATUSES, VIEWS, Catalog, CatalogError, Reference
 from brandsentry.config import Workspace, require
-from brandsentry.errors import BrandsentryError
+from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, open_image
 from brandsentry.ingest import ImageStore, IngestOutcome, IngestSettings, guarded_ingest, safe_source_name
 from brandsentry.portal.auth import AuditEntry, AuditLog, Principal, TokenStore
 from brandsentry.portal.checks import CheckResult, CheckSettings, ReferenceChecker, checks_for, record_checks
+from brandsentry.settings import load_settings
 
 if TYPE_CHECKING:
     from brandsentry.embed import Embedder
@@ -64,33 +65,27 @@ class Unprocessable(PortalError):
 
 @dataclass(frozen=True)
 class PortalSettings:
+    """The `portal` config group (configs/portal/)."""
+
     host: str
     port: int
-    secure_cookies: bool
+    secure_cookies: bool  # true behind HTTPS: the session cookie is never sent over plain HTTP
     session_max_age_s: int
-    max_file_bytes: int
-    max_files: int
-    max_pixels: int
+    max_file_bytes: int  # per photo (413 beyond)
+    max_files: int  # photos per upload request (413 beyond)
+    max_pixels: int  # declared width x height per photo (422 beyond)
     thumbnail_side: int
-    update_index: bool
+    update_index: bool  # approvals and withdrawals update the index at once
+    checks: CheckSettings
 
     @classmethod
     def from_config(cls, portal_cfg) -> PortalSettings:
-        settings = cls(
-            host=str(require(portal_cfg, "host")),
-            port=int(require(portal_cfg, "port")),
-            secure_cookies=bool(require(portal_cfg, "secure_cookies")),
-            session_max_age_s=int(require(portal_cfg, "session_max_age_s")),
-            max_file_bytes=int(require(portal_cfg, "max_file_bytes")),
-            max_files=int(require(portal_cfg, "max_files")),
-            max_pixels=int(require(portal_cfg, "max_pixels")),
-            thumbnail_side=int(require(portal_cfg, "thumbnail_side")),
-            update_index=bool(require(portal_cfg, "update_index")),
-        )
+        return load_settings(cls, portal_cfg, "portal")
+
+    def __post_init__(self) -> None:
         for name in ("max_file_bytes", "max_files", "max_pixels", "thumbnail_side"):
-            if getattr(settings, name) < 1:
-                raise ValueError(f"portal.{name} must be >= 1, got {getattr(settings, name)}")
-        return settings
+            if getattr(self, name) < 1:
+                raise ConfigError(f"portal.{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def max_request_bytes(self) -> int:
@@ -177,9 +172,7 @@ class BrandPortal:
             max_side=base.limits.max_side,
         )
         self.ingest_settings = replace(base, limits=self.limits)
-        self.checker = ReferenceChecker(
-            cfg, self.catalog, CheckSettings.from_config(require(cfg, "portal.checks"))
-        )
+        self.checker = ReferenceChecker(cfg, self.catalog, self.settings.checks)
         self.indexer = IndexUpdater(cfg, self.audit, self.checker.embedder)
 
     def close(self) -> None:
@@ -284,7 +277,9 @@ class BrandPortal:
 
     def check_pixels(self, files: Sequence[UploadedFile]) -> None:
         """Refuse the whole upload (422) when any photo declares more pixels than allowed, before storing any."""
-        limits = DecodeLimits(max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_file_bytes)
+        limits = replace(
+            self.limits, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_file_bytes
+        )
         for number, upload in enumerate(files, start=1):
             label = safe_source_name(upload.filename) or f"file {number}"
             try:

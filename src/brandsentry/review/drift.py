@@ -37,7 +37,7 @@ def run_histograms(results: pd.DataFrame, drift: DriftSettings) -> dict:
         }
     return {
         "bins": drift.bins,
-        "ranges": {name: [low, high] for name, low, high in drift.ranges},
+        "ranges": {name: [low, high] for name, (low, high) in drift.ranges.items()},
         "scopes": scopes,
     }
 

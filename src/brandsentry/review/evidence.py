@@ -197,9 +197,9 @@ def reference_table(catalog) -> pd.DataFrame:
 
 
 def select_for_evidence(results: pd.DataFrame, settings: ReviewSettings) -> pd.DataFrame:
-    """The top `evidence_top` listings by score among the chosen decisions (flag by default)."""
-    chosen = results[results["decision"].astype(str).isin(settings.evidence_decisions)]
-    return chosen.sort_values("score", ascending=False, kind="stable").head(settings.evidence_top)
+    """The top `evidence.top` listings by score among the chosen decisions (flag by default)."""
+    chosen = results[results["decision"].astype(str).isin(settings.evidence.decisions)]
+    return chosen.sort_values("score", ascending=False, kind="stable").head(settings.evidence.top)
 
 
 def file_slug(text: str) -> str:
@@ -363,7 +363,7 @@ def build_evidence_page(
     ok = results[results["decision"].astype(str) != "error"]
     deltas, attribution = None, "no scoring model given: cue values without attributions"
     if chosen.empty:
-        attribution = f"no listing with decision {' or '.join(settings.evidence_decisions)}"
+        attribution = f"no listing with decision {' or '.join(settings.evidence.decisions)}"
     elif predictor is not None:
         deltas, attribution = page_attributions(predictor, results, chosen, ok)
     cue_names = [c for c in CUE_COLUMNS if c in results.columns]
@@ -379,7 +379,7 @@ def build_evidence_page(
             ref_id = nearest_reference(row, references)[0]
             panels, links, problem = _panels(row, cues, references, ref_id, sources)
             image_file = f"{rank:03d}-{file_slug(str(row['listing_id']))}.jpg"
-            (staging / image_file).write_bytes(evidence_image(panels, settings.panel_side, links))
+            (staging / image_file).write_bytes(evidence_image(panels, settings.evidence.panel_side, links))
             brand_wordmarks = wordmarks_of.get(_text(row.get("claimed_brand")).strip().casefold(), ())
             row_deltas = deltas.loc[index].dropna().to_dict() if deltas is not None else {}
             items.append(
@@ -392,7 +392,7 @@ def build_evidence_page(
                     brand_wordmarks,
                     medians,
                     row_deltas,
-                    settings.attribution_top,
+                    settings.evidence.attribution_top,
                 )  # fmt: skip
             )
         (staging / "index.html").write_text(

@@ -135,7 +135,7 @@ def rescan(cfg: DictConfig, brand: str, since: str, model: str | None = None) ->
     since_iso = utc_date(since)
     previous, manifest = rescan_manifest(workspace, brand, since_iso)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(str(cfg.review.rescan.out)) / f"{file_slug(brand)}-{stamp}"
+    out_dir = settings.rescan.out / f"{file_slug(brand)}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=False)
     manifest_path = out_dir / "manifest.parquet"
     manifest.to_parquet(manifest_path, index=False)

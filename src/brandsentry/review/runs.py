@@ -251,7 +251,7 @@ def log_scoring_run(
         )
     params = {
         "run_dir": str(out_dir),
-        "evidence_top": str(settings.evidence_top),
+        "evidence_top": str(settings.evidence.top),
         "drift_window": str(settings.drift.window),
         **{key: str(summary[key])[:6000] for key in ("manifest", "model_uri", "listings") if key in summary},
     }
