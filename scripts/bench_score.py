@@ -89,7 +89,7 @@ def child_score(spec: dict) -> dict:
         "rss_second_half_mib": max(samples[half:], default=0.0),
         "elapsed_s": summary.elapsed_s,
         "listings": summary.listings,
-        "expensive_cues": summary.expensive_cues,
+        "escalated": summary.escalated,
         "errors": summary.decisions["error"],
     }
 
@@ -344,15 +344,15 @@ def main() -> int:
             cheap = run_child("score", score_spec(overrides, day, cheap_bundle, root / "out_c"), tcmalloc)
             full = run_child("score", score_spec(overrides, day, full_bundle, root / "out_f"), tcmalloc)
             scored = full["listings"] - full["errors"]
-            share = full["expensive_cues"] / max(scored, 1)
+            share = full["escalated"] / max(scored, 1)
             extra_ms = 1000 * (1 / full["images_per_s"] - 1 / cheap["images_per_s"])
             print(
                 f"\ncascade on the world's {full['listings']} listings (full bundle trained in {full_s:.0f} s):"
             )
             print(f"cheap cues only:                               {cheap['images_per_s']:7.1f} images/s")
             print(f"cascade with logo (SIFT) + OCR:                {full['images_per_s']:7.1f} images/s; "
-                  f"{full['expensive_cues']}/{scored} listings escalated ({share:.0%})")  # fmt: skip
-            if full["expensive_cues"]:
+                  f"{full['escalated']}/{scored} listings escalated ({share:.0%})")  # fmt: skip
+            if full["escalated"]:
                 print(f"cost: +{extra_ms:.0f} ms per listing on average, "
                       f"~{extra_ms / share:.0f} ms per escalated listing")  # fmt: skip
     return 0

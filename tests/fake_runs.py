@@ -60,7 +60,7 @@ def make_results(
         frame[name] = rng.normal(j % 5, 1.0, n)
     frame["sim_top1"] = sims
     frame["logo_verified"] = (score < 0.5).astype(float)
-    frame["expensive_cues"] = True
+    frame["escalated"] = True
     frame["error"] = None
     frame["error_detail"] = ""
     errors = [n - 2, n - 1]

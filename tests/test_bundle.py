@@ -86,13 +86,13 @@ def test_the_cascade_escalates_exactly_the_uncertain_listings(champion, listings
     ok = results[results["error"].isna()]
     cheap = champion.model.cheap.predict_proba(ok[champion.cheap_feature_names].reset_index(drop=True))
     bounds = champion.context().cue_cfg.cascade
-    assert list(ok["expensive_cues"]) == [bool(bounds.low <= p <= bounds.high) for p in cheap]
+    assert list(ok["escalated"]) == [bool(bounds.low <= p <= bounds.high) for p in cheap]
     expensive = [n for n in champion.feature_names if n not in champion.cheap_feature_names]
     assert expensive  # logo cues
     for row in ok.itertuples():
         evidence = json.loads(row.evidence)
         values = ok.loc[row.Index, expensive]
-        if row.expensive_cues:
+        if row.escalated:
             assert values.notna().any()
         else:
             assert values.isna().all()
@@ -104,7 +104,7 @@ def test_the_cascade_escalates_exactly_the_uncertain_listings(champion, listings
     table = context.featurize(rows, expensive=True)
     scores, escalated = champion.model.cascaded_scores(table.features, context.cue_cfg.needs_expensive)
     np.testing.assert_allclose(ok["score"].to_numpy(), scores)
-    assert list(escalated) == list(ok["expensive_cues"])
+    assert list(escalated) == list(ok["escalated"])
 
 
 @pytest.fixture

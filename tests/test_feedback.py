@@ -115,7 +115,7 @@ def test_import_stores_verdicts_with_the_features_of_the_judged_scoring(workspac
     for name in CUE_COLUMNS:
         assert rows.at["d1-00000", name] == pytest.approx(expected[name])
     assert rows.at["d1-00000", "claimed_product"] == expected["claimed_product"]
-    assert rows["expensive_cues"].all()
+    assert rows["escalated"].all()
 
     again = import_verdicts(workspace, verdicts)
     assert again.imported == 0 and again.duplicates == 3

@@ -138,7 +138,7 @@ def test_one_row_per_listing_with_every_column(world, reference):
     assert sorted(p.name for p in out.glob("part-*.parquet")) == [f"part-{i:05d}.parquet" for i in range(6)]
     bundle_features = world.feature_names
     for column in ["claimed_brand", "score", "decision", "threshold", "top_ref_ids", "top_similarities",
-                   "error", "error_detail", "model_version", "scored_at", "expensive_cues", *bundle_features]:  # fmt: skip
+                   "error", "error_detail", "model_version", "scored_at", "escalated", *bundle_features]:  # fmt: skip
         assert column in results.columns, column
     # unknown manifest columns travel along
     for column in ("label", "counterfeit_kind", "split", "title", "price", "seller_id"):
@@ -164,7 +164,7 @@ def test_one_row_per_listing_with_every_column(world, reference):
     )
     assert written["errors"] == errors["error"].value_counts().sort_index().to_dict()
     assert written["images_per_s"] > 0 and written["elapsed_s"] > 0
-    assert written["expensive_cues"] == int(results["expensive_cues"].sum())
+    assert written["escalated"] == int(results["escalated"].sum())
 
 
 def test_embeddings_are_saved_row_aligned_per_shard(world, reference):

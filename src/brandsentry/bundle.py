@@ -113,7 +113,7 @@ def output_columns(feature_columns: list[str]) -> list[str]:
         "top_ref_ids",
         "top_similarities",
         *feature_columns,
-        "expensive_cues",
+        "escalated",
         "cue_failures",
         "error",
         "error_detail",
@@ -329,7 +329,7 @@ class ScoringBundle:
         )
         features = table.features.reindex(columns=self.feature_names)
         out = pd.concat([out, features.reset_index(drop=True)], axis=1)
-        out["expensive_cues"] = escalated
+        out["escalated"] = escalated
         out["cue_failures"] = table.cue_failures()
         out["error"] = table.errors
         out["error_detail"] = table.error_details

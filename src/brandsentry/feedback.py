@@ -129,7 +129,7 @@ def _judged_features(scorings: pd.DataFrame) -> tuple[dict[str, tuple[str, bool]
             continue
         names = [c for c in CUE_COLUMNS if c in results.columns]
         for _, result in results[results["listing_id"].astype(str).isin(group.index)].iterrows():
-            escalated = bool(result.get("expensive_cues", False))
+            escalated = bool(result.get("escalated", False))
             found[str(result["listing_id"])] = (_features_json(result, names), escalated)
     return found, problems
 
@@ -215,24 +215,24 @@ def feedback_training_rows(workspace: Workspace | str | Path) -> pd.DataFrame:
     """Reviewed listings as labelled training rows: the latest verdict per listing, with its stored features.
 
     Columns: listing_id, claimed_brand, claimed_product, seller_id, label, verdict, reviewer, score,
-    model_version, expensive_cues, then one column per cue (NaN where the cue had no value). A listing the
-    cascade did not escalate has NaN logo and text cues ("skipped by the cascade"), and `expensive_cues`
+    model_version, escalated, then one column per cue (NaN where the cue had no value). A listing the
+    cascade did not escalate has NaN logo and text cues ("skipped by the cascade"), and `escalated`
     False: a full model should learn from it only if it can tell "not computed" from "not found".
     Empty when nothing was reviewed.
     """
     query = """
         SELECT listing_id, claimed_brand, claimed_product, seller_id, label, verdict, reviewer, score,
-               model_version, expensive_cues, features FROM (
+               model_version, expensive_cues AS escalated, features FROM (
             SELECT *, row_number() OVER (PARTITION BY listing_id ORDER BY id DESC) AS nth FROM feedback
         ) WHERE nth = 1 ORDER BY listing_id"""
     with Catalog.open(workspace, schemas=[FEEDBACK_TABLES]) as catalog:
         rows = catalog.connection().execute(query).fetchall()
     meta_columns = [
         "listing_id", "claimed_brand", "claimed_product", "seller_id", "label", "verdict", "reviewer", "score",
-        "model_version", "expensive_cues",
+        "model_version", "escalated",
     ]  # fmt: skip
     frame = pd.DataFrame([row[:-1] for row in rows], columns=meta_columns)
-    frame["expensive_cues"] = frame["expensive_cues"].astype(bool)
+    frame["escalated"] = frame["escalated"].astype(bool)
     cues = pd.DataFrame([json.loads(row[-1]) for row in rows], dtype=np.float64)
     if not len(cues.columns):
         cues = pd.DataFrame(index=frame.index)

@@ -82,7 +82,7 @@ def page_attributions(predictor: CascadePredictor, results, chosen, ok) -> tuple
     if missing:
         return None, f"results lack the model's features {missing}: no attributions"
     rows = chosen[names].astype(np.float64)
-    escalated = chosen["expensive_cues"].fillna(False).astype(bool).to_numpy()
+    escalated = chosen["escalated"].fillna(False).astype(bool).to_numpy()
     replayed = predictor.scores(rows, escalated)
     recorded = chosen["score"].to_numpy(np.float64)
     if not np.allclose(replayed, recorded, atol=1e-6, equal_nan=True):

@@ -75,9 +75,9 @@ def run_metrics(results: pd.DataFrame, summary: Mapping | None = None) -> dict[s
                 "score.p95": float(scores.quantile(0.95)),
             }
         )
-    if "expensive_cues" in results:
+    if "escalated" in results:
         ok = decisions != "error"
-        metrics["expensive_cue_rate"] = float(results.loc[ok, "expensive_cues"].astype(float).mean())
+        metrics["escalation_rate"] = float(results.loc[ok, "escalated"].astype(float).mean())
     summary = summary or {}
     if summary.get("scored_now", 1) and isinstance(summary.get("images_per_s"), int | float):
         metrics["throughput.images_per_s"] = float(summary["images_per_s"])  # a resumed run's own speed

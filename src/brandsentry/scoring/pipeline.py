@@ -252,7 +252,7 @@ class ShardScorer:
                 "threshold": np.nan,
                 "top_ref_ids": [[] for _ in range(n)],
                 "top_similarities": [[] for _ in range(n)],
-                "expensive_cues": False,
+                "escalated": False,
                 "cue_failures": [[] for _ in range(n)],
                 "error": reason,
                 "error_detail": f"{type(exc).__name__}: {exc}"[:1000],

@@ -67,7 +67,7 @@ class ScoreSummary:
     errors: dict[str, int]
     error_fraction: float
     error_budget: float
-    expensive_cues: int
+    escalated: int
     scored_now: int
     images_per_s: float  # listings scored by this invocation per second of scoring
     elapsed_s: float  # wall time of this invocation, model loading included
@@ -207,16 +207,16 @@ def _summarise(
     decisions: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     failures: list = []
-    expensive = rows = 0
+    escalated = rows = 0
     for shard in shards:
         part = part_path(out, shard.number)
         if not _shard_done(out, shard):
             raise ScoreRunError(f"shard {part} is missing or incomplete after scoring")
-        frame = pd.read_parquet(part, columns=["decision", "error", "expensive_cues", "cue_failures"])
+        frame = pd.read_parquet(part, columns=["decision", "error", "escalated", "cue_failures"])
         rows += len(frame)
         decisions.update(frame["decision"].astype(str))
         errors.update(frame.loc[frame["decision"] == "error", "error"].fillna("unknown").astype(str))
-        expensive += int(frame["expensive_cues"].fillna(False).astype(bool).sum())
+        escalated += int(frame["escalated"].fillna(False).astype(bool).sum())
         failures.extend(entries for entries in frame["cue_failures"] if entries is not None and len(entries))
     fraction = decisions.get("error", 0) / rows if rows else 0.0
     return ScoreSummary(
@@ -233,7 +233,7 @@ def _summarise(
         errors=dict(sorted(errors.items())),
         error_fraction=fraction,
         error_budget=settings.error_budget,
-        expensive_cues=expensive,
+        escalated=escalated,
         scored_now=scored_now,
         images_per_s=scored_now / scoring_s if scored_now and scoring_s > 0 else 0.0,
         elapsed_s=elapsed_s,
