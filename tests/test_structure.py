@@ -152,3 +152,55 @@ def test_a_spawned_lane_imports_nothing_heavy_before_it_dies_with_its_parent():
     probe = f"import sys, brandsentry.scoring.lanes; print([m for m in {heavy!r} if m in sys.modules])"
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]", found.stdout + found.stderr
+
+
+# The stages in the README's order ("One module per stage"): a stage imports its own and earlier stages only.
+# The first entry holds what every stage may use; edges (CLI, portal, evaluation, synthetic world) are
+# outside the order: they may import any stage, and no stage imports them.
+STAGES = (
+    ("errors", "config", "settings", "files", "run_folder", "images", "plots", "retrieval_metrics"),
+    ("database",),
+    ("catalog",),
+    ("ingest",),
+    ("image_batches",),
+    ("embed", "embed_runtime"),
+    ("index", "index_faiss"),
+    ("index_sync",),
+    ("cues",),
+    ("features",),
+    ("ledger",),
+    ("feedback",),
+    ("classify",),
+    ("bundle",),
+    ("registry",),
+    ("train", "finetune"),
+    ("scoring",),
+    ("review",),
+)
+EDGES = ("cli", "portal", "evaluation", "synth")
+
+
+def stage_of(module: str) -> int | None:
+    """The stage rank of a brandsentry module (its top-level module or package); None for an edge."""
+    if module == "brandsentry":  # the package itself holds only its version
+        return 0
+    top = module.split(".")[1]
+    if top in EDGES:
+        return None
+    for rank, names in enumerate(STAGES):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module} is in no stage of tests/test_structure.py STAGES nor an edge")
+
+
+def test_imports_flow_downstream_between_the_stages():
+    upward = []
+    for module, targets in import_graph().items():
+        rank = stage_of(module)
+        for target in sorted(targets):
+            target_rank = stage_of(target)
+            if target_rank is None and rank is not None:
+                upward.append(f"{module} -> {target} (an edge)")
+            elif rank is not None and target_rank > rank:
+                upward.append(f"{module} -> {target}")
+    assert not upward, "upward imports:\n" + "\n".join(upward)

@@ -1,8 +1,9 @@
 """brandsentry: counterfeit screening for marketplaces.
 
 Stages, imports flowing downstream only:
-images → catalog → ingest → image_batches → embed → index → cues → classify → scoring → review.
-`portal` and `cli` are thin edges over them.
+images → database → catalog → ingest → image_batches → embed → index → index_sync → cues → features →
+ledger → feedback → classify → bundle → registry → train → scoring → review (tests/test_structure.py holds
+the order and checks it). `portal`, `cli`, `evaluation` and `synth` are edges over them.
 """
 
 __version__ = "0.1.0"
