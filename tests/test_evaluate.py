@@ -308,6 +308,7 @@ def test_benchmark_manifests_split_by_package_and_balance_classes(benchmark):
     assert all(len(set(kinds) - {""}) == 3 for kinds in per_photo.values())  # 3 different kinds per photo
 
 
+@pytest.mark.slow
 def test_benchmark_is_byte_identical_for_a_seed_and_reused_when_unchanged(grocery, benchmark, tmp_path):
     def digest(root: Path) -> str:
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".jpg", ".png", ".csv"})
@@ -357,6 +358,7 @@ def test_cli_prints_the_figures_and_logs_them_to_the_evaluation_experiment(produ
     assert logged.data.metrics == {"R_1": 0.5} and logged.data.params == {"views": "flip", "mAP": "nan"}
 
 
+@pytest.mark.slow
 def test_tampered_logo_runs_the_pipeline_and_reports_test_figures_per_kind(grocery, benchmark, tmp_path):
     from brandsentry.evaluation.tampered_logo import run_tampered_logo
 

@@ -7,14 +7,14 @@ import pytest
 
 from brandsentry.run_folder import EMBEDDINGS_DIR, embedding_files
 from brandsentry.scoring import score_run
-from test_score import comparable, read_results, reference, score_config, world  # noqa: F401 (fixtures)
+from conftest import comparable, read_results, score_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_ray_engine_matches_the_local_engine(world, reference, tmp_path):  # noqa: F811 (fixtures)
+def test_ray_engine_matches_the_local_engine(world, reference, tmp_path):
     pytest.importorskip("ray.data")
     import ray
 

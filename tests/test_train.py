@@ -93,6 +93,7 @@ def test_training_run_is_recorded_in_mlflow(tiny_trained, client):
     assert client.get_model_version("brandsentry", "1").run_id == result.run_id
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_one_job_per_value_and_reuses_features(tiny_trained, tmp_path, capsys):
     workspace = copy_workspace(tiny_trained.workspace, tmp_path / "workspace")
     overrides = [o for o in tiny_trained.overrides if not o.startswith("classifier.")]

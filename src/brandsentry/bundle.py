@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from brandsentry.cues import CueConfig, feature_names
 from brandsentry.embed import Embedder, EmbedderIdentity
 from brandsentry.errors import BrandsentryError
 from brandsentry.features import OPTIONAL_LISTING_COLUMNS, FeatureSettings, ScoringContext
-from brandsentry.files import atomic_write_text
+from brandsentry.files import atomic_folder, atomic_write_text
 from brandsentry.images import DecodeLimits
 from brandsentry.index import (
     CURRENT,
@@ -147,8 +145,7 @@ def write_bundle(
     if not (source / "manifest.json").is_file():
         raise BundleError(f"index version {metadata.index_version} is no longer under {index_root}")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
-    try:
+    with atomic_folder(directory, mode=0o755) as temp:  # a bundle is read by other users and services
         shutil.copytree(source, temp / "index" / source.name)
         (temp / "index" / CURRENT).write_text(source.name + "\n", encoding="utf-8")
         if latest_manifest(temp / "index").embedder != metadata.embedder:
@@ -168,11 +165,6 @@ def write_bundle(
         }
         _write_json(temp / "assets.json", assets)
         _write_json(temp / BUNDLE_FILE, asdict(metadata))
-        temp.chmod(0o755)  # mkdtemp made it private; a bundle is read by other users and services
-        os.rename(temp, directory)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return directory
 
 

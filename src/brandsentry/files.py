@@ -118,15 +118,17 @@ def swap_in(staging: Path, final: Path) -> Path:
 
 
 @contextmanager
-def atomic_folder(final: Path) -> Iterator[Path]:
+def atomic_folder(final: Path, mode: int | None = None) -> Iterator[Path]:
     """A staging folder to fill (`.tmp-NAME-XXXXXXXX` beside `final`), swapped in as `final` when the block
     ends normally and removed when it raises; a killed process leaves the staging folder for its owner to
-    collect by `STAGING_PREFIX`.
+    collect by `STAGING_PREFIX`. `mode`: the folder's permissions once in place (mkdtemp makes it private).
     """
     final = Path(final)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{final.name}-", dir=final.parent))
     try:
         yield staging
+        if mode is not None:
+            staging.chmod(mode)
         swap_in(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,8 +15,6 @@ import json
 import logging
 import math
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from brandsentry.feedback import CUE_COLUMNS
-from brandsentry.files import swap_in
+from brandsentry.files import atomic_folder
 from brandsentry.review.attribution import CascadePredictor, page_attributions
 from brandsentry.review.settings import ReviewSettings
 from brandsentry.review.tables import fmt_number
@@ -370,8 +368,7 @@ def build_evidence_page(
     medians = ok[cue_names].astype(np.float64).median(skipna=True)
     wordmarks_of = {str(b).strip().casefold(): tuple(w) for b, w in wordmarks.items()}
     out_dir = Path(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".evidence-", dir=out_dir))
-    try:
+    with atomic_folder(out_dir / EVIDENCE_DIR) as staging:
         items = []
         for rank, (index, row) in enumerate(chosen.iterrows(), start=1):
             row = row.to_dict()
@@ -401,10 +398,7 @@ def build_evidence_page(
         (staging / "items.json").write_text(
             json.dumps([_item_json(item) for item in items], indent=1), encoding="utf-8"
         )
-        final = swap_in(staging, out_dir / EVIDENCE_DIR)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    final = out_dir / EVIDENCE_DIR
     return EvidencePage(final, final / "index.html", tuple(items), attribution)
 
 
