@@ -20,16 +20,23 @@ from omegaconf import OmegaConf
 from brandsentry.classify import ClassifierSettings
 from brandsentry.config import config_dir, load_config
 from brandsentry.cues import CueConfig
+from brandsentry.evaluation import suite_settings
+from brandsentry.evaluation.logo_brand import LogoBrandSettings
+from brandsentry.evaluation.retrieval import RetrievalSettings
+from brandsentry.evaluation.tampered_logo import TamperedLogoSettings
 from brandsentry.features import FeatureSettings
+from brandsentry.finetune import FinetuneSettings
 from brandsentry.images import DecodeLimits
 from brandsentry.index import IndexParams
 from brandsentry.portal.service import PortalSettings
 from brandsentry.review import ReviewSettings
+from brandsentry.synth import SynthParams
 
 CONFIGS = config_dir()
 BASE = "base"  # what every primary config starts from
 PRIMARIES = tuple(sorted(path.stem for path in CONFIGS.glob("*.yaml") if path.stem != BASE))
-# config group -> the frozen settings read from it by `brandsentry.settings.load_settings`
+# config group -> the frozen settings read from it by `brandsentry.settings.load_settings`, or option ->
+# settings where each option of the group has its own (the evaluation suites)
 SETTINGS = {
     "cues": CueConfig,
     "classifier": ClassifierSettings,
@@ -37,7 +44,19 @@ SETTINGS = {
     "images": DecodeLimits,
     "portal": PortalSettings,
     "features": FeatureSettings,
+    "finetune": FinetuneSettings,
+    "synth": SynthParams,
+    "eval": {
+        "retrieval": RetrievalSettings,
+        "logo_brand": LogoBrandSettings,
+        "tampered_logo": TamperedLogoSettings,
+    },
 }
+
+
+def settings_of(group: str, option: str) -> type:
+    found = SETTINGS[group]
+    return found[option] if isinstance(found, dict) else found
 
 
 def defaults_of(config: str) -> dict[str, str | None]:
@@ -87,6 +106,12 @@ def check_stage_sections(cfg) -> None:
         PortalSettings.from_config(cfg.portal)
     if "features" in cfg:
         FeatureSettings.from_config(cfg.features)
+    if "finetune" in cfg:
+        FinetuneSettings.from_config(cfg.finetune)
+    if "synth" in cfg:
+        SynthParams.from_config(cfg.synth)
+    if "eval" in cfg:  # the data directory is the command line's
+        suite_settings(OmegaConf.merge(cfg, {"eval": {"data_dir": "x"}}))
 
 
 def settings_keys(cls) -> dict:
@@ -122,7 +147,7 @@ def test_every_primary_starts_from_the_base_and_repeats_none_of_it(primary):
 def test_every_option_of_a_settings_group_holds_exactly_the_settings_fields(group, option):
     primary = next(p for p in PRIMARIES if group in defaults_of(p))
     node = load_config([f"{group}={option}"], config_name=primary)[group]
-    expected = settings_keys(SETTINGS[group])
+    expected = settings_keys(settings_of(group, option))
     assert yaml_keys(node, expected) == expected
 
 

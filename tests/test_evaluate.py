@@ -36,6 +36,7 @@ from brandsentry.evaluation.tamper import (
     one_letter_changed,
     tamper_change,
 )
+from brandsentry.settings import default_settings
 
 TINY = ["embedder=tiny_random", "eval.log=false"]
 
@@ -131,20 +132,61 @@ def test_mirrored_views_average_an_image_with_its_mirror(tmp_path):
 def test_eval_knobs_are_the_embedder_options(tmp_path):
     """`eval.gem_p=P` is `embedder.pool=gem embedder.gem_p=P`; no `eval.views` is the embedder's own view."""
     from brandsentry.embed import Embedder
-    from brandsentry.evaluation.retrieval import suite_embedder_config, suite_views
+    from brandsentry.evaluation.retrieval import RetrievalSettings, suite_embedder_config, suite_views
 
     files = [save(tmp_path / f"{seed}.png", texture((96, 80), seed)) for seed in range(2)]
     cfg = load_config([*TINY, "eval=retrieval", "eval.data_dir=x", "eval.gem_p=3"], config_name="evaluate")
-    shorthand = Embedder.from_config(suite_embedder_config(cfg))
+    suite = RetrievalSettings.from_config(cfg.eval)
+    assert suite.gem_p == 3.0 and suite.views is None
+    shorthand = Embedder.from_config(suite_embedder_config(cfg.embedder, suite.gem_p))
     plain = OmegaConf.to_container(cfg.embedder)
     options = Embedder.from_config({**plain, "view": "full", "pool": "gem", "gem_p": 3.0})
     assert shorthand.identity.pool == "gem" and shorthand.identity.gem_p == 3.0
-    assert suite_views(cfg, shorthand) == ("center",) and suite_views(cfg, options) == ("full",)
+    assert suite_views(suite.views, shorthand) == ("center",) and suite_views(suite.views, options) == (
+        "full",
+    )
     via_knobs, _ = embed_views(shorthand, files, ("full",))
     via_options, _ = embed_views(options, files)  # the production path: embed_files
     assert np.allclose(via_knobs.vectors, via_options.vectors, atol=1e-5)
     average, _ = embed_views(Embedder.from_config(cfg.embedder), files, ("full",))
     assert not np.allclose(average.vectors, via_options.vectors, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["eval=retrieval", "+eval.max_query=5"], r"eval\.max_query \(did you mean eval\.max_queries\?\)"),
+        (["eval=logo_brand", "eval.views=[center, flop]"], r"unknown eval\.views \['flop'\]"),
+        (["eval=tampered_logo", "+eval.benchmark.kind=[mirrored]"], r"did you mean eval\.benchmark\.kinds\?"),
+        (
+            ["eval=tampered_logo", "+eval.benchmark.photometric.jpeg=[5, 9]"],
+            r"unknown config key\(s\) eval\.benchmark\.photometric\.jpeg;",
+        ),
+        (
+            ["eval=tampered_logo", "eval.benchmark.kinds=[mirrored, smudged]"],
+            r"unknown tamper kind\(s\) \['smudged'\]",
+        ),
+        (["eval=retrieval", "+finetune.epoch=1"], r"finetune\.epoch \(did you mean finetune\.epochs\?\)"),
+        (["eval=retrieval", "finetune.batch_size=1"], r"finetune needs epochs >= 1 and batch_size >= 2"),
+    ],
+)
+def test_eval_and_finetune_settings_refuse_unknown_keys_and_bad_values(overrides, message):
+    from brandsentry.errors import ConfigError
+    from brandsentry.evaluation import suite_settings
+    from brandsentry.finetune import FinetuneSettings
+
+    cfg = load_config([*TINY, "eval.data_dir=x", *overrides], config_name="evaluate")
+    with pytest.raises(ConfigError, match=message):
+        suite_settings(cfg)
+        FinetuneSettings.from_config(cfg.finetune)
+
+
+def test_eval_settings_need_the_data_dir():
+    from brandsentry.errors import ConfigError
+    from brandsentry.evaluation import evaluate
+
+    with pytest.raises(ConfigError, match=r"eval\.data_dir not set"):
+        evaluate([*TINY, "eval=logo_brand"], progress=False)
 
 
 @pytest.fixture
@@ -270,8 +312,9 @@ SMALL = {
 
 
 def small_settings(**changes) -> BenchmarkSettings:
-    values = {**SMALL, "split": tuple(SMALL["split"].items()), "seed": 0, "ocr_threads": 1}
-    return BenchmarkSettings(**{**values, **changes})
+    """configs/eval/tampered_logo.yaml's benchmark (seed 0) with SMALL and `changes`."""
+    changes = {**SMALL, "ocr_threads": 1, **changes}
+    return default_settings(BenchmarkSettings, "eval.benchmark/tampered_logo", **changes)
 
 
 @pytest.fixture(scope="module")

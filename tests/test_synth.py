@@ -233,6 +233,11 @@ def test_day_needs_the_same_world(tiny_world, tmp_path):
         ("synth.listings=10", "too few"),
         ("synth.brands=0", "synth.brands"),
         ("synth.split.train=0.9", "split"),
+        ("+synth.listing=70", r"synth\.listing \(did you mean synth\.listings\?\)"),
+        ("+synth.resolution.mid=500", r"synth\.resolution\.mid"),
+        ("~synth.counterfeit_mix.wrong_font", r"no weight for \['wrong_font'\]"),
+        ("~synth.drift", r"synth\.drift not set"),
+        ("synth.brands=2.5", r"synth\.brands must be int"),
     ],
 )
 def test_bad_parameters_are_refused(tmp_path, override, message):

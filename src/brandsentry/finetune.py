@@ -29,6 +29,7 @@ from brandsentry.embed import create_backbone, preprocessing_for, set_pooling
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import atomic_write
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
+from brandsentry.settings import load_settings
 
 
 class FinetuneError(BrandsentryError):
@@ -37,21 +38,22 @@ class FinetuneError(BrandsentryError):
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """The `finetune` config group."""
+    """The `finetune` config group (configs/finetune/), validated."""
 
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 1e-4  # backbone stages that learn
-    head_lr: float = 1e-2  # the ArcFace class weights
-    weight_decay: float = 1e-4
-    margin: float = 0.3  # additive angular margin (radians)
-    scale: float = 30.0
-    train_stages: int = 3  # the last N of the backbone's stages learn; the others stay frozen
-    min_scale: float = 0.35  # smallest crop area (share of the image) of the random resized crop
-    input_size: int | None = None  # None: the embedder's
-    device: str = "auto"
-    threads: int | None = None
-    num_workers: int = 1
+    enabled: bool  # the suites fine-tune before they embed (finetune_embedder itself ignores it)
+    epochs: int
+    batch_size: int
+    lr: float  # backbone stages that learn
+    head_lr: float  # the ArcFace class weights
+    weight_decay: float
+    margin: float  # additive angular margin (radians)
+    scale: float
+    train_stages: int  # the last N of the backbone's stages learn; the others stay frozen
+    min_scale: float  # smallest crop area (share of the image) of the random resized crop
+    input_size: int | None  # None: the embedder's
+    device: str  # auto = cuda when available
+    threads: int | None  # torch intra-op threads on CPU (None: torch's default)
+    num_workers: int  # augmentation worker processes
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2:
@@ -62,8 +64,8 @@ class FinetuneSettings:
             raise ConfigError(f"finetune.min_scale must be in (0, 1], got {self.min_scale}")
 
     @classmethod
-    def from_config(cls, cfg) -> FinetuneSettings:
-        return cls(**{key: cfg[key] for key in cfg if key in cls.__dataclass_fields__})
+    def from_config(cls, finetune_cfg) -> FinetuneSettings:
+        return load_settings(cls, finetune_cfg, "finetune")
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,12 @@ def finetune_embedder(
     seed = int(cfg.seed)
     torch.manual_seed(seed)
     arch, weights = str(require(cfg, "embedder.arch")), str(require(cfg, "embedder.weights"))
-    model, _ = create_backbone(arch, weights, int(cfg.embedder.get("seed", 0)))
+    # seed, pool, gem_p and input_size are set by every configs/embedder/ option
+    embedder = cfg.embedder
+    model, _ = create_backbone(arch, weights, int(embedder.seed))
     # learn under the pooling the embedder will use (GeM has no parameters: the state dict is unchanged)
-    set_pooling(model, str(cfg.embedder.get("pool", "avg")), cfg.embedder.get("gem_p"))
-    preprocessing = preprocessing_for(model, settings.input_size or cfg.embedder.get("input_size"))
+    set_pooling(model, str(embedder.pool), embedder.gem_p)
+    preprocessing = preprocessing_for(model, settings.input_size or embedder.input_size)
     limits = DecodeLimits.from_config(cfg.images)
 
     images, kept_labels, failed = [], [], []

@@ -45,14 +45,12 @@ def _config(overrides: list[str]):
 
 
 def _world(args: argparse.Namespace, overrides: list[str]) -> int:
-    from brandsentry.config import require
-    from brandsentry.synth import generate_day, generate_world
+    from brandsentry.synth import SynthParams, generate_day, generate_world
 
-    cfg = _config(overrides)
-    out = Path(str(require(cfg, "synth.out")))
-    day = int(require(cfg, "synth.day"))
+    params = SynthParams.from_config(_config(overrides).synth)
+    out, day = params.out, params.day
     if day == 1 or not (out / "world.json").is_file():
-        summary = generate_world(out, cfg.synth)
+        summary = generate_world(out, params)
         kinds = ", ".join(f"{kind or 'authentic'} {count}" for kind, count in summary.kinds.items())
         print(
             f"world in {out}: {summary.brands} brands, {summary.products} products, {summary.references} "
@@ -60,19 +58,15 @@ def _world(args: argparse.Namespace, overrides: list[str]) -> int:
             f"({summary.listings_manifest.name}: {kinds}) in {summary.seconds:.1f} s"
         )
     if day > 1:
-        manifest = generate_day(out, cfg.synth, day)
+        manifest = generate_day(out, params, day)
         print(f"day {day}: {manifest}")
     return 0
 
 
 def _sheet(args: argparse.Namespace, overrides: list[str]) -> int:
-    from brandsentry.config import require
-    from brandsentry.synth import contact_sheet
+    from brandsentry.synth import SynthParams, contact_sheet
 
-    cfg = _config(overrides)
-    out = Path(str(require(cfg, "synth.out")))
-    path = contact_sheet(
-        out, int(require(cfg, "synth.day")), args.output, columns=args.columns, thumb=args.thumb
-    )
+    params = SynthParams.from_config(_config(overrides).synth)
+    path = contact_sheet(params.out, params.day, args.output, columns=args.columns, thumb=args.thumb)
     print(f"contact sheet: {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

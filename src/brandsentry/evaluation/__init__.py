@@ -17,7 +17,25 @@ from brandsentry.evaluation.report import EXPERIMENT, SuiteResult, log_result
 
 SUITES = ("retrieval", "logo_brand", "tampered_logo")
 
-__all__ = ["EXPERIMENT", "SUITES", "SuiteResult", "evaluate", "log_result", "run_suite"]
+__all__ = ["EXPERIMENT", "SUITES", "SuiteResult", "evaluate", "log_result", "run_suite", "suite_settings"]
+
+
+def suite_settings(cfg: DictConfig):
+    """The settings of suite `cfg.eval.suite`, read from `cfg.eval` (each suite has its own settings class)."""
+    suite = str(cfg.eval.suite)
+    if suite == "retrieval":
+        from brandsentry.evaluation.retrieval import RetrievalSettings
+
+        return RetrievalSettings.from_config(cfg.eval)
+    if suite == "logo_brand":
+        from brandsentry.evaluation.logo_brand import LogoBrandSettings
+
+        return LogoBrandSettings.from_config(cfg.eval)
+    if suite == "tampered_logo":
+        from brandsentry.evaluation.tampered_logo import TamperedLogoSettings
+
+        return TamperedLogoSettings.from_config(cfg.eval)
+    raise ConfigError(f"unknown evaluation suite {suite!r}; one of {list(SUITES)}")
 
 
 def run_suite(cfg: DictConfig, overrides: Sequence[str] = (), progress: bool = True) -> SuiteResult:
@@ -44,8 +62,9 @@ def evaluate(overrides: Sequence[str], progress: bool = True) -> tuple[SuiteResu
     Returns the result and the MLflow run id (None when not logged).
     """
     cfg = load_config(list(overrides), config_name="evaluate")
+    settings = suite_settings(cfg)  # a misspelt or missing eval.* key fails here, before any work
     result = run_suite(cfg, overrides, progress)
-    if not cfg.eval.get("log", True):
+    if not settings.log:
         return result, None
     workspace = Workspace.from_config(cfg).ensure()
     return result, log_result(workspace.mlflow_uri, workspace.mlflow_artifacts, result)

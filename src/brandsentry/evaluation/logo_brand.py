@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
-from brandsentry.config import require
 from brandsentry.cues import CueConfig, LogoTemplate, build_brand_assets
 from brandsentry.cues.imagestats import to_grey
 from brandsentry.cues.keypoints import extract
 from brandsentry.cues.logo import inlier_spread, is_verified, verify_template, work_image
 from brandsentry.embed import Embedder
+from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import labelled_images
 from brandsentry.evaluation.report import SuiteResult
 from brandsentry.evaluation.retrieval import (
+    check_max_queries,
+    check_views,
     embed_views,
     embedder_params,
     subsample,
@@ -35,6 +38,29 @@ from brandsentry.evaluation.retrieval import (
 from brandsentry.features import FeatureSettings
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.retrieval_metrics import recall_at_k
+from brandsentry.settings import load_settings
+
+
+@dataclass(frozen=True)
+class LogoBrandSettings:
+    """The `eval` config of suite `logo_brand` (configs/eval/logo_brand.yaml), validated."""
+
+    suite: str
+    data_dir: Path  # <brand>/<n>.jpg
+    max_queries: int | None  # a seeded random subset of the queries (every logo stays a candidate)
+    views: tuple[str, ...] | None  # test-time views of the embedder; None: its own view
+    gem_p: float | None  # shorthand for embedder.pool=gem embedder.gem_p=P
+    log: bool  # log to MLflow experiment `evaluation`
+
+    def __post_init__(self):
+        if self.suite != "logo_brand":
+            raise ConfigError(f"eval.suite must be 'logo_brand' for these settings, got {self.suite!r}")
+        check_max_queries(self.max_queries, "eval.max_queries")
+        check_views(self.views, "eval.views")
+
+    @classmethod
+    def from_config(cls, eval_cfg) -> LogoBrandSettings:
+        return load_settings(cls, eval_cfg, "eval")
 
 
 def leave_one_out_ranking(vectors: np.ndarray) -> np.ndarray:
@@ -68,8 +94,8 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     """Leave-one-out brand R@1 (and R@5) of the embedder and brand R@1 of the logo cue."""
     from tqdm import tqdm
 
-    suite = cfg.eval
-    data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser()
+    suite = LogoBrandSettings.from_config(cfg.eval)
+    data_dir = suite.data_dir.expanduser()
     seed = int(cfg.seed)
     limits = DecodeLimits.from_config(cfg.images)
     started = time.perf_counter()
@@ -86,11 +112,11 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     brands, counts = np.unique(labels[usable], return_counts=True)
     findable = set(brands[counts >= 2].tolist())
     candidates = np.array([i for i in usable if labels[i] in findable])
-    queries = subsample(candidates, suite.get("max_queries"), seed)
+    queries = subsample(candidates, suite.max_queries, seed)
 
-    embedder_cfg = suite_embedder_config(cfg)
+    embedder_cfg = suite_embedder_config(cfg.embedder, suite.gem_p)
     embedder = Embedder.from_config(embedder_cfg)
-    views = suite_views(cfg, embedder)
+    views = suite_views(suite.views, embedder)
     paths = [images.paths[i] for i in usable]
     embeddings, failures = embed_views(embedder, paths, views, limits, progress)
     failed += [f"{paths[int(i)]}: {error.reason} (embedder)" for i, error in failures]
@@ -135,9 +161,9 @@ def run_logo_brand(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     }
     params = {
         "data_dir": str(data_dir),
-        "max_queries": str(suite.get("max_queries")),
+        "max_queries": str(suite.max_queries),
         "views": "+".join(views),
-        "gem_p": str(suite.get("gem_p")),
+        "gem_p": str(suite.gem_p),
         "seed": str(seed),
         "logo_detector": cues.logo.detector,
         **embedder_params(embedder, embedder_cfg),

@@ -13,41 +13,77 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from brandsentry.config import require
 from brandsentry.embed import Embedder, Embeddings, Preprocessing
 from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import folder_split, labelled_images
 from brandsentry.evaluation.report import SuiteResult
+from brandsentry.finetune import FinetuneSettings
 from brandsentry.image_batches import ImageBatches
 from brandsentry.images import DecodeLimits, ImageDecodeError
 from brandsentry.retrieval_metrics import retrieval_report
-from brandsentry.settings import default_settings
+from brandsentry.settings import default_settings, load_settings
 
 VIEWS = ("center", "flip", "full", "full_flip")
 DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 
 
-def suite_embedder_config(cfg: DictConfig, embedder_cfg: DictConfig | None = None) -> DictConfig:
-    """The embedder config a suite evaluates: `embedder_cfg` (default `cfg.embedder`) with `eval.gem_p` applied."""
-    embedder_cfg = cfg.embedder if embedder_cfg is None else embedder_cfg
-    gem_p = cfg.eval.get("gem_p")
+def check_views(views: Sequence[str] | None, key: str) -> None:
+    """`views` (None: the embedder's own) must be known test-time views, at least one."""
+    if views is None:
+        return
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown or not views:
+        raise ConfigError(f"unknown {key} {unknown}; choose from {list(VIEWS)}")
+
+
+def check_max_queries(max_queries: int | None, key: str) -> None:
+    if max_queries is not None and max_queries < 1:
+        raise ConfigError(f"{key} must be >= 1 or null, got {max_queries}")
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """The `eval` config of suite `retrieval` (configs/eval/retrieval.yaml), validated."""
+
+    suite: str
+    data_dir: Path  # <product>/<frame>.jpg
+    reference_every: int  # frames 0, k, 2k, ... of each product are references, the others queries
+    max_queries: int | None  # a seeded random subset of the queries (references always all)
+    views: tuple[str, ...] | None  # test-time views averaged per image; None: the embedder's own
+    gem_p: float | None  # shorthand for embedder.pool=gem embedder.gem_p=P
+    log: bool  # log to MLflow experiment `evaluation`
+
+    def __post_init__(self):
+        if self.suite != "retrieval":
+            raise ConfigError(f"eval.suite must be 'retrieval' for these settings, got {self.suite!r}")
+        if self.reference_every < 1:
+            raise ConfigError(f"eval.reference_every must be >= 1, got {self.reference_every}")
+        check_max_queries(self.max_queries, "eval.max_queries")
+        check_views(self.views, "eval.views")
+
+    @classmethod
+    def from_config(cls, eval_cfg) -> RetrievalSettings:
+        return load_settings(cls, eval_cfg, "eval")
+
+
+def suite_embedder_config(embedder_cfg: DictConfig, gem_p: float | None) -> DictConfig:
+    """The embedder config a suite evaluates: `embedder_cfg` with the suite's `eval.gem_p` applied."""
     if gem_p is None:
         return embedder_cfg
     plain = OmegaConf.to_container(embedder_cfg, resolve=True)
     return OmegaConf.create({**plain, "pool": "gem", "gem_p": float(gem_p)})
 
 
-def suite_views(cfg: DictConfig, embedder: Embedder) -> tuple[str, ...]:
-    """`eval.views`, or the embedder's own view when unset (the production embedding)."""
-    views = cfg.eval.get("views")
-    return (embedder.preprocessing.view,) if views is None else tuple(str(v) for v in views)
+def suite_views(views: Sequence[str] | None, embedder: Embedder) -> tuple[str, ...]:
+    """The suite's `eval.views`, or the embedder's own view when unset (the production embedding)."""
+    return (embedder.preprocessing.view,) if views is None else tuple(views)
 
 
 class ViewStack:
@@ -134,20 +170,21 @@ def embedder_params(embedder: Embedder, embedder_cfg: DictConfig) -> dict[str, s
 
 def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     """R@1, R@5 and mAP of the configured embedder (optionally fine-tuned on the references first)."""
-    suite = cfg.eval
-    data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser()
+    suite = RetrievalSettings.from_config(cfg.eval)
+    finetune = FinetuneSettings.from_config(cfg.finetune)
+    data_dir = suite.data_dir.expanduser()
     seed = int(cfg.seed)
     limits = DecodeLimits.from_config(cfg.images)
     started = time.perf_counter()
     images = labelled_images(data_dir)
-    is_reference = folder_split(images, int(suite.reference_every))
+    is_reference = folder_split(images, suite.reference_every)
     reference_idx = np.flatnonzero(is_reference)
-    query_idx = subsample(np.flatnonzero(~is_reference), suite.get("max_queries"), seed)
+    query_idx = subsample(np.flatnonzero(~is_reference), suite.max_queries, seed)
     labels = np.asarray(images.labels)
     paths = np.asarray(images.paths, dtype=object)
 
     embedder_cfg, finetuned = cfg.embedder, {}
-    if cfg.finetune.enabled:
+    if finetune.enabled:
         from brandsentry.finetune import finetune_embedder, weights_path
 
         out = weights_path(cfg, "retrieval")
@@ -156,9 +193,9 @@ def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
         )
         embedder_cfg = OmegaConf.merge(cfg.embedder, {"weights": str(out)})
         finetuned = report.params()
-    embedder_cfg = suite_embedder_config(cfg, embedder_cfg)
+    embedder_cfg = suite_embedder_config(embedder_cfg, suite.gem_p)
     embedder = Embedder.from_config(embedder_cfg)
-    views = suite_views(cfg, embedder)
+    views = suite_views(suite.views, embedder)
     embed_started = time.perf_counter()
     chosen = np.concatenate([reference_idx, query_idx])
     embeddings, failures = embed_views(embedder, list(paths[chosen]), views, limits, progress)
@@ -182,9 +219,9 @@ def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
     params = {
         "data_dir": str(data_dir),
         "reference_every": str(suite.reference_every),
-        "max_queries": str(suite.get("max_queries")),
+        "max_queries": str(suite.max_queries),
         "views": "+".join(views),
-        "gem_p": str(suite.get("gem_p")),
+        "gem_p": str(suite.gem_p),
         "seed": str(seed),
         **embedder_params(embedder, embedder_cfg),
         **finetuned,

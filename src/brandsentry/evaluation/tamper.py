@@ -21,7 +21,8 @@ import json
 import math
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import PackagePhoto, read_grocery230
 from brandsentry.files import atomic_write_text
+from brandsentry.settings import load_settings
 
 TAMPER_KINDS = (
     "hue_rotated",
@@ -56,37 +58,38 @@ BENCHMARK_FILE = "benchmark.json"
 class Photometric:
     """Ranges of the capture changes every listing goes through (authentic and counterfeit alike)."""
 
-    crop: float = 0.1  # up to this share of the width/height cut from each side (logos stay inside)
-    brightness: float = 0.2
-    contrast: float = 0.2
-    gamma: float = 0.2
-    white_balance: float = 0.06  # per-channel gain spread
-    jpeg_quality: tuple[int, int] = (55, 95)
+    crop: float  # up to this share of the width/height cut from each side (logos stay inside)
+    brightness: float
+    contrast: float
+    gamma: float
+    white_balance: float  # per-channel gain spread
+    jpeg_quality: tuple[int, int]  # (lowest, highest)
 
 
 @dataclass(frozen=True)
 class BenchmarkSettings:
-    """How the benchmark is drawn; its fingerprint decides whether a generated benchmark can be reused."""
+    """How the benchmark is drawn (`eval.benchmark` of configs/eval/tampered_logo.yaml); its fingerprint
+    decides whether a generated benchmark can be reused."""
 
-    seed: int = 0
-    kinds: tuple[str, ...] = TAMPER_KINDS
-    authentic_per_photo: int = 2
-    counterfeits_per_photo: int = 2
-    split: tuple[tuple[str, float], ...] = (("train", 0.45), ("validation", 0.15), ("test", 0.4))
-    max_packages: int | None = None
-    min_change: float = 10.0  # mean |difference| (0-255) inside the logo regions a tamper must reach
-    logo_margin: float = 0.1  # logo reference crops extend the polygon's box by this share per side
-    ocr_upscale: int = 3  # logo crops are enlarged this much before OCR (small print reads badly)
-    ocr_min_score: float = 0.8
-    ocr_threads: int = 0
-    photometric: Photometric = field(default_factory=Photometric)
+    seed: int
+    kinds: tuple[str, ...]
+    authentic_per_photo: int
+    counterfeits_per_photo: int
+    split: dict[str, float]  # split -> fraction of the packages, in this order
+    max_packages: int | None
+    min_change: float  # mean |difference| (0-255) inside the logo regions a tamper must reach
+    logo_margin: float  # logo reference crops extend the polygon's box by this share per side
+    ocr_upscale: int  # logo crops are enlarged this much before OCR (small print reads badly)
+    ocr_min_score: float
+    ocr_threads: int
+    photometric: Photometric
 
     def __post_init__(self):
         unknown = sorted(set(self.kinds) - set(TAMPER_KINDS))
         if unknown or not self.kinds:
             raise ConfigError(f"unknown tamper kind(s) {unknown}; choose from {list(TAMPER_KINDS)}")
-        bad_splits = sorted({name for name, _ in self.split} - set(SPLITS))
-        if bad_splits or not any(fraction > 0 for _, fraction in self.split):
+        bad_splits = sorted(set(self.split) - set(SPLITS))
+        if bad_splits or not any(fraction > 0 for fraction in self.split.values()):
             raise ConfigError(f"benchmark split {dict(self.split)} must give fractions to {list(SPLITS)}")
         if self.counterfeits_per_photo > len(self.kinds):
             raise ConfigError(
@@ -96,21 +99,16 @@ class BenchmarkSettings:
             raise ConfigError("authentic_per_photo and counterfeits_per_photo must be >= 1")
 
     @classmethod
-    def from_config(cls, cfg, seed: int) -> BenchmarkSettings:
+    def from_config(cls, benchmark_cfg) -> BenchmarkSettings:
         """From the `eval.benchmark` section (kinds, split fractions, photometric ranges, ...)."""
-        values = {key: cfg[key] for key in cfg if key in cls.__dataclass_fields__}
-        values["kinds"] = tuple(str(kind) for kind in values.get("kinds", TAMPER_KINDS))
-        if "split" in values:
-            values["split"] = tuple((str(k), float(v)) for k, v in values["split"].items())
-        if "photometric" in values:
-            photometric = dict(values["photometric"])
-            if "jpeg_quality" in photometric:
-                photometric["jpeg_quality"] = tuple(int(q) for q in photometric["jpeg_quality"])
-            values["photometric"] = Photometric(**photometric)
-        return cls(seed=int(seed), **values)
+        return load_settings(cls, benchmark_cfg, "eval.benchmark")
+
+    def record(self) -> dict:
+        """The settings as benchmark.json records them (the split as [name, fraction] pairs, in order)."""
+        return {**asdict(self), "split": [[name, fraction] for name, fraction in self.split.items()]}
 
     def fingerprint(self) -> str:
-        data = asdict(self)
+        data = self.record()
         data.pop("ocr_threads")  # speed only
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -361,12 +359,12 @@ def photometric(
 # ---- the benchmark ---------------------------------------------------------------------------------------
 
 
-def assign_splits(packages: list[str], split: tuple[tuple[str, float], ...], seed: int) -> dict[str, str]:
+def assign_splits(packages: list[str], split: Mapping[str, float], seed: int) -> dict[str, str]:
     """package -> split, by a seeded permutation cut in proportion to the fractions (a package never straddles)."""
     order = np.random.default_rng([seed, 0x5917]).permutation(len(packages))
-    total = sum(fraction for _, fraction in split)
+    total = sum(split.values())
     assigned, start = {}, 0
-    for number, (name, fraction) in enumerate(split):
+    for number, (name, fraction) in enumerate(split.items()):
         end = len(packages) if number == len(split) - 1 else start + round(len(packages) * fraction / total)
         for i in order[start:end]:
             assigned[packages[i]] = name
@@ -568,7 +566,7 @@ def build_benchmark(
     summary = {
         "fingerprint": settings.fingerprint(),
         "data_dir": str(Path(data_dir).resolve()),
-        "settings": asdict(settings),
+        "settings": settings.record(),
         "packages": len(packages),
         "packages_per_split": dict(Counter(split_of.values())),
         "references": len(refs.rows),

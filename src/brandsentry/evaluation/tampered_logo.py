@@ -15,14 +15,16 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from brandsentry.config import Workspace, load_config, require
+from brandsentry.config import Workspace, load_config
 from brandsentry.errors import ConfigError
 from brandsentry.evaluation.report import SuiteResult
 from brandsentry.evaluation.tamper import Benchmark, BenchmarkSettings, build_benchmark
+from brandsentry.settings import load_settings
 
 # Config roots of configs/train.yaml that a command-line override of `brandsentry evaluate` may also set
 # for the training runs; workspace, listings and paths belong to the scratch workspace.
@@ -44,6 +46,28 @@ MARKER = "benchmark.fingerprint"
 HEADLINE = ("roc_auc", "pr_auc", "recall_at_p95", "recall_at_p90", "flag_precision", "flag_recall",
             "escalation_rate", "full.roc_auc", "cheap.roc_auc", "n", "positives")  # fmt: skip
 VALIDATION = ("roc_auc", "recall_at_p95", "flag_precision", "flag_recall")
+
+
+@dataclass(frozen=True)
+class TamperedLogoSettings:
+    """The `eval` config of suite `tampered_logo` (configs/eval/tampered_logo.yaml), validated."""
+
+    suite: str
+    data_dir: Path  # images/*.jpg and labels/*.txt (YOLO polygons of the logo region)
+    benchmark_dir: str | None  # where the benchmark is written; None (or empty): inside the scratch workspace
+    work_dir: str | None  # the scratch workspace (kept); None (or empty): a temporary directory
+    ablation: str | None  # experiment config of the ablation run; None (or empty): no ablation
+    train_overrides: tuple[str, ...]  # overrides of both training runs (the command line's come after them)
+    log: bool  # log to MLflow experiment `evaluation`
+    benchmark: BenchmarkSettings
+
+    def __post_init__(self):
+        if self.suite != "tampered_logo":
+            raise ConfigError(f"eval.suite must be 'tampered_logo' for these settings, got {self.suite!r}")
+
+    @classmethod
+    def from_config(cls, eval_cfg) -> TamperedLogoSettings:
+        return load_settings(cls, eval_cfg, "eval")
 
 
 def quoted(value: str | Path) -> str:
@@ -148,18 +172,18 @@ def _claim(root: Path, settings: BenchmarkSettings) -> None:
 
 def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: bool = True) -> SuiteResult:
     """Generate the benchmark, run the pipeline for all cues and the ablation, report test-split figures."""
+    from brandsentry.finetune import FinetuneSettings
     from brandsentry.train import train
 
-    suite = cfg.eval
-    data_dir = Path(str(require(cfg, "eval.data_dir"))).expanduser().resolve()
-    settings = BenchmarkSettings.from_config(suite.benchmark, seed=int(cfg.seed))
+    suite = TamperedLogoSettings.from_config(cfg.eval)
+    finetune = FinetuneSettings.from_config(cfg.finetune)
+    data_dir = suite.data_dir.expanduser().resolve()
+    settings = suite.benchmark
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="brandsentry-tampered-") as scratch:
-        root = Path(str(suite.work_dir)).expanduser().resolve() if suite.get("work_dir") else Path(scratch)
+        root = Path(suite.work_dir).expanduser().resolve() if suite.work_dir else Path(scratch)
         _claim(root, settings)
-        bench_dir = (
-            Path(str(suite.benchmark_dir)).expanduser() if suite.get("benchmark_dir") else root / "benchmark"
-        )
+        bench_dir = Path(suite.benchmark_dir).expanduser() if suite.benchmark_dir else root / "benchmark"
         benchmark = build_benchmark(data_dir, bench_dir, settings, progress)
         generated_s = time.perf_counter() - started
 
@@ -168,11 +192,11 @@ def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: 
             f"listings={quoted(benchmark.listings.resolve())}",
         ]
         params: dict[str, str] = {}
-        if cfg.finetune.enabled:
+        if finetune.enabled:
             weights = root / "finetuned.pth"
             params.update(_finetune(cfg, benchmark, weights, progress))
             pinned.append(f"embedder.weights={quoted(weights)}")
-        suite_overrides = [str(o) for o in suite.get("train_overrides") or ()]
+        suite_overrides = list(suite.train_overrides)
         train_cfg = load_config(
             [*suite_overrides, *training_overrides(overrides), *pinned], config_name="train"
         )
@@ -181,7 +205,7 @@ def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: 
         indexed, not_indexed = update_index(train_cfg, workspace, progress)
         trained = train(train_cfg, progress=progress)
         figures = report_figures(trained.metrics)
-        ablation = suite.get("ablation")
+        ablation = suite.ablation
         if ablation:
             ablation_cfg = load_config(
                 [
@@ -213,7 +237,7 @@ def run_tampered_logo(cfg: DictConfig, overrides: Sequence[str] = (), progress: 
         embedder_weights=str(train_cfg.embedder.weights),
         classifier=str(train_cfg.classifier.kind),
         train_overrides=" ".join(suite_overrides),
-        work_dir=str(root) if suite.get("work_dir") else "(temporary)",
+        work_dir=str(root) if suite.work_dir else "(temporary)",
         training_run=trained.run_id,
     )
     details = {

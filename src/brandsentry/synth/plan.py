@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from brandsentry.errors import ConfigError
+from brandsentry.settings import load_settings
 from brandsentry.synth.brands import (
     COUNTERFEIT_KINDS,
     MAX_BRANDS,
@@ -49,16 +51,78 @@ UNDECODABLE_VARIANTS = ("truncated", "garbage", "html", "empty")
 
 
 @dataclass(frozen=True)
-class SynthParams:
-    """Everything that decides the content; `out`, `day` and `workers` never change a byte."""
+class SplitFractions:
+    """Shares of the products in each split (by product)."""
 
-    world: WorldParams
+    train: float
+    validation: float
+    test: float
+
+    def __post_init__(self):
+        split = (self.train, self.validation, self.test)
+        if any(s < 0 for s in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-6) or split[0] <= 0:
+            raise ConfigError(
+                f"synth.split fractions must be >= 0, train > 0, and sum to 1; got {asdict(self)}"
+            )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Longest side of every photo, px."""
+
+    min: int
+    max: int
+
+    def __post_init__(self):
+        if not 64 <= self.min <= self.max <= 4096:
+            raise ConfigError(f"synth.resolution needs 64 <= min <= max <= 4096, got {asdict(self)}")
+
+
+# field -> (lowest, highest) allowed value (None: no bound)
+BOUNDS = {
+    "seed": (0, None),
+    "brands": (1, MAX_BRANDS),
+    "products_per_brand": (1, 10),
+    "authorized_per_brand": (1, 20),
+    "seller_pool": (3, 900),
+    "references_per_product": (1, 50),
+    "logo_closeups": (0, 10),
+    "packaging_closeups": (0, 10),
+    "listings": (1, 1_000_000),
+    "counterfeit_rate": (0.0, 1.0),
+    "min_per_kind": (0, None),
+    "not_a_product": (0, None),
+    "undecodable": (0, None),
+    "authorized_reuse": (0.0, 1.0),
+    "detail_shots": (0.0, 1.0),
+    "new_sellers_per_day": (0, 999),
+    "drift": (0.0, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """The `synth` config group (configs/synth/), validated: everything that decides the content, and
+    `out`, `day` and `workers`, which never change a byte."""
+
+    out: Path  # where the world is written
+    day: int  # day 1 comes with the world; N > 1 adds listings_day{N}.csv to an existing world
+    seed: int
+    workers: int  # processes; 0 = one per core
+    # the world
+    brands: int
+    products_per_brand: int
     references_per_product: int
     logo_closeups: int
     packaging_closeups: int
+    authorized_per_brand: int
+    seller_pool: int
+    split: SplitFractions
+    resolution: Resolution
+    # each day
     listings: int
     counterfeit_rate: float
-    counterfeit_mix: tuple[tuple[str, float], ...]
+    counterfeit_mix: dict[str, float]  # kind -> relative weight, every kind of COUNTERFEIT_KINDS
     min_per_kind: int
     not_a_product: int
     undecodable: int
@@ -66,74 +130,62 @@ class SynthParams:
     detail_shots: float
     new_sellers_per_day: int
     drift: float
-    resolution: tuple[int, int]
 
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> SynthParams:
-        def number(key: str, kind=int, low: float | None = None, high: float | None = None):
-            if key not in cfg or cfg[key] is None:
-                raise ConfigError(f"synth.{key} is not set")
-            try:
-                value = kind(cfg[key])
-            except (TypeError, ValueError):
-                raise ConfigError(f"synth.{key} must be a {kind.__name__}, got {cfg[key]!r}") from None
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise ConfigError(f"synth.{key}={value} is outside [{low}, {high}]")
-            return value
-
-        mix = dict(cfg.get("counterfeit_mix") or {})
-        unknown = sorted(set(mix) - set(COUNTERFEIT_KINDS))
+    def __post_init__(self):
+        unknown = sorted(set(self.counterfeit_mix) - set(COUNTERFEIT_KINDS))
         if unknown:
             raise ConfigError(
                 f"synth.counterfeit_mix has unknown kinds {unknown}; known: {list(COUNTERFEIT_KINDS)}"
             )
-        weights = tuple((kind, float(mix.get(kind, 0.0))) for kind in COUNTERFEIT_KINDS)
-        if any(w < 0 for _, w in weights) or sum(w for _, w in weights) <= 0:
-            raise ConfigError(f"synth.counterfeit_mix weights must be >= 0 with a positive sum, got {mix}")
-        split_cfg = dict(cfg.get("split") or {})
-        split = tuple(float(split_cfg.get(name, 0.0)) for name in ("train", "validation", "test"))
-        if any(s < 0 for s in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-6) or split[0] <= 0:
-            raise ConfigError(f"synth.split fractions must be >= 0, train > 0, and sum to 1; got {split_cfg}")
-        resolution_cfg = dict(cfg.get("resolution") or {})
-        resolution = (int(resolution_cfg.get("min", 400)), int(resolution_cfg.get("max", 1600)))
-        if not 64 <= resolution[0] <= resolution[1] <= 4096:
-            raise ConfigError(f"synth.resolution needs 64 <= min <= max <= 4096, got {resolution_cfg}")
-        params = cls(
-            world=WorldParams(
-                seed=number("seed", int, 0),
-                brands=number("brands", int, 1, MAX_BRANDS),
-                products_per_brand=number("products_per_brand", int, 1, 10),
-                authorized_per_brand=number("authorized_per_brand", int, 1, 20),
-                seller_pool=number("seller_pool", int, 3, 900),
-                split=split,
-            ),
-            references_per_product=number("references_per_product", int, 1, 50),
-            logo_closeups=number("logo_closeups", int, 0, 10),
-            packaging_closeups=number("packaging_closeups", int, 0, 10),
-            listings=number("listings", int, 1, 1_000_000),
-            counterfeit_rate=number("counterfeit_rate", float, 0.0, 1.0),
-            counterfeit_mix=weights,
-            min_per_kind=number("min_per_kind", int, 0),
-            not_a_product=number("not_a_product", int, 0),
-            undecodable=number("undecodable", int, 0),
-            authorized_reuse=number("authorized_reuse", float, 0.0, 1.0),
-            detail_shots=number("detail_shots", float, 0.0, 1.0),
-            new_sellers_per_day=number("new_sellers_per_day", int, 0, 999),
-            drift=number("drift", float, 0.0, 2.0),
-            resolution=resolution,
-        )
-        founders = params.world.authorized_per_brand * params.world.brands + params.world.seller_pool
+        missing = [kind for kind in COUNTERFEIT_KINDS if kind not in self.counterfeit_mix]
+        if missing:
+            raise ConfigError(f"synth.counterfeit_mix has no weight for {missing} (0 leaves a kind out)")
+        weights = self.counterfeit_mix.values()
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(
+                f"synth.counterfeit_mix weights must be >= 0 with a positive sum, got {self.counterfeit_mix}"
+            )
+        for key, (low, high) in BOUNDS.items():
+            value = getattr(self, key)
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ConfigError(f"synth.{key}={value} is outside [{low}, {high}]")
+        founders = self.authorized_per_brand * self.brands + self.seller_pool
         if founders > 1000:
             raise ConfigError(
                 f"synth.authorized_per_brand x brands + seller_pool = {founders}: at most 1000 founding sellers"
             )
-        needed = params.not_a_product + params.undecodable + params.min_per_kind * len(COUNTERFEIT_KINDS) + 1
-        if params.listings < needed:
+        needed = self.not_a_product + self.undecodable + self.min_per_kind * len(COUNTERFEIT_KINDS) + 1
+        if self.listings < needed:
             raise ConfigError(
-                f"synth.listings={params.listings} is too few: not_a_product + undecodable + "
+                f"synth.listings={self.listings} is too few: not_a_product + undecodable + "
                 f"min_per_kind x {len(COUNTERFEIT_KINDS)} kinds + 1 authentic = {needed}"
             )
-        return params
+
+    @classmethod
+    def from_config(cls, synth_cfg) -> SynthParams:
+        return load_settings(cls, synth_cfg, "synth")
+
+    @property
+    def world(self) -> WorldParams:
+        """The parameters the world (brands, products, sellers) is built from."""
+        return WorldParams(
+            seed=self.seed,
+            brands=self.brands,
+            products_per_brand=self.products_per_brand,
+            authorized_per_brand=self.authorized_per_brand,
+            seller_pool=self.seller_pool,
+            split=(self.split.train, self.split.validation, self.split.test),
+        )
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The counterfeit mix in the order of COUNTERFEIT_KINDS (the order every draw follows)."""
+        return {kind: self.counterfeit_mix[kind] for kind in COUNTERFEIT_KINDS}
+
+    @property
+    def long_side(self) -> tuple[int, int]:
+        """(min, max) longest side of a photo, px."""
+        return self.resolution.min, self.resolution.max
 
     def world_dict(self) -> dict:
         """The parameters a world (brands, references, sellers) is made of; days must agree on them."""
@@ -143,14 +195,14 @@ class SynthParams:
             "references_per_product": self.references_per_product,
             "logo_closeups": self.logo_closeups,
             "packaging_closeups": self.packaging_closeups,
-            "resolution": list(self.resolution),
+            "resolution": list(self.long_side),
         }
 
     def day_dict(self) -> dict:
         return {
             "listings": self.listings,
             "counterfeit_rate": self.counterfeit_rate,
-            "counterfeit_mix": dict(self.counterfeit_mix),
+            "counterfeit_mix": self.weights,
             "min_per_kind": self.min_per_kind,
             "not_a_product": self.not_a_product,
             "undecodable": self.undecodable,
@@ -210,7 +262,7 @@ def reference_row(world: WorldModel, job: ImageJob) -> dict:
 
 def day_mix(params: SynthParams, day: int) -> tuple[float, dict[str, float]]:
     """The day's counterfeit rate and mix: exactly the configured ones on day 1, drifting afterwards."""
-    rate, mix = params.counterfeit_rate, dict(params.counterfeit_mix)
+    rate, mix = params.counterfeit_rate, params.weights
     if day == 1 or params.drift == 0:
         return rate, mix
     rng = rng_for(params.world.seed, STREAM_DAY, day, 2)

@@ -97,17 +97,20 @@ class WorldSummary:
 # ---------------------------------------------------------------------------------------------- public API
 
 
-def generate_world(out_dir: str | Path, cfg_synth: Mapping, workers: int | None = None) -> WorldSummary:
-    """Brands, references, authorised sellers and day 1's listings under `out_dir` (the same seed, the same bytes)."""
+def generate_world(
+    out_dir: str | Path, cfg_synth: Mapping | SynthParams, workers: int | None = None
+) -> WorldSummary:
+    """Brands, references, authorised sellers and day 1's listings under `out_dir` (the same seed, the same
+    bytes); `cfg_synth` is the `synth` config (or its settings), `workers` overrides its `workers`."""
     started = time.perf_counter()
-    params = SynthParams.from_config(cfg_synth)
+    params = _params(cfg_synth)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stale = out / "world.json"
     if stale.exists():
         stale.unlink()  # an interrupted rewrite must not look complete
     world = build_world(params.world)
-    worker_count = _workers(cfg_synth, workers)
+    worker_count = _workers(params, workers)
     references = reference_jobs(world, params)
     _run_jobs(out, params, references, worker_count)
     _write_csv(out / "references.csv", REFERENCE_COLUMNS, [reference_row(world, job) for job in references])
@@ -144,11 +147,13 @@ def generate_world(out_dir: str | Path, cfg_synth: Mapping, workers: int | None 
     return summary
 
 
-def generate_day(out_dir: str | Path, cfg_synth: Mapping, day: int, workers: int | None = None) -> Path:
+def generate_day(
+    out_dir: str | Path, cfg_synth: Mapping | SynthParams, day: int, workers: int | None = None
+) -> Path:
     """Day `day`'s listing manifest from the world already in `out_dir`; returns the manifest's path."""
     if int(day) < 1:
         raise ConfigError(f"day must be >= 1, got {day}")
-    params = SynthParams.from_config(cfg_synth)
+    params = _params(cfg_synth)
     out = Path(out_dir)
     record_path = out / "world.json"
     if not record_path.is_file():
@@ -169,7 +174,7 @@ def generate_day(out_dir: str | Path, cfg_synth: Mapping, day: int, workers: int
         raise SynthWorldError(f"world in {out} was made with other parameters ({details})")
     world = build_world(params.world)
     references = reference_jobs(world, params)
-    manifest, _ = _generate_listings(out, params, world, int(day), references, _workers(cfg_synth, workers))
+    manifest, _ = _generate_listings(out, params, world, int(day), references, _workers(params, workers))
     return manifest
 
 
@@ -179,7 +184,7 @@ def generate_day(out_dir: str | Path, cfg_synth: Mapping, day: int, workers: int
 def render_job(world: WorldModel, params: SynthParams, job: ImageJob, out: Path) -> bytes:
     """The bytes of one image file."""
     rng = rng_for(*job.entropy)
-    long_side = params.resolution
+    long_side = params.long_side
     if job.task == "copy":
         return derived_copy((out / job.source).read_bytes(), rng)
     if job.task == "not_a_product":
@@ -263,11 +268,14 @@ def _generate_listings(
     return manifest, rows
 
 
-def _workers(cfg_synth: Mapping, workers: int | None) -> int:
+def _params(cfg_synth: Mapping | SynthParams) -> SynthParams:
+    return cfg_synth if isinstance(cfg_synth, SynthParams) else SynthParams.from_config(cfg_synth)
+
+
+def _workers(params: SynthParams, workers: int | None) -> int:
     if workers is not None:
         return max(1, int(workers))
-    configured = int(cfg_synth.get("workers", 0) or 0)
-    return configured if configured > 0 else max(1, os.cpu_count() or 1)
+    return params.workers if params.workers > 0 else max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------------------------- files
