@@ -20,11 +20,15 @@ from omegaconf import OmegaConf
 from brandsentry.classify import ClassifierSettings
 from brandsentry.config import config_dir, load_config
 from brandsentry.cues import CueConfig
+from brandsentry.embed import EmbedderSettings
 from brandsentry.features import FeatureSettings
 from brandsentry.images import DecodeLimits
 from brandsentry.index import IndexParams
+from brandsentry.ingest import IngestConfig, IngestSettings
 from brandsentry.portal.service import PortalSettings
 from brandsentry.review import ReviewSettings
+from brandsentry.scoring.settings import ScoreSettings
+from brandsentry.settings import load_settings
 
 CONFIGS = config_dir()
 BASE = "base"  # what every primary config starts from
@@ -37,6 +41,10 @@ SETTINGS = {
     "images": DecodeLimits,
     "portal": PortalSettings,
     "features": FeatureSettings,
+    "score": ScoreSettings,
+    "embedder": EmbedderSettings,
+    "index": IndexParams,
+    "ingest": IngestConfig,
 }
 
 
@@ -87,6 +95,12 @@ def check_stage_sections(cfg) -> None:
         PortalSettings.from_config(cfg.portal)
     if "features" in cfg:
         FeatureSettings.from_config(cfg.features)
+    if "embedder" in cfg:
+        EmbedderSettings.from_config(cfg.embedder)
+    if "ingest" in cfg:
+        IngestSettings.from_config(cfg)
+    if "score" in cfg:  # score.listings is the command line's to give: read the rest as settings
+        load_settings(ScoreSettings, cfg.score, "score")
 
 
 def settings_keys(cls) -> dict:
