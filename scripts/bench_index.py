@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from brandsentry.index import IndexParams, ReferenceIndex
+from brandsentry.settings import default_settings
 
 EMBEDDER = {"bench": "synthetic-clustered"}
 
@@ -61,7 +62,14 @@ def main() -> None:
     vectors, centres = clustered(args.n, args.dim, args.clusters, args.noise, rng)
     queries, _ = clustered(args.queries, args.dim, args.clusters, args.noise, rng, centres)
     ids = rng.permutation(10 * args.n)[: args.n].astype(np.int64)
-    params = IndexParams(k=args.k, nprobe=args.nprobe, ef_search=args.ef_search, query_batch=args.query_batch)
+    params = default_settings(
+        IndexParams,
+        "index",
+        k=args.k,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+        query_batch=args.query_batch,
+    )
 
     truth, *_ = bench("Flat", ids, vectors, queries, args.k, params)
     print(

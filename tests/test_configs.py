@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from brandsentry.classify import ClassifierSettings
 from brandsentry.config import config_dir, load_config
 from brandsentry.cues import CueConfig
+from brandsentry.embed import EmbedderSettings
 from brandsentry.evaluation import suite_settings
 from brandsentry.evaluation.logo_brand import LogoBrandSettings
 from brandsentry.evaluation.retrieval import RetrievalSettings
@@ -28,8 +29,11 @@ from brandsentry.features import FeatureSettings
 from brandsentry.finetune import FinetuneSettings
 from brandsentry.images import DecodeLimits
 from brandsentry.index import IndexParams
+from brandsentry.ingest import IngestConfig, IngestSettings
 from brandsentry.portal.service import PortalSettings
 from brandsentry.review import ReviewSettings
+from brandsentry.scoring.settings import ScoreSettings
+from brandsentry.settings import load_settings
 from brandsentry.synth import SynthParams
 
 CONFIGS = config_dir()
@@ -51,6 +55,10 @@ SETTINGS = {
         "logo_brand": LogoBrandSettings,
         "tampered_logo": TamperedLogoSettings,
     },
+    "score": ScoreSettings,
+    "embedder": EmbedderSettings,
+    "index": IndexParams,
+    "ingest": IngestConfig,
 }
 
 
@@ -112,6 +120,12 @@ def check_stage_sections(cfg) -> None:
         SynthParams.from_config(cfg.synth)
     if "eval" in cfg:  # the data directory is the command line's
         suite_settings(OmegaConf.merge(cfg, {"eval": {"data_dir": "x"}}))
+    if "embedder" in cfg:
+        EmbedderSettings.from_config(cfg.embedder)
+    if "ingest" in cfg:
+        IngestSettings.from_config(cfg)
+    if "score" in cfg:  # score.listings is the command line's to give: read the rest as settings
+        load_settings(ScoreSettings, cfg.score, "score")
 
 
 def settings_keys(cls) -> dict:

@@ -17,6 +17,7 @@ from brandsentry.config import load_config
 from brandsentry.embed import (
     Embedder,
     EmbedderIdentity,
+    EmbedderSettings,
     Embeddings,
     Preprocessing,
     WeightsError,
@@ -210,6 +211,20 @@ def test_incompatible_or_unreadable_weights_are_refused(tmp_path):
 def test_unknown_arch_is_a_value_error():
     with pytest.raises(ValueError, match="unknown backbone 'efficientnet_b99'"):
         create_backbone("efficientnet_b99", "random")
+
+
+def test_embedder_settings_are_strict_and_checked_before_any_model_is_built():
+    plain = OmegaConf.to_container(embedder_config("tiny_random"))
+    with pytest.raises(ConfigError, match=r"embedder.batchsize \(did you mean embedder.batch_size\?\)"):
+        Embedder.from_config({**plain, "batchsize": 8})
+    with pytest.raises(ConfigError, match=r"embedder.view not set"):
+        Embedder.from_config({key: value for key, value in plain.items() if key != "view"})
+    with pytest.raises(ConfigError, match="embedder.batch_size must be >= 1"):
+        Embedder.from_config(embedder_config("tiny_random", "embedder.batch_size=0"))
+    with pytest.raises(ConfigError, match="embedder.amp must be bool"):
+        Embedder.from_config({**plain, "amp": "yes"})
+    settings = EmbedderSettings.from_config(embedder_config("tiny_random"))
+    assert Embedder.from_config(settings).identity == Embedder.from_config(plain).identity
 
 
 def test_bad_device_settings_are_config_errors():

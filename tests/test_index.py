@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from brandsentry.config import load_config
-from brandsentry.errors import BrandsentryError
+from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.index import (
     EmbedderMismatchError,
     IndexInputError,
@@ -22,6 +22,7 @@ from brandsentry.index import (
     latest_manifest,
     saved_versions,
 )
+from brandsentry.settings import default_settings
 
 DIM = 64
 EMBEDDER = {"arch": "tf_efficientnet_lite0", "weights_sha256": "ab12", "dim": DIM}
@@ -60,7 +61,7 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def build(factory: str, ids: np.ndarray, vectors: np.ndarray, **params) -> ReferenceIndex:
-    index = ReferenceIndex.create(factory, DIM, EMBEDDER, IndexParams(**params))
+    index = ReferenceIndex.create(factory, DIM, EMBEDDER, default_settings(IndexParams, "index", **params))
     index.add(ids, vectors)
     return index
 
@@ -151,7 +152,9 @@ def test_oversampling_where_faiss_has_no_selector():
     result = oversampled.search(queries, k=10, allowed_ids=allowed)
     assert np.isin(result.ids, allowed).all()
     # the exact path scores the same PQ codes (decoded), so both must agree on the scores
-    exact = ReferenceIndex(oversampled._index, "PQ8x4", EMBEDDER, IndexParams(exact_subset_max=10_000))
+    exact = ReferenceIndex(
+        oversampled._index, "PQ8x4", EMBEDDER, default_settings(IndexParams, "index", exact_subset_max=10_000)
+    )
     np.testing.assert_allclose(
         result.scores, exact.search(queries, k=10, allowed_ids=allowed).scores, atol=1e-4
     )
@@ -239,7 +242,9 @@ def test_hnsw_tombstones_survive_reload_and_rebuild(tmp_path):
         index.add(withdrawn[:1], vectors[:1])
     index.save(tmp_path, catalog_high_water=1)
 
-    loaded = ReferenceIndex.load(tmp_path, EMBEDDER, IndexParams(rebuild_tombstone_fraction=0.2))
+    loaded = ReferenceIndex.load(
+        tmp_path, EMBEDDER, default_settings(IndexParams, "index", rebuild_tombstone_fraction=0.2)
+    )
     assert (len(loaded), loaded.tombstone_count) == (850, 150)
     assert latest_manifest(tmp_path).tombstones == 150
     assert not np.isin(loaded.search(vectors[:150], k=10).ids, withdrawn).any()
@@ -265,7 +270,7 @@ def test_ivf_pq_remove_reload_and_rebuild_needs_originals(tmp_path):
     assert index.supports_removal and not index.lossless_storage
     index.remove(ids[:100])
     index.save(tmp_path, catalog_high_water=3)
-    loaded = ReferenceIndex.load(tmp_path, EMBEDDER, IndexParams(nprobe=16))
+    loaded = ReferenceIndex.load(tmp_path, EMBEDDER, default_settings(IndexParams, "index", nprobe=16))
     assert len(loaded) == 1900
     assert not np.isin(loaded.search(vectors[:100], k=10).ids, ids[:100]).any()
     brand = ids[labels == 0]  # exact path reconstructs through the saved hashtable direct map
@@ -336,7 +341,9 @@ def test_nothing_saved_yet_and_unknown_version(tmp_path):
 
 def test_versions_are_kept_up_to_keep_versions(tmp_path):
     vectors, ids = random_unit(50, seed=31), catalog_ids(50)
-    index = ReferenceIndex.create("Flat", DIM, EMBEDDER, IndexParams(keep_versions=3))
+    index = ReferenceIndex.create(
+        "Flat", DIM, EMBEDDER, default_settings(IndexParams, "index", keep_versions=3)
+    )
     for step in range(5):
         index.add(ids[step * 10 : (step + 1) * 10], vectors[step * 10 : (step + 1) * 10])
         assert index.save(tmp_path, catalog_high_water=step).version == step + 1
@@ -434,3 +441,13 @@ def test_index_configs_build(group, factory):
     index = ReferenceIndex.from_config(cfg.index, dim=DIM, embedder=EMBEDDER)
     assert index.factory == factory
     assert index.params == IndexParams.from_config(cfg.index)
+
+
+def test_index_params_are_strict_and_name_the_factory_of_the_index():
+    with pytest.raises(ConfigError, match=r"index.nprobes \(did you mean index.nprobe\?\)"):
+        IndexParams.from_config(load_config(["+index.nprobes=4"]).index)
+    with pytest.raises(ConfigError, match="index.k must be >= 1"):
+        default_settings(IndexParams, "index", k=0)
+    hnsw = ReferenceIndex.create("HNSW32", DIM, EMBEDDER, default_settings(IndexParams, "index"))
+    assert hnsw.params.factory == hnsw.factory == "HNSW32"
+    assert ReferenceIndex.create("Flat", DIM, EMBEDDER).params == default_settings(IndexParams, "index")

@@ -19,6 +19,7 @@ from brandsentry.errors import ConfigError
 from brandsentry.images import DecodeLimits
 from brandsentry.ingest import (
     ImageStore,
+    IngestConfig,
     IngestOutcome,
     IngestReport,
     IngestSettings,
@@ -29,7 +30,11 @@ from brandsentry.ingest import (
 from brandsentry.settings import default_settings
 
 LIMITS = DecodeLimits(max_pixels=4_000_000, max_bytes=2_000_000, max_side=1024)
-OPTIONS = dict(submitted_by="tester", limits=LIMITS, phash_threshold=6, approve=True)
+INGEST = default_settings(IngestConfig, "ingest")
+OPTIONS = dict(
+    submitted_by="tester", limits=LIMITS, phash_threshold=6, approve=True, views=INGEST.views,
+    min_side=INGEST.min_side,
+)  # fmt: skip
 
 
 def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -346,3 +351,5 @@ def test_settings_from_config(tmp_path):
     assert set(settings.as_kwargs()) == {"limits", "phash_threshold", "approve", "views", "min_side"}
     with pytest.raises(ConfigError, match=r"unknown view\(s\) \['side'\]"):
         IngestSettings.from_config(load_config(["ingest.views=[product,side]"]))
+    with pytest.raises(ConfigError, match=r"ingest.min_sides \(did you mean ingest.min_side\?\)"):
+        IngestSettings.from_config(load_config(["+ingest.min_sides=100"]))

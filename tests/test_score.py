@@ -482,6 +482,37 @@ def test_cuda_scores_like_the_cpu(world, reference, tmp_path):
     np.testing.assert_allclose(results.loc[ok, "sim_top1"], expected.loc[ok, "sim_top1"], atol=2e-2)
 
 
+def test_score_settings_read_every_key_strictly_and_fill_in_the_output_folder(tmp_path):
+    from brandsentry.errors import ConfigError
+    from brandsentry.scoring import ScoreSettings
+
+    def settings(*overrides: str) -> ScoreSettings:
+        return ScoreSettings.from_config(load_config([f"workspace={tmp_path}", *overrides]))
+
+    day = settings("score.listings='~/day.csv'")
+    assert day.listings == Path("~/day.csv").expanduser()
+    assert day.out == tmp_path.resolve() / "runs" / "score" / "day"
+    assert (day.lanes, day.ray.gpus_per_actor, day.tcmalloc_mode, day.log_run) == (
+        "auto",
+        "auto",
+        "auto",
+        True,
+    )
+    assert settings("score.listings=day.csv", "score.out='~/out'").out == Path("~/out").expanduser()
+    assert settings("score.listings=day.csv", "score.tcmalloc=false").tcmalloc_mode == "false"
+    assert settings("score.listings=day.csv", "score.ray.gpus_per_actor=1").ray.gpus_per_actor == 1.0
+    for override, message in (
+        ("+score.shard_sise=10", r"score.shard_sise \(did you mean score.shard_size\?\)"),
+        ("score.tcmalloc=sometimes", "score.tcmalloc='sometimes'"),
+        ("score.lanes=many", "score.lanes='many'"),
+        ("score.ray.gpus_per_actor=many", "score.ray.gpus_per_actor='many'"),
+        ("score.ray.actors=0", "score.ray.actors=0"),
+        ("score.log_run=maybe", "score.log_run must be bool"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            settings("score.listings=day.csv", override)
+
+
 def test_invalid_settings_are_refused_with_their_names(world, tmp_path):
     from brandsentry.errors import ConfigError
     from brandsentry.scoring import ScoreSettings

@@ -21,17 +21,16 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from brandsentry.config import require
-from brandsentry.embed_runtime import OnnxBackbone, normalise, resolve_runtime
+from brandsentry.embed_runtime import RUNTIMES, OnnxBackbone, normalise, resolve_runtime
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import file_sha256
 from brandsentry.image_batches import ImageBatches
 from brandsentry.images import DecodeLimits, ImageDecodeError
-from brandsentry.settings import default_settings
+from brandsentry.settings import default_settings, load_settings
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -44,6 +43,7 @@ _INTERPOLATIONS = {
 DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 VIEWS = ("center", "full")  # Preprocessing.view
 POOLS = ("avg", "gem")  # how the backbone's last feature map becomes a vector
+DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_GEM_P = 3.0
 
 
@@ -372,6 +372,49 @@ def preprocessing_for(
         raise ConfigError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """The `embedder` config group (configs/embedder/): which backbone and weights, what it sees, how it runs.
+
+    arch, weights, input_size, seed, view, pool and gem_p decide the vectors (the `EmbedderIdentity`); the
+    others only how fast they come.
+    """
+
+    arch: str  # a timm architecture
+    weights: str  # pypi:<package stem> | a state-dict path | random
+    input_size: int | None  # None = the backbone's pretrained input size
+    batch_size: int
+    device: str  # auto | cpu | cuda
+    amp: bool  # autocast fp16, on CUDA only
+    channels_last: bool
+    num_workers: int  # DataLoader decode workers
+    threads: int | None  # intra-op threads on CPU; None = torch's / ONNX Runtime's own choice
+    runtime: str  # auto | torch | onnx
+    onnx_cache: str | None  # folder of the exported .onnx files; None = a per-user temp folder
+    seed: int  # weights=random only
+    view: str  # center | full
+    pool: str  # avg | gem
+    gem_p: float  # GeM exponent, used with pool=gem
+
+    @classmethod
+    def from_config(cls, embedder_cfg: DictConfig | dict) -> EmbedderSettings:
+        return load_settings(cls, embedder_cfg, "embedder")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"embedder.batch_size must be >= 1, got {self.batch_size}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown embedder.device {self.device!r}; one of {', '.join(DEVICES)}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown embedder.runtime {self.runtime!r}; one of {list(RUNTIMES)}")
+        if self.view not in VIEWS:
+            raise ConfigError(f"unknown embedder view {self.view!r}; one of {list(VIEWS)}")
+        if self.pool not in POOLS:
+            raise ConfigError(f"unknown embedder.pool {self.pool!r}; one of {list(POOLS)}")
+        if self.pool == "gem" and not self.gem_p >= 1:
+            raise ConfigError(f"GeM exponent must be >= 1, got {self.gem_p}")
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -440,32 +483,27 @@ class Embedder:
         )
 
     @classmethod
-    def from_config(cls, cfg: DictConfig | dict) -> Embedder:
-        """Build from the `embedder` config group (arch, weights, input_size, batch_size, device, amp, ...)."""
-        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-        arch, weights = str(require(cfg, "arch")), str(require(cfg, "weights"))
-        batch_size = int(cfg.get("batch_size", 32))
-        if batch_size < 1:
-            raise ConfigError(f"embedder.batch_size must be >= 1, got {batch_size}")
-        device = _resolve_device(str(cfg.get("device", "auto")))
-        threads = cfg.get("threads")
-        if threads is not None and device.type == "cpu":
-            torch.set_num_threads(int(threads))
-        model, weights_sha256 = create_backbone(arch, weights, int(cfg.get("seed", 0)))
-        set_pooling(model, str(cfg.get("pool", "avg")), cfg.get("gem_p"))
+    def from_config(cls, cfg: DictConfig | dict | EmbedderSettings) -> Embedder:
+        """Build from the `embedder` config group (a node, a plain dict of it, or its settings)."""
+        settings = cfg if isinstance(cfg, EmbedderSettings) else EmbedderSettings.from_config(cfg)
+        device = _resolve_device(settings.device)
+        if settings.threads is not None and device.type == "cpu":
+            torch.set_num_threads(settings.threads)
+        model, weights_sha256 = create_backbone(settings.arch, settings.weights, settings.seed)
+        set_pooling(model, settings.pool, settings.gem_p)
         return cls(
             model,
-            arch,
+            settings.arch,
             weights_sha256,
-            preprocessing_for(model, cfg.get("input_size"), str(cfg.get("view", "center"))),
+            preprocessing_for(model, settings.input_size, settings.view),
             device,
-            batch_size=batch_size,
-            amp=bool(cfg.get("amp", True)),
-            channels_last=bool(cfg.get("channels_last", True)),
-            num_workers=int(cfg.get("num_workers", 0)),
-            runtime=str(cfg.get("runtime", "auto")),
-            threads=None if threads is None else int(threads),
-            onnx_cache=cfg.get("onnx_cache"),
+            batch_size=settings.batch_size,
+            amp=settings.amp,
+            channels_last=settings.channels_last,
+            num_workers=settings.num_workers,
+            runtime=settings.runtime,
+            threads=settings.threads,
+            onnx_cache=settings.onnx_cache,
         )
 
     @property

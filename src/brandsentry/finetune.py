@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from brandsentry.config import Workspace, require
-from brandsentry.embed import create_backbone, preprocessing_for, set_pooling
+from brandsentry.config import Workspace
+from brandsentry.embed import EmbedderSettings, create_backbone, preprocessing_for, set_pooling
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import atomic_write
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
@@ -184,12 +184,10 @@ def finetune_embedder(
         torch.set_num_threads(int(settings.threads))
     seed = int(cfg.seed)
     torch.manual_seed(seed)
-    arch, weights = str(require(cfg, "embedder.arch")), str(require(cfg, "embedder.weights"))
-    # seed, pool, gem_p and input_size are set by every configs/embedder/ option
-    embedder = cfg.embedder
-    model, _ = create_backbone(arch, weights, int(embedder.seed))
+    embedder = EmbedderSettings.from_config(cfg.embedder)
+    model, _ = create_backbone(embedder.arch, embedder.weights, embedder.seed)
     # learn under the pooling the embedder will use (GeM has no parameters: the state dict is unchanged)
-    set_pooling(model, str(embedder.pool), embedder.gem_p)
+    set_pooling(model, embedder.pool, embedder.gem_p)
     preprocessing = preprocessing_for(model, settings.input_size or embedder.input_size)
     limits = DecodeLimits.from_config(cfg.images)
 

@@ -34,14 +34,13 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from brandsentry.config import require
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import STAGING_PREFIX, TEMP_MARK, atomic_folder, atomic_write_text
 from brandsentry.index_faiss import (
@@ -53,6 +52,7 @@ from brandsentry.index_faiss import (
     stored_ids,
     supports_removal,
 )
+from brandsentry.settings import default_settings, load_settings
 
 MANIFEST_FORMAT = 1
 NORM_TOLERANCE = 1e-3
@@ -113,15 +113,17 @@ class IndexManifest:
 
 @dataclass(frozen=True)
 class IndexParams:
-    """Search and maintenance knobs; they come from config and are not part of a saved version."""
+    """The `index` config group (configs/index/): the FAISS factory of a new build, and the search and
+    maintenance knobs, which are not part of a saved version (a loaded index keeps its saved factory)."""
 
-    k: int = 10
-    nprobe: int = 16
-    ef_search: int = 64
-    rebuild_tombstone_fraction: float = 0.2
-    query_batch: int = 1024
-    exact_subset_max: int = 20_000
-    keep_versions: int = 3
+    factory: str  # FAISS factory string: Flat, HNSW32, IVF256,PQ32, ...
+    k: int
+    nprobe: int  # IVF only
+    ef_search: int  # HNSW only
+    rebuild_tombstone_fraction: float
+    query_batch: int
+    exact_subset_max: int
+    keep_versions: int
 
     def __post_init__(self):
         for name in ("k", "nprobe", "ef_search", "query_batch", "keep_versions"):
@@ -136,15 +138,12 @@ class IndexParams:
 
     @classmethod
     def from_config(cls, index_cfg) -> IndexParams:
-        return cls(
-            k=int(require(index_cfg, "k")),
-            nprobe=int(require(index_cfg, "nprobe")),
-            ef_search=int(require(index_cfg, "ef_search")),
-            rebuild_tombstone_fraction=float(require(index_cfg, "rebuild_tombstone_fraction")),
-            query_batch=int(require(index_cfg, "query_batch")),
-            exact_subset_max=int(require(index_cfg, "exact_subset_max")),
-            keep_versions=int(require(index_cfg, "keep_versions")),
-        )
+        return load_settings(cls, index_cfg, "index")
+
+
+def _default_params() -> IndexParams:
+    """The configs/ defaults of the `index` group, for an index created or loaded without params."""
+    return default_settings(IndexParams, "index")
 
 
 def _canonical_embedder(embedder: dict) -> dict:
@@ -208,7 +207,7 @@ class ReferenceIndex:
         self.factory = factory
         self.dim = int(index.d)
         self.embedder = _canonical_embedder(embedder)
-        self.params = params
+        self.params = params if params.factory == factory else replace(params, factory=factory)
         self.version = version
         self._stored = stored_ids(index)
         self._tombstones = np.zeros(0, dtype=np.int64) if tombstones is None else np.sort(tombstones)
@@ -220,13 +219,12 @@ class ReferenceIndex:
         cls, factory: str, dim: int, embedder: dict, params: IndexParams | None = None
     ) -> ReferenceIndex:
         """An empty index; ValueError (ConfigError) naming `factory` when FAISS cannot build it for `dim`."""
-        return cls(build_faiss_index(factory, dim), factory, embedder, params or IndexParams())
+        return cls(build_faiss_index(factory, dim), factory, embedder, params or _default_params())
 
     @classmethod
     def from_config(cls, index_cfg, dim: int, embedder: dict) -> ReferenceIndex:
-        return cls.create(
-            str(require(index_cfg, "factory")), dim, embedder, IndexParams.from_config(index_cfg)
-        )
+        params = IndexParams.from_config(index_cfg)
+        return cls.create(params.factory, dim, embedder, params)
 
     @classmethod
     def load(
@@ -256,7 +254,12 @@ class ReferenceIndex:
                 f"stored {index.ntotal}/{manifest.stored}, tombstones {tombstones.size}/{manifest.tombstones})"
             )
         return cls(
-            index, manifest.factory, manifest.embedder, params or IndexParams(), tombstones, manifest.version
+            index,
+            manifest.factory,
+            manifest.embedder,
+            params or _default_params(),
+            tombstones,
+            manifest.version,
         )
 
     # ---- what it holds ------------------------------------------------------------------------------

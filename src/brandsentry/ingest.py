@@ -23,6 +23,7 @@ from brandsentry.config import require
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import atomic_write_bytes, fsync_directory
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, perceptual_hash, read_bytes
+from brandsentry.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -130,28 +131,45 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """The `ingest` config group (configs/ingest/)."""
+
+    phash_threshold: int  # Hamming distance at or below which a photo of the brand is a near duplicate
+    views: tuple[str, ...]  # views a reference may have (a subset of the catalog's)
+    auto_approve: bool  # operators' imports are approved at once (the portal's uploads never are)
+    min_side: int  # px: photos shorter than this on their shorter side get a low_resolution warning
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.views) - set(VIEWS))
+        if unknown:
+            raise ConfigError(f"ingest.views has unknown view(s) {unknown}; the catalog knows {list(VIEWS)}")
+
+    @classmethod
+    def from_config(cls, ingest_cfg) -> IngestConfig:
+        return load_settings(cls, ingest_cfg, "ingest")
+
+
+@dataclass(frozen=True)
 class IngestSettings:
-    """The intake knobs of `ingest_reference`/`import_references`, composed from `cfg.images` and `cfg.ingest`."""
+    """The intake knobs of `ingest_reference`/`import_references`: the `ingest` group with the decode limits
+    of `cfg.images` and whether this caller's references are approved at once."""
 
     limits: DecodeLimits
     phash_threshold: int
     approve: bool
-    views: tuple[str, ...] = VIEWS
-    min_side: int = 224
+    views: tuple[str, ...]
+    min_side: int
 
     @classmethod
     def from_config(cls, cfg, approve: bool | None = None) -> IngestSettings:
         """`approve=None` takes `ingest.auto_approve` (operators); the portal passes False (brand uploads)."""
-        views = tuple(str(view) for view in require(cfg, "ingest.views"))
-        unknown = sorted(set(views) - set(VIEWS))
-        if unknown:
-            raise ConfigError(f"ingest.views has unknown view(s) {unknown}; the catalog knows {list(VIEWS)}")
+        ingest = IngestConfig.from_config(require(cfg, "ingest"))
         return cls(
             limits=DecodeLimits.from_config(require(cfg, "images")),
-            phash_threshold=int(require(cfg, "ingest.phash_threshold")),
-            approve=bool(require(cfg, "ingest.auto_approve") if approve is None else approve),
-            views=views,
-            min_side=int(require(cfg, "ingest.min_side")),
+            phash_threshold=ingest.phash_threshold,
+            approve=ingest.auto_approve if approve is None else approve,
+            views=ingest.views,
+            min_side=ingest.min_side,
         )
 
     def as_kwargs(self) -> dict:
@@ -191,8 +209,8 @@ def ingest_reference(
     limits: DecodeLimits,
     phash_threshold: int,
     approve: bool,
-    views: Sequence[str] = VIEWS,
-    min_side: int = 224,
+    views: Sequence[str],
+    min_side: int,
 ) -> IngestOutcome:
     """Validate, deduplicate, store and record one reference photo.
 
@@ -307,8 +325,8 @@ def import_references(
     limits: DecodeLimits,
     phash_threshold: int,
     approve: bool,
-    views: Sequence[str] = VIEWS,
-    min_side: int = 224,
+    views: Sequence[str],
+    min_side: int,
 ) -> IngestReport:
     """Ingest every row of a manifest (`image_path, brand, product, view`); one outcome per row, in order.
 
@@ -362,8 +380,8 @@ def ingest_files(
     limits: DecodeLimits,
     phash_threshold: int,
     approve: bool,
-    views: Sequence[str] = VIEWS,
-    min_side: int = 224,
+    views: Sequence[str],
+    min_side: int,
 ) -> IngestReport:
     """Ingest several photos of one brand product and view; one outcome per file, in order."""
     return IngestReport(

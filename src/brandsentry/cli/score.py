@@ -34,15 +34,16 @@ def expand(overrides: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from brandsentry.config import load_config
-    from brandsentry.scoring import ErrorBudgetExceeded, score_run
+    from brandsentry.scoring import ErrorBudgetExceeded, ScoreSettings, score_run
 
     cfg = load_config(expand(overrides))
-    _restart_with_tcmalloc(str(cfg.score.get("tcmalloc", "auto")).lower())
+    settings = ScoreSettings.from_config(cfg)
+    _restart_with_tcmalloc(settings.tcmalloc_mode)
     try:
         summary = score_run(cfg)
     except ErrorBudgetExceeded as exc:
         print(f"brandsentry score: FAILED: {exc}")
-        _log_run(cfg, exc.summary)  # reviewers must still see the day
+        _log_run(cfg, settings, exc.summary)  # reviewers must still see the day
         return 3
     state = "already complete, nothing to do" if summary.already_complete else "complete"
     print(
@@ -52,16 +53,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         + (f"; errors: {', '.join(f'{r} {n}' for r, n in summary.errors.items())}" if summary.errors else "")
         + f"; {summary.images_per_s:.1f} images/s, {summary.elapsed_s:.1f} s"
     )
-    return _log_run(cfg, summary)
+    return _log_run(cfg, settings, summary)
 
 
-def _log_run(cfg, summary) -> int:
+def _log_run(cfg, settings, summary) -> int:
     """Log a run scored now to MLflow (experiment `scoring`) and the catalog's ledger, as `review log` does.
 
     The results are on disk whatever happens here; a logging failure exits 4 and names the command that
     logs the run later, so that a scheduler notices without scoring the day again.
     """
-    if not bool(cfg.score.get("log_run", True)) or summary.already_complete:
+    if not settings.log_run or summary.already_complete:
         return 0
     from brandsentry.cli.review import report_logged
     from brandsentry.review import load_bundle_for, log_scoring_run
@@ -88,8 +89,6 @@ def _restart_with_tcmalloc(setting: str) -> None:
     """
     from brandsentry.errors import ConfigError
 
-    if setting not in ("auto", "true", "false"):
-        raise ConfigError(f"score.tcmalloc={setting!r} (expected auto, true or false)")
     preloaded = os.environ.get("LD_PRELOAD", "")
     if setting == "false" or "tcmalloc" in preloaded or Path(sys.argv[0]).name != "brandsentry":
         return

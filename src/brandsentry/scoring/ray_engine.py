@@ -14,7 +14,7 @@ from brandsentry.files import file_sha256
 from brandsentry.scoring.pipeline import ShardScorer
 from brandsentry.scoring.plan import RunIdentity, ScoreRunError, Shard
 from brandsentry.scoring.progress import Progress
-from brandsentry.scoring.settings import ScoreSettings, portable_config
+from brandsentry.scoring.settings import AUTO, ScoreSettings, portable_config
 
 
 class RayShardActor:
@@ -74,7 +74,7 @@ def score_with_ray(
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         gpus = settings.ray.gpus_per_actor
-        if gpus is None:
+        if gpus == AUTO:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         items = [{"number": s.number, "start": s.start, "stop": s.stop} for s in pending]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
