@@ -98,34 +98,31 @@ def cases() -> list[tuple[str, str]]:
     return found
 
 
+# Each section's strict reader; the whole config where a reader needs more than its own section.
+SECTION_READERS = {
+    "cues": lambda cfg: CueConfig.from_config(cfg.cues),
+    "index": lambda cfg: IndexParams.from_config(cfg.index),
+    "images": lambda cfg: DecodeLimits.from_config(cfg.images),
+    "classifier": lambda cfg: ClassifierSettings.from_config(cfg.classifier),
+    "review": ReviewSettings.from_config,
+    "portal": lambda cfg: PortalSettings.from_config(cfg.portal),
+    "features": lambda cfg: FeatureSettings.from_config(cfg.features),
+    "finetune": lambda cfg: FinetuneSettings.from_config(cfg.finetune),
+    "synth": lambda cfg: SynthParams.from_config(cfg.synth),
+    # the data directory is the command line's to give
+    "eval": lambda cfg: suite_settings(OmegaConf.merge(cfg, {"eval": {"data_dir": "x"}})),
+    "embedder": lambda cfg: EmbedderSettings.from_config(cfg.embedder),
+    "ingest": IngestSettings.from_config,
+    # score.listings is the command line's to give: read the rest as settings
+    "score": lambda cfg: load_settings(ScoreSettings, cfg.score, "score"),
+}
+
+
 def check_stage_sections(cfg) -> None:
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    if "cues" in cfg:
-        CueConfig.from_config(cfg.cues)
-    if "index" in cfg:
-        IndexParams.from_config(cfg.index)
-    if "images" in cfg:
-        DecodeLimits.from_config(cfg.images)
-    if "classifier" in cfg:
-        ClassifierSettings.from_config(cfg.classifier)
-    if "review" in cfg:
-        ReviewSettings.from_config(cfg)
-    if "portal" in cfg:
-        PortalSettings.from_config(cfg.portal)
-    if "features" in cfg:
-        FeatureSettings.from_config(cfg.features)
-    if "finetune" in cfg:
-        FinetuneSettings.from_config(cfg.finetune)
-    if "synth" in cfg:
-        SynthParams.from_config(cfg.synth)
-    if "eval" in cfg:  # the data directory is the command line's
-        suite_settings(OmegaConf.merge(cfg, {"eval": {"data_dir": "x"}}))
-    if "embedder" in cfg:
-        EmbedderSettings.from_config(cfg.embedder)
-    if "ingest" in cfg:
-        IngestSettings.from_config(cfg)
-    if "score" in cfg:  # score.listings is the command line's to give: read the rest as settings
-        load_settings(ScoreSettings, cfg.score, "score")
+    for section, read in SECTION_READERS.items():
+        if section in cfg:
+            read(cfg)
 
 
 def settings_keys(cls) -> dict:

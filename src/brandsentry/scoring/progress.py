@@ -23,6 +23,7 @@ class Progress:
         self.every = settings.log_every_s
         self.started = self.last_log = time.perf_counter()
         self.scored = 0
+        self.logged_at_done = done  # what the last log line reported (a final line only when it is stale)
         self.bar = None
         if mode == "bar":
             from tqdm import tqdm
@@ -35,7 +36,7 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.mode == "log" and self.scored:
+        elif self.mode == "log" and self.scored and self.done != self.logged_at_done:
             self._log()
 
     def advance(self, rows: int) -> None:
@@ -48,7 +49,7 @@ class Progress:
 
     def _log(self) -> None:
         now = time.perf_counter()
-        self.last_log = now
+        self.last_log, self.logged_at_done = now, self.done
         rate = self.scored / max(now - self.started, 1e-9)
         remaining = (self.total - self.done) / rate if rate > 0 else float("inf")
         eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
