@@ -128,3 +128,15 @@ def test_swap_in_replaces_an_existing_folder_and_removes_the_old_one(tmp_path):
     assert swap_in(staging, final) == final
     assert sorted(p.name for p in final.iterdir()) == ["index.html"]
     assert [p.name for p in tmp_path.iterdir()] == ["_evidence"]
+
+
+def test_publish_once_keeps_the_first_copy_and_drops_the_later_one(tmp_path):
+    from brandsentry.files import publish_once
+
+    first, second, final = tmp_path / ".a", tmp_path / ".b", tmp_path / "cache"
+    for folder, text in ((first, "first"), (second, "second")):
+        folder.mkdir()
+        (folder / "x.txt").write_text(text)
+    assert publish_once(first, final) and (final / "x.txt").read_text() == "first"
+    assert not publish_once(second, final) and not second.exists()
+    assert (final / "x.txt").read_text() == "first"

@@ -92,6 +92,28 @@ def atomic_create(path: Path, data: bytes, *, mode: int | None = None) -> None:
     fsync_directory(path.parent)
 
 
+def _sync_tree(folder: Path) -> None:
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with open(Path(parent) / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_directory(Path(parent))
+
+
+def publish_once(staging: Path, final: Path) -> bool:
+    """Make the finished folder `staging` become `final` unless another writer published `final` first
+    (then `staging` is removed and theirs is kept): for caches whose content is the same whoever writes it."""
+    staging, final = Path(staging), Path(final)
+    _sync_tree(staging)
+    try:
+        staging.rename(final)
+    except OSError:  # a non-empty `final` exists: someone else's copy of the same content
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    fsync_directory(final.parent)
+    return True
+
+
 def swap_in(staging: Path, final: Path) -> Path:
     """Make the finished folder `staging` (a sibling of `final`) become `final`, replacing any old one.
 
@@ -100,11 +122,7 @@ def swap_in(staging: Path, final: Path) -> Path:
     between those two renames `final` is briefly absent, never half-written.
     """
     staging, final = Path(staging), Path(final)
-    for folder, _, names in os.walk(staging):
-        for name in names:
-            with open(Path(folder) / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        fsync_directory(Path(folder))
+    _sync_tree(staging)
     if final.exists():
         old = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{final.name}-old-", dir=final.parent))
         final.rename(old / final.name)

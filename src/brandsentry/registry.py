@@ -13,7 +13,6 @@ scorer's local path and the classifier never import MLflow (which costs seconds 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from brandsentry.bundle import BundleError, ScoringBundle, bundle_root
 from brandsentry.classify import CascadeClassifier
 from brandsentry.config import Workspace
 from brandsentry.errors import BrandsentryError
+from brandsentry.files import publish_once
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artifact holding the bundle directory
@@ -292,10 +292,7 @@ def _download(uri: str, tracking_uri: str | None, cache_dir: Path | None, key: s
         raise
     if cache_dir is None:
         return root
-    try:
-        os.rename(temp, target)
-    except OSError:  # another process cached the same version meanwhile: use theirs
-        shutil.rmtree(temp, ignore_errors=True)
+    publish_once(temp, target)  # another process may have cached the same version meanwhile: then theirs
     return bundle_root(target)
 
 
