@@ -21,6 +21,7 @@ from brandsentry.classify import ClassifierSettings
 from brandsentry.config import config_dir, load_config
 from brandsentry.cues import CueConfig
 from brandsentry.embed import EmbedderSettings
+from brandsentry.errors import ConfigError
 from brandsentry.evaluation import suite_settings
 from brandsentry.evaluation.logo_brand import LogoBrandSettings
 from brandsentry.evaluation.retrieval import RetrievalSettings
@@ -195,3 +196,26 @@ def test_train_requires_listings_and_keeps_hydra_outputs_in_the_workspace(tmp_pa
     run_dir, sweep_dir = Path(full.hydra.run.dir), Path(full.hydra.sweep.dir)
     assert run_dir.is_relative_to(tmp_path / "runs" / "train")
     assert sweep_dir.is_relative_to(tmp_path / "runs" / "train")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("nonsense_key=1", r"unknown config key 'nonsense_key'; keys of the config: cues, embedder"),
+        ("cues.logo.ratoi=0.7", r"'cues.logo.ratoi' \(did you mean cues.logo.ratio\?\); keys of cues.logo:"),
+        ("embedder=lite9", r"Could not find 'embedder/lite9'; options of 'embedder': lite0, lite0_full_gem"),
+        ("cues.logo.ratio=[", r"cannot parse override"),
+    ],
+)
+def test_an_override_hydra_cannot_apply_is_a_config_error_naming_it(override, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config([override])
+    assert "+" not in str(raised.value)  # never the hint that would add a misspelt key silently
+
+
+def test_a_bad_override_on_the_command_line_is_one_line_without_a_traceback(capsys):
+    from brandsentry.cli import main
+
+    assert main(["index", "info", "cues.logo.ratoi=0.7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "did you mean cues.logo.ratio?" in err and "Traceback" not in err

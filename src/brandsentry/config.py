@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from brandsentry.errors import ConfigError
+
+HYDRA_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 
 
 def config_dir() -> Path:
@@ -26,13 +31,60 @@ def config_dir() -> Path:
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "brandsentry") -> DictConfig:
-    """Compose a config the way the CLI does (`key=value` overrides), for commands and tests."""
+    """Compose a config the way the CLI does (`key=value` overrides), for commands and tests.
+
+    An override Hydra cannot apply (an unknown key, a group option that does not exist, bad syntax) is a
+    `ConfigError` naming it; for an unknown key with the closest existing one, never Hydra's hint to add it
+    with `+`, which would make a misspelt key silently ignored.
+    """
+    overrides = list(overrides)
+    try:
+        return _compose(config_name, overrides)
+    except MissingConfigException as exc:  # Hydra lists the options one per line, then its search path
+        text = str(exc).split("Config search path")[0]
+        problem, _, options = text.partition("Available options in")
+        group, _, names = options.partition(":")
+        listed = f"; options of {group.strip()}: {', '.join(names.split())}" if names.strip() else ""
+        raise ConfigError(" ".join(problem.split()) + listed) from None
+    except OverrideParseException as exc:
+        raise ConfigError(f"cannot parse override: {exc}") from None
+    except ConfigCompositionException as exc:
+        raise ConfigError(_composition_problem(exc, config_name, overrides)) from None
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     if GlobalHydra.instance().is_initialized():
         # inside a Hydra app (`brandsentry train`), which refuses a second initialisation; it searches
         # config_dir() already
-        return compose(config_name=config_name, overrides=list(overrides))
+        return compose(config_name=config_name, overrides=overrides)
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        return compose(config_name=config_name, overrides=list(overrides))
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _composition_problem(exc: Exception, config_name: str, overrides: list[str]) -> str:
+    """ "unknown config key 'cues.logo.ratoi' (did you mean cues.logo.ratio?)" for an override of a key
+    that does not exist; Hydra's own message otherwise."""
+    found = re.match(r"Could not override '([^']+)'", str(exc))
+    if found is None:
+        return str(exc).strip()
+    key = found.group(1)
+    parent, _, leaf = key.rpartition(".")
+    others = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+    try:
+        node = (
+            OmegaConf.select(_compose(config_name, others), parent)
+            if parent
+            else _compose(config_name, others)
+        )
+    except HYDRA_ERRORS:  # the rest of the overrides fail too: name this key alone
+        node = None
+    if not isinstance(node, DictConfig):
+        return f"unknown config key {key!r}"
+    keys = sorted(str(k) for k in node)
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    prefix = f"{parent}." if parent else ""
+    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    return f"unknown config key {key!r}{hint}; keys of {parent or 'the config'}: {', '.join(keys)}"
 
 
 def require(cfg: DictConfig, key: str):
