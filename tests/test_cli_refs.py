@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -97,3 +101,13 @@ def test_manifest_missing_columns_is_a_one_line_error(folder, capsys):
     assert "lacks column(s) product, view" in err
     code, out, err = run(capsys, "refs", "list", "--status", "gone", f"workspace={folder / 'ws'}")
     assert code == 2 and "unknown status 'gone'" in err
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path):
+    """`brandsentry refs list | head`: the closed pipe ends the command without a traceback."""
+    command = [str(Path(sys.executable).with_name("brandsentry")), "refs", "list", f"workspace={tmp_path}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before the command has printed anything
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -57,10 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     from brandsentry.errors import BrandsentryError
 
     try:
-        return int(args.handler(args, overrides) or 0)
+        code = int(args.handler(args, overrides) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler's reach, not at interpreter exit
+        return code
     except BrandsentryError as exc:
         print(f"brandsentry {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`brandsentry refs list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 1
 
 
 if __name__ == "__main__":
