@@ -40,7 +40,6 @@ _INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
-DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 VIEWS = ("center", "full")  # Preprocessing.view
 POOLS = ("avg", "gem")  # how the backbone's last feature map becomes a vector
 DEVICES = ("auto", "cpu", "cuda")
@@ -544,10 +543,14 @@ class Embedder:
         self,
         paths: Sequence[str | Path],
         ids: Sequence | None = None,
-        limits: DecodeLimits = DEFAULT_LIMITS,
+        limits: DecodeLimits | None = None,
         progress: bool = False,
     ) -> tuple[Embeddings, list[tuple[object, ImageDecodeError]]]:
-        """Embed image files; every file ends up either in the embeddings or in the failures, in input order."""
+        """Embed image files; every file ends up either in the embeddings or in the failures, in input order.
+
+        `limits`: the decode limits (None: the `images` group's defaults, read on first use, not at import).
+        """
+        limits = limits or default_settings(DecodeLimits, "images")
         id_array = np.arange(len(paths)) if ids is None else np.asarray(ids)
         if len(id_array) != len(paths):
             raise ValueError(f"{len(id_array)} ids for {len(paths)} paths")

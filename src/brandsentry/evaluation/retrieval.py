@@ -31,7 +31,6 @@ from brandsentry.retrieval_metrics import retrieval_report
 from brandsentry.settings import default_settings, load_settings
 
 VIEWS = ("center", "flip", "full", "full_flip")
-DEFAULT_LIMITS = default_settings(DecodeLimits, "images")
 
 
 def check_views(views: Sequence[str] | None, key: str) -> None:
@@ -117,11 +116,12 @@ def embed_views(
     embedder: Embedder,
     paths: Sequence[Path],
     views: Sequence[str] | None = None,
-    limits: DecodeLimits = DEFAULT_LIMITS,
+    limits: DecodeLimits | None = None,
     progress: bool = False,
 ) -> tuple[Embeddings, list[tuple[int, ImageDecodeError]]]:
     """Unit vectors of the mean embedding over `views` of each file; the embedder's own view alone (or
-    None) is exactly `embed_files`, the production embedding."""
+    None) is exactly `embed_files`, the production embedding. `limits`: None for the `images` defaults."""
+    limits = limits or default_settings(DecodeLimits, "images")
     if views is None or tuple(views) == (embedder.preprocessing.view,):
         return embedder.embed_files(paths, limits=limits, progress=progress)
     from tqdm import tqdm
