@@ -206,7 +206,7 @@ class CounterfeitClassifier:
         """Drop uninformative cues, calibrate on out-of-fold scores (grouped folds), refit on every row."""
         if len(np.unique(y)) < 2:
             raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
-        self._matrix(features)  # every named column present
+        self._require_columns(features)
         folds = calibration_folds(self.settings, y, groups)
         dropped = uninformative_features(features, self.feature_names)
         if len(dropped) == len(self.feature_names):
@@ -234,10 +234,13 @@ class CounterfeitClassifier:
         cue stage already keeps the cores busy)."""
         return threadpool_limits(limits=self.settings.threads, user_api="openmp")
 
-    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+    def _require_columns(self, features: pd.DataFrame) -> None:
         missing = [name for name in self.feature_names if name not in features.columns]
         if missing:
             raise TrainingDataError(f"feature column(s) missing: {missing}")
+
+    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+        self._require_columns(features)
         return features[self.feature_names].to_numpy(dtype=np.float64)
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
@@ -356,8 +359,6 @@ class CascadeClassifier:
         """
         if not cheap_names:
             raise TrainingDataError("no cheap cue is enabled: the cascade's first model has no features")
-        if len(np.unique(y)) < 2:
-            raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
         dropped = uninformative_features(features, all_names)
         cheap_kept = [name for name in cheap_names if name not in dropped]
         if not cheap_kept:
@@ -370,12 +371,13 @@ class CascadeClassifier:
         log_fold_gaps(features, all_kept, calibration_folds(settings, y, groups))
 
         cheap = CounterfeitClassifier(settings, cheap_kept).fit(features, y, groups)
-        if all_kept == cheap_kept:  # no expensive cue left (or none enabled): one model, no escalation
-            cheap.dropped_features = dict(dropped)
-            return cls(cheap, cheap)
-        cheap.dropped_features = {name: why for name, why in dropped.items() if name in cheap_names}
-        full = CounterfeitClassifier(settings, all_kept).fit(features, y, groups)
-        full.dropped_features = dict(dropped)
+        # no expensive cue left (or none enabled): one model, no escalation
+        full = (
+            cheap
+            if all_kept == cheap_kept
+            else CounterfeitClassifier(settings, all_kept).fit(features, y, groups)
+        )
+        full.dropped_features = dict(dropped)  # the full model answers for the cascade
         return cls(cheap, full)
 
     @property
