@@ -160,9 +160,9 @@ def _prepare_out(out: Path, identity: RunIdentity, settings: ScoreSettings) -> S
     run_file = out / RUN_FILE
     if settings.force:
         run_folder.clear(out)
-    elif legacy_entries(out):
+    elif legacy := legacy_entries(out):
         raise ScoreRunError(
-            f"{out} holds {', '.join(legacy_entries(out))} of the layout before results became a Parquet "
+            f"{out} holds {', '.join(legacy)} of the layout before results became a Parquet "
             "dataset folder; pass force=true to score it again, or choose another out="
         )
     elif run_file.is_file():
@@ -174,7 +174,7 @@ def _prepare_out(out: Path, identity: RunIdentity, settings: ScoreSettings) -> S
                 "pass force=true to discard it and start over, or choose another out="
             )
         if (out / SUCCESS_FILE).is_file() and (out / SUMMARY_FILE).is_file():
-            summary = ScoreSummary.from_dict(json.loads((out / SUMMARY_FILE).read_text()))
+            summary = ScoreSummary.from_dict(run_folder.read_summary(out))
             return replace(summary, already_complete=True, scored_now=0)
     elif part_files(out):
         raise ScoreRunError(f"{out} holds result shards but no {RUN_FILE}; pass force=true to start over")
