@@ -201,8 +201,11 @@ def test_train_requires_listings_and_keeps_hydra_outputs_in_the_workspace(tmp_pa
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("nonsense_key=1", r"unknown config key 'nonsense_key'; keys of the config: cues, embedder"),
-        ("cues.logo.ratoi=0.7", r"'cues.logo.ratoi' \(did you mean cues.logo.ratio\?\); keys of cues.logo:"),
+        ("nonsense_key=1", r"unknown config key\(s\) nonsense_key; valid keys of the config: cues, embedder"),
+        (
+            "cues.logo.ratoi=0.7",
+            r"cues.logo.ratoi \(did you mean cues.logo.ratio\?\); valid keys of cues.logo:",
+        ),
         ("embedder=lite9", r"Could not find 'embedder/lite9'; options of 'embedder': lite0, lite0_full_gem"),
         ("cues.logo.ratio=[", r"cannot parse override"),
     ],

@@ -61,9 +61,20 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
 
 
+def unknown_keys(group: str, unknown: list, names: list[str]) -> ConfigError:
+    """The error for keys a config node does not have: each named, with a close valid key if any
+    (`group` is the node's dotted path, "" for the config's top level)."""
+    prefix = f"{group}." if group else ""
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), names, n=1)
+        named.append(f"{prefix}{key}" + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+    where = group or "the config"
+    return ConfigError(f"unknown config key(s) {', '.join(named)}; valid keys of {where}: {', '.join(names)}")
+
+
 def _composition_problem(exc: Exception, config_name: str, overrides: list[str]) -> str:
-    """ "unknown config key 'cues.logo.ratoi' (did you mean cues.logo.ratio?)" for an override of a key
-    that does not exist; Hydra's own message otherwise."""
+    """`unknown_keys`' message for an override of a key that does not exist; Hydra's own otherwise."""
     found = re.match(r"Could not override '([^']+)'", str(exc))
     if found is None:
         return str(exc).strip()
@@ -79,12 +90,8 @@ def _composition_problem(exc: Exception, config_name: str, overrides: list[str])
     except HYDRA_ERRORS:  # the rest of the overrides fail too: name this key alone
         node = None
     if not isinstance(node, DictConfig):
-        return f"unknown config key {key!r}"
-    keys = sorted(str(k) for k in node)
-    close = difflib.get_close_matches(leaf, keys, n=1)
-    prefix = f"{parent}." if parent else ""
-    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-    return f"unknown config key {key!r}{hint}; keys of {parent or 'the config'}: {', '.join(keys)}"
+        return f"unknown config key(s) {key}"
+    return str(unknown_keys(parent, [leaf], sorted(str(k) for k in node)))
 
 
 def require(cfg: DictConfig, key: str):

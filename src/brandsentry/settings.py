@@ -11,7 +11,6 @@ composed config at hand.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import types
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from brandsentry.config import load_config
+from brandsentry.config import load_config, unknown_keys
 from brandsentry.errors import ConfigError
 
 T = TypeVar("T")
@@ -70,15 +69,6 @@ def default_settings(cls: type[T], group: str, **changes) -> T:
         return settings
     values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.init}
     return load_settings(cls, {**values, **changes}, group.partition("/")[0])
-
-
-def unknown_keys(group: str, unknown: list, names: list[str]) -> ConfigError:
-    """The error for keys a settings class does not have: each named, with a close valid key if any."""
-    named = []
-    for key in unknown:
-        close = difflib.get_close_matches(str(key), names, n=1)
-        named.append(f"{group}.{key}" + (f" (did you mean {group}.{close[0]}?)" if close else ""))
-    return ConfigError(f"unknown config key(s) {', '.join(named)}; valid keys of {group}: {', '.join(names)}")
 
 
 @functools.cache
