@@ -85,8 +85,8 @@ def test_the_cascade_escalates_exactly_the_uncertain_listings(champion, listings
     results = champion.score_frame(listings)
     ok = results[results["error"].isna()]
     cheap = champion.model.cheap.predict_proba(ok[champion.cheap_feature_names].reset_index(drop=True))
-    bounds = champion.context().cue_cfg.cascade
-    assert list(ok["escalated"]) == [bool(bounds.low <= p <= bounds.high) for p in cheap]
+    band = champion.model.band
+    assert list(ok["escalated"]) == [bool(band.low <= p <= band.high) for p in cheap]
     expensive = [n for n in champion.feature_names if n not in champion.cheap_feature_names]
     assert expensive  # logo cues
     for row in ok.itertuples():
@@ -102,7 +102,7 @@ def test_the_cascade_escalates_exactly_the_uncertain_listings(champion, listings
     context = champion.context()
     rows = listings.iloc[: len(ok)]
     table = context.featurize(rows, expensive=True)
-    scores, escalated = champion.model.cascaded_scores(table.features, context.cue_cfg.needs_expensive)
+    scores, escalated = champion.model.cascaded_scores(table.features, context.cue_cfg.cascade.enabled)
     np.testing.assert_allclose(ok["score"].to_numpy(), scores)
     assert list(escalated) == list(ok["escalated"])
 

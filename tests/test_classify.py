@@ -2,17 +2,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from sklearn.metrics import roc_auc_score
 
 from brandsentry.classify import (
     CascadeClassifier,
     ClassifierSettings,
     CounterfeitClassifier,
+    EscalationBand,
     InformativeColumns,
     TrainingDataError,
     calibration_folds,
     classification_metrics,
     decision_metrics,
     encode_labels,
+    learn_band,
     threshold_for_precision,
 )
 from brandsentry.config import load_config
@@ -194,6 +197,54 @@ def test_a_cascade_whose_expensive_cues_are_all_dropped_never_escalates():
     assert not cascade.has_expensive and set(cascade.dropped_features) == {"logo_inliers_x", "ocr_match"}
     scores, escalated = cascade.cascaded_scores(X, lambda p: True)
     assert not escalated.any() and np.isfinite(scores).all()
+
+
+def uncertain_middle(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A cheap score that is sure at both ends and a coin toss in the middle, which the full score resolves."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(int)
+    cheap = np.clip(np.where(y == 1, rng.normal(0.75, 0.2, n), rng.normal(0.25, 0.2, n)), 0, 1)
+    full = np.where((cheap > 0.4) & (cheap < 0.6), y * 0.8 + rng.normal(0.1, 0.05, n), cheap)
+    return cheap, full, y
+
+
+def test_the_learned_band_escalates_the_uncertain_middle_only_and_keeps_the_roc_auc():
+    cheap, full, y = uncertain_middle(600, seed=1)
+    band = learn_band(cheap, full, y, max_escalation=0.25, max_auc_loss=0.01)
+    escalated = band.contains(cheap)
+    assert 0.0 < escalated.mean() <= 0.25
+    everything = roc_auc_score(y, full)
+    assert roc_auc_score(y, np.where(escalated, full, cheap)) >= everything - 0.01
+    assert roc_auc_score(y, cheap) < everything - 0.01  # the band matters: the cheap score alone is worse
+    assert band.low > 0.2 and band.high < 0.8 and "within 0.01" in band.reason
+    assert np.isnan(cheap).sum() == 0 and band.contains(np.array([np.nan])).all()
+
+
+def test_a_full_model_that_adds_nothing_gets_an_empty_band():
+    cheap, _, y = uncertain_middle(400, seed=2)
+    band = learn_band(cheap, cheap, y, max_escalation=0.25, max_auc_loss=0.01)
+    assert not band.contains(cheap).any() and band.low > band.high
+
+
+def test_when_no_band_under_the_cap_reaches_the_target_the_best_one_under_it_wins_and_says_so():
+    rng = np.random.default_rng(3)
+    y = (rng.random(500) < 0.5).astype(int)
+    cheap = rng.random(500)  # useless everywhere, so the full score is needed on every row
+    full = y * 0.6 + rng.random(500) * 0.4
+    band = learn_band(cheap, full, y, max_escalation=0.2, max_auc_loss=0.01)
+    rate = band.contains(cheap).mean()
+    assert 0.1 < rate <= 0.2 and "NOT within" in band.reason
+
+
+def test_the_cascade_applies_its_band_and_escalates_everything_when_disabled():
+    X, y, groups, _ = make_listings(300, seed=4)
+    cascade = CascadeClassifier.fit(classifier_settings(), ["similarity"], list(X.columns), X, y, groups)
+    cascade.band = EscalationBand(0.3, 0.6)
+    cheap, escalated = cascade.triage(X)
+    np.testing.assert_array_equal(escalated, (cheap >= 0.3) & (cheap <= 0.6))
+    assert cascade.triage(X, enabled=False)[1].all()
+    band = cascade.learn_band(X, y, max_escalation=0.25, max_auc_loss=0.01)
+    assert cascade.band is band and band.contains(cascade.cheap.predict_proba(X)).mean() <= 0.25
 
 
 def test_no_learnable_cue_is_an_error_naming_each_cue_and_why():

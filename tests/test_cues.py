@@ -169,7 +169,7 @@ def cues_with(changes: dict) -> DictConfig:
     "raw, message",
     [
         ({"logo": {"detector": "surf"}}, "surf"),
-        ({"cascade": {"low": 0.8, "high": 0.2}}, "low=0.8"),
+        ({"cascade": {"max_escalation": 1.5}}, r"cues\.cascade\.max_escalation must lie in \[0, 1\], got 1\.5"),
         ({"logo": {"ratoi": 0.7}}, r"cues\.logo\.ratoi \(did you mean cues\.logo\.ratio\?\)"),
         ({"ocr": {}}, r"cues\.ocr; valid keys of cues: cascade, similarity"),
         ({"placement": {"min_template_correlation": 1.5}}, "1.5"),
@@ -187,13 +187,6 @@ def test_a_missing_cue_setting_is_named():
     del raw["text"]["min_score"]
     with pytest.raises(ConfigError, match=r"cues\.text\.min_score not set"):
         CueConfig.from_config(raw)
-
-
-def test_cascade_sends_only_uncertain_listings_to_expensive_cues():
-    cfg = CueConfig.from_config(cues_with({"cascade": {"low": 0.2, "high": 0.7}}))
-    assert [cfg.needs_expensive(p) for p in (0.1, 0.2, 0.5, 0.7, 0.9)] == [False, True, True, True, False]
-    assert cfg.needs_expensive(math.nan)
-    assert CueConfig.from_config(cues_with({"cascade": {"enabled": False}})).needs_expensive(0.0)
 
 
 # --- records ---------------------------------------------------------------------------------------------

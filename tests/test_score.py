@@ -79,6 +79,13 @@ def test_one_row_per_listing_with_every_column(world, reference):
     assert written["errors"] == errors["error"].value_counts().sort_index().to_dict()
     assert written["images_per_s"] > 0 and written["elapsed_s"] > 0
     assert written["escalated"] == int(results["escalated"].sum())
+    scored = results[results["decision"] != "error"]
+    assert written["escalation_rate"] == pytest.approx(scored["escalated"].mean())
+    by_brand = scored.groupby("claimed_brand")["escalated"].agg(["size", "sum"])
+    assert written["escalation_by_brand"] == {
+        brand: {"listings": int(row["size"]), "escalated": int(row["sum"]), "rate": row["sum"] / row["size"]}
+        for brand, row in by_brand.iterrows()
+    }
 
 
 def test_embeddings_are_saved_row_aligned_per_shard(world, reference):

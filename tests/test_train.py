@@ -44,7 +44,7 @@ def test_training_beats_a_dummy_baseline_on_held_out_listings(tiny_trained):
     held_out = (data.rows["split"] != "train").to_numpy()
     y = data.rows["y"].to_numpy()[held_out]
     scores, _ = bundle.model.cascaded_scores(
-        data.features[held_out].reset_index(drop=True), context.cue_cfg.needs_expensive
+        data.features[held_out].reset_index(drop=True), context.cue_cfg.cascade.enabled
     )
     train = ~held_out
     dummy = DummyClassifier(strategy="prior").fit(np.zeros((train.sum(), 1)), data.rows["y"][train])
@@ -58,7 +58,11 @@ def test_training_beats_a_dummy_baseline_on_held_out_listings(tiny_trained):
     assert metrics["rows.excluded.kind.not_a_product"] == 2
     assert metrics["rows.excluded.kind.undecodable"] == 2
     assert metrics["rows.train"] + metrics["rows.validation"] + metrics["rows.test"] == len(listings)
-    assert 0.0 <= metrics["test.escalation_rate"] <= 1.0
+    # the learned band escalates at most cues.cascade.max_escalation of validation, and says how it was chosen
+    assert metrics["val.escalation_rate"] <= 0.25 and 0.0 <= metrics["test.escalation_rate"] <= 1.0
+    assert bundle.metadata.cascade_band["reason"].startswith("validation: escalates")
+    brand_rates = [v for k, v in metrics.items() if k.startswith("val.brand.") and k.endswith(".escalation_rate")]
+    assert brand_rates and all(0.0 <= rate <= 1.0 for rate in brand_rates)
     assert metrics["cost.cascade_ms"] <= metrics["cost.all_cues_ms"]
     assert metrics["cost.logo_ms"] > 0 and "cost.text_ms" not in metrics  # text disabled in tests
 

@@ -49,7 +49,7 @@ from brandsentry.index import (
     latest_manifest,
 )
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: the cascade's escalation band is learned (model.band), not configured
 BUNDLE_FILE = "bundle.json"
 CONFIG_SECTIONS = ("embedder", "images", "index", "cues", "features", "classifier", "seed")
 
@@ -82,6 +82,7 @@ class BundleMetadata:
     cheap_feature_names: list[str]
     model_feature_names: list[str] = field(default_factory=list)  # those the models read (cheap and full)
     dropped_features: dict[str, str] = field(default_factory=dict)  # enabled cues training dropped, and why
+    cascade_band: dict = field(default_factory=dict)  # classify.EscalationBand learned on validation
     dataset_digest: str = ""  # sha256 of the labelled manifest rows
     validation_digest: str = ""  # sha256 of the validation rows (auto-promotion compares on equal digests)
     metrics: dict[str, float] = field(default_factory=dict)  # training summary (validation and test)
@@ -95,7 +96,10 @@ class BundleMetadata:
             raise BundleError(f"{directory} is not a scoring bundle (no {BUNDLE_FILE})")
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{path}: bundle format {data.get('format')!r} is not {BUNDLE_FORMAT}")
+            raise BundleError(
+                f"{path}: bundle format {data.get('format')!r} is not {BUNDLE_FORMAT}; "
+                "train a new one with `brandsentry train`"
+            )
         known = cls.__dataclass_fields__
         return cls(**{key: value for key, value in data.items() if key in known})
 
@@ -284,7 +288,7 @@ class ScoringBundle:
 
         `images`/`errors` come from `context().decode(rows)` (or an equivalent decode edge); `vectors`,
         when given, are the embeddings of the decoded rows (row-aligned, ignored where `images[i]` is None).
-        Cheap cues → cheap model → `needs_expensive` → logo + OCR cues for those rows only → full model.
+        Cheap cues → cheap model → its escalation band → logo + OCR cues for those rows only → full model.
         """
         if not (len(rows) == len(images) == len(errors)):
             raise ValueError(f"{len(rows)} rows, {len(images)} images and {len(errors)} errors must agree")
@@ -296,7 +300,7 @@ class ScoringBundle:
         escalated = np.zeros(len(rows), dtype=bool)
         if ok.any():
             cheap_scores[ok], escalated[ok] = self.model.triage(
-                table.features.loc[ok], context.cue_cfg.needs_expensive
+                table.features.loc[ok], context.cue_cfg.cascade.enabled
             )
         table = context.add_expensive(rows, images, table, escalated)
         scores = self.model.combine(cheap_scores, escalated, table.features)

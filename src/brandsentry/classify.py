@@ -329,18 +329,84 @@ def decision_metrics(
     return {key: float(value) for key, value in metrics.items()}
 
 
+@dataclass(frozen=True)
+class EscalationBand:
+    """Cheap probabilities in [low, high] earn the expensive cues (low > high: none does); NaN always does."""
+
+    low: float
+    high: float
+    reason: str = ""  # how it was chosen, for the training log and bundle.json
+
+    @classmethod
+    def everything(cls, reason: str = "every listing") -> EscalationBand:
+        return cls(0.0, 1.0, reason)
+
+    @classmethod
+    def nothing(cls, reason: str) -> EscalationBand:
+        return cls(1.0, 0.0, reason)
+
+    def contains(self, cheap_scores: np.ndarray) -> np.ndarray:
+        p = np.asarray(cheap_scores, dtype=float)
+        return np.isnan(p) | ((p >= self.low) & (p <= self.high))
+
+
+def learn_band(
+    cheap_scores: np.ndarray,
+    full_scores: np.ndarray,
+    y: np.ndarray,
+    max_escalation: float,
+    max_auc_loss: float,
+    candidates: int = 41,
+) -> EscalationBand:
+    """The narrowest band of cheap probabilities whose cascaded ROC-AUC stays within `max_auc_loss` of
+    escalating everything, among bands escalating at most `max_escalation` of the rows.
+
+    Chosen on validation, where every cue is known for every row. The band edges are quantiles of the cheap
+    scores (at most `candidates` of them), so two numbers are fitted on hundreds of rows, not a curve. When
+    no band under the cap reaches the target, the best ROC-AUC under the cap wins and the reason says so.
+    """
+    cheap_scores, full_scores, y = (np.asarray(a, dtype=float) for a in (cheap_scores, full_scores, y))
+    everything = float(roc_auc_score(y, full_scores))
+    target = everything - max_auc_loss
+    edges = np.unique(np.quantile(cheap_scores, np.linspace(0.0, 1.0, candidates)))
+    best: tuple | None = None  # (meets target, -rate, auc, low, high)
+    options = [(1.0, 0.0)] + [(lo, hi) for i, lo in enumerate(edges) for hi in edges[i:]]
+    for low, high in options:
+        band = EscalationBand(float(low), float(high))
+        escalated = band.contains(cheap_scores)
+        rate = float(escalated.mean())
+        if rate > max_escalation:
+            continue
+        auc = float(roc_auc_score(y, np.where(escalated, full_scores, cheap_scores)))
+        key = (auc >= target, -rate if auc >= target else auc, auc if auc >= target else -rate, low, high)
+        if best is None or key[:3] > best[:3]:
+            best = key
+    met, _, _, low, high = best
+    band = EscalationBand(float(low), float(high))
+    rate = float(band.contains(cheap_scores).mean())
+    auc = float(roc_auc_score(y, np.where(band.contains(cheap_scores), full_scores, cheap_scores)))
+    verdict = "within" if met else "NOT within"
+    reason = (
+        f"validation: escalates {rate:.1%} (cap {max_escalation:.0%}) at ROC-AUC {auc:.4f}, {verdict} "
+        f"{max_auc_loss} of escalating everything ({everything:.4f})"
+    )
+    return EscalationBand(band.low, band.high, reason)
+
+
 @dataclass
 class CascadeClassifier:
     """The cheap model (cheap cues only) and the full model (every cue) behind one cascaded score.
 
-    A listing is scored by the cheap model; where `needs_expensive(cheap probability)` holds, the logo and
-    OCR cues are computed and the full model's probability replaces it. The decision thresholds are chosen
+    A listing is scored by the cheap model; where its probability lies in the escalation `band` (learned on
+    validation, `learn_band`), the logo and OCR cues are computed and the full model's probability replaces
+    it. The decision thresholds are chosen
     on, and apply to, that cascaded score; they live on the full model. Without expensive cues (an ablation
     that disables logo and text) both models are one and the same and the cascade never escalates.
     """
 
     cheap: CounterfeitClassifier
     full: CounterfeitClassifier
+    band: EscalationBand = field(default_factory=EscalationBand.everything)
 
     @classmethod
     def fit(
@@ -393,18 +459,29 @@ class CascadeClassifier:
     def dropped_features(self) -> dict[str, str]:
         return dict(self.full.dropped_features)
 
-    def escalate(self, cheap_scores: np.ndarray, needs_expensive) -> np.ndarray:
-        """Rows whose cheap probability earns the expensive cues (`needs_expensive`: probability -> bool)."""
+    def learn_band(self, features: pd.DataFrame, y: np.ndarray, max_escalation: float, max_auc_loss: float):
+        """Fit the escalation band on labelled rows whose every cue is known (the validation split)."""
+        if not self.has_expensive:
+            self.band = EscalationBand.nothing("no expensive cue in the model")
+        else:
+            cheap, full = self.cheap.predict_proba(features), self.full.predict_proba(features)
+            self.band = learn_band(cheap, full, y, max_escalation, max_auc_loss)
+        log.info("cascade band [%.3f, %.3f]: %s", self.band.low, self.band.high, self.band.reason)
+        return self.band
+
+    def escalate(self, cheap_scores: np.ndarray, enabled: bool = True) -> np.ndarray:
+        """Rows whose cheap probability earns the expensive cues: inside the band, or all when the cascade
+        is off (`cues.cascade.enabled=false`)."""
         if not self.has_expensive:
             return np.zeros(len(cheap_scores), dtype=bool)
-        return np.fromiter(
-            (needs_expensive(float(p)) for p in cheap_scores), dtype=bool, count=len(cheap_scores)
-        )
+        if not enabled:
+            return np.ones(len(cheap_scores), dtype=bool)
+        return self.band.contains(cheap_scores)
 
-    def triage(self, features: pd.DataFrame, needs_expensive) -> tuple[np.ndarray, np.ndarray]:
+    def triage(self, features: pd.DataFrame, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(cheap probability, escalated) per row: the cascade's first stage, which reads the cheap cues only."""
         cheap_scores = self.cheap.predict_proba(features)
-        return cheap_scores, self.escalate(cheap_scores, needs_expensive)
+        return cheap_scores, self.escalate(cheap_scores, enabled)
 
     def combine(self, cheap_scores: np.ndarray, escalated: np.ndarray, features: pd.DataFrame) -> np.ndarray:
         """The cascaded score: the cheap probability, replaced by the full model's on the escalated rows.
@@ -419,9 +496,9 @@ class CascadeClassifier:
             scores[escalated] = self.full.predict_proba(features.loc[escalated])
         return scores
 
-    def cascaded_scores(self, features: pd.DataFrame, needs_expensive) -> tuple[np.ndarray, np.ndarray]:
+    def cascaded_scores(self, features: pd.DataFrame, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(score, escalated) for rows whose every cue is known, exactly as the staged scorer would score them."""
-        cheap_scores, escalated = self.triage(features, needs_expensive)
+        cheap_scores, escalated = self.triage(features, enabled)
         return self.combine(cheap_scores, escalated, features), escalated
 
     def choose_thresholds(self, scores: np.ndarray, y: np.ndarray, brands: np.ndarray) -> None:

@@ -25,7 +25,7 @@ import os
 import pickle
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -342,10 +342,11 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
         rows["group"].to_numpy()[train],
     )
     y, brands, kinds = (rows[column].to_numpy() for column in ("y", "brand", "kind"))
-    needs = context.cue_cfg.needs_expensive
+    cascade = context.cue_cfg.cascade
     parts = {split: features[masks[split]].reset_index(drop=True) for split in ("validation", "test")}
-    scored = {split: model.cascaded_scores(part, needs) for split, part in parts.items()}
     validation = masks["validation"]
+    model.learn_band(parts["validation"], y[validation], cascade.max_escalation, cascade.max_auc_loss)
+    scored = {split: model.cascaded_scores(part, cascade.enabled) for split, part in parts.items()}
     model.choose_thresholds(scored["validation"][0], y[validation], brands[validation])
     metrics: dict[str, float] = {}
     decisions = {}
@@ -356,6 +357,8 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
             **classification_metrics(y[mask], scores, brands[mask], kinds[mask]),
             **decision_metrics(decisions[split], y[mask], kinds[mask]),
             "escalation_rate": float(escalated.mean()),
+            **{f"brand.{brand}.escalation_rate": float(escalated[brands[mask] == brand].mean())
+               for brand in sorted(set(brands[mask]))},  # fmt: skip
             "cheap.roc_auc": classification_metrics(y[mask], model.cheap.predict_proba(parts[split]))[
                 "roc_auc"
             ],
@@ -444,6 +447,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
                 "run_dir": str(run_dir),
                 "embedder": context.embedder.identity.key(),
                 "index_version": str(context.index.version),
+                "cascade_band": evaluation.model.band.reason,
             }
         )
         mlflow.log_params(flat_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
@@ -478,6 +482,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
             cheap_feature_names=context.cheap_feature_names,
             model_feature_names=evaluation.model.feature_names,
             dropped_features=evaluation.model.dropped_features,
+            cascade_band=asdict(evaluation.model.band),
             dataset_digest=data.dataset_digest,
             validation_digest=data.validation_digest,
             metrics=summary_metrics(metrics),
@@ -531,7 +536,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
 def summary_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The headline figures a bundle carries in bundle.json (all of them are in the MLflow run)."""
     keys = ("roc_auc", "pr_auc", "recall_at_p90", "recall_at_p95", "recall_at_p99", "flag_precision",
-            "flag_recall", "escalation_rate")  # fmt: skip
+            "flag_recall", "escalation_rate", "full.roc_auc")  # fmt: skip
     return {
         f"{split}.{key}": float(metrics[f"{split}.{key}"])
         for split in ("val", "test")

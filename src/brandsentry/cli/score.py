@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         f"({summary.shards_reused} reused); "
         + ", ".join(f"{decision} {count}" for decision, count in summary.decisions.items())
         + (f"; errors: {', '.join(f'{r} {n}' for r, n in summary.errors.items())}" if summary.errors else "")
+        + f"; {summary.escalation_rate:.0%} escalated to the logo/OCR cues"
         + f"; {summary.images_per_s:.1f} images/s, {summary.elapsed_s:.1f} s"
     )
     return _log_run(cfg, settings, summary)

@@ -33,6 +33,10 @@ def run_train(args, overrides: list[str]) -> int:
             f"flag precision {m['test.flag_precision']:.3f} recall {m['test.flag_recall']:.3f}; "
             f"cascade {m['cost.cascade_ms']:.0f} ms/listing"
         )
+        print(
+            f"  cascade escalates {m['val.escalation_rate']:.1%} of validation at ROC-AUC {m['val.roc_auc']:.3f} "
+            f"(everything escalated: {m['val.full.roc_auc']:.3f}); test {m['test.escalation_rate']:.1%}"
+        )
         print(f"  bundle {result.bundle_dir}; promotion: {result.promotion_note}")
     return 0
 

@@ -2,7 +2,7 @@
 
 Pure functions; a cue that cannot be computed is NaN with a reason, never an exception out of a batch.
 Cheap cues (similarity, quality, seller, packaging) run for every listing; expensive ones (logo, text)
-only where the scorer's cheap model is unsure (`CueConfig.needs_expensive`).
+only where the scorer's cheap model is unsure (the escalation band the classifier learns, `classify.EscalationBand`).
 """
 
 from brandsentry.cues.assets import BrandAssetCache, BrandAssets, LogoTemplate, build_brand_assets

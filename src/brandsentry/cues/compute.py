@@ -1,7 +1,8 @@
 """Run the cue groups for one listing: cheap ones always, expensive ones (logo, OCR) when asked.
 
 The scorer runs the cascade: `cheap_cues` for every listing, its cheap model's probability, then
-`expensive_cues` only where `cfg.needs_expensive(probability)`; `compute_cues` does both in one call.
+`expensive_cues` only where that probability lies in the bundle's learned escalation band
+(classify.EscalationBand); `compute_cues` does both in one call.
 Every result carries every column of `feature_names(cfg)`, whatever happened: a cue that failed or was
 not run is NaN with its reason, so rows always line up.
 """

@@ -15,11 +15,11 @@ DETECTORS = ("sift", "orb")
 
 @dataclass(frozen=True)
 class CascadeBounds:
-    """Cheap counterfeit probabilities in [low, high] are uncertain and earn the expensive cues."""
+    """How training learns the band of cheap probabilities that earns the expensive cues (classify.learn_band)."""
 
     enabled: bool  # false: logo and OCR for every listing
-    low: float
-    high: float
+    max_escalation: float  # the band escalates at most this share of the validation listings ...
+    max_auc_loss: float  # ... and the narrowest one within this ROC-AUC of escalating everything wins
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,10 @@ class CueConfig:
     def __post_init__(self) -> None:
         """The checks that one field's type cannot say; `dataclasses.replace` runs them too."""
         c = self.cascade
-        if not 0.0 <= c.low <= c.high <= 1.0:
-            raise ConfigError(f"cues.cascade needs 0 <= low <= high <= 1, got low={c.low} high={c.high}")
+        if not 0.0 <= c.max_escalation <= 1.0:
+            raise ConfigError(f"cues.cascade.max_escalation must lie in [0, 1], got {c.max_escalation}")
+        if not 0.0 <= c.max_auc_loss <= 1.0:
+            raise ConfigError(f"cues.cascade.max_auc_loss must lie in [0, 1], got {c.max_auc_loss}")
         if self.logo.detector not in DETECTORS:
             raise ConfigError(f"unknown cues.logo.detector {self.logo.detector!r} (choose from {DETECTORS})")
         if not 0.0 < self.logo.ratio < 1.0:
@@ -167,9 +169,3 @@ class CueConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"cues.{key} must be >= 1, got {value}")
-
-    def needs_expensive(self, cheap_probability: float) -> bool:
-        """Whether a listing with this cheap-model probability should get the logo and OCR cues (NaN: yes)."""
-        if not self.cascade.enabled or math.isnan(cheap_probability):
-            return True
-        return self.cascade.low <= cheap_probability <= self.cascade.high

@@ -73,6 +73,8 @@ class ScoreSummary:
     elapsed_s: float  # wall time of this invocation, model loading included
     already_complete: bool = False
     cue_failures: dict[str, dict[str, int]] = field(default_factory=dict)  # cue -> exception type -> listings
+    escalation_rate: float = 0.0  # escalated / listings scored without error
+    escalation_by_brand: dict[str, dict] = field(default_factory=dict)  # brand -> listings, escalated, rate
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -208,17 +210,26 @@ def _summarise(
     errors: Counter[str] = Counter()
     failures: list = []
     escalated = rows = 0
+    by_brand: dict[str, Counter[str]] = {}
     for shard in shards:
         part = part_path(out, shard.number)
         if not _shard_done(out, shard):
             raise ScoreRunError(f"shard {part} is missing or incomplete after scoring")
-        frame = pd.read_parquet(part, columns=["decision", "error", "escalated", "cue_failures"])
+        frame = pd.read_parquet(
+            part, columns=["claimed_brand", "decision", "error", "escalated", "cue_failures"]
+        )
         rows += len(frame)
         decisions.update(frame["decision"].astype(str))
         errors.update(frame.loc[frame["decision"] == "error", "error"].fillna("unknown").astype(str))
         escalated += int(frame["escalated"].fillna(False).astype(bool).sum())
+        scored = frame[frame["decision"] != "error"]
+        for brand, group in scored.groupby(scored["claimed_brand"].astype(str)):
+            counts = by_brand.setdefault(brand, Counter())
+            counts["listings"] += len(group)
+            counts["escalated"] += int(group["escalated"].fillna(False).astype(bool).sum())
         failures.extend(entries for entries in frame["cue_failures"] if entries is not None and len(entries))
     fraction = decisions.get("error", 0) / rows if rows else 0.0
+    scored_ok = rows - decisions.get("error", 0)
     return ScoreSummary(
         out_dir=out.resolve(),
         status="complete" if fraction <= settings.error_budget else "error_budget_exceeded",
@@ -234,6 +245,11 @@ def _summarise(
         error_fraction=fraction,
         error_budget=settings.error_budget,
         escalated=escalated,
+        escalation_rate=escalated / scored_ok if scored_ok else 0.0,
+        escalation_by_brand={
+            brand: {**counts, "rate": counts["escalated"] / counts["listings"]}
+            for brand, counts in sorted(by_brand.items())
+        },
         scored_now=scored_now,
         images_per_s=scored_now / scoring_s if scored_now and scoring_s > 0 else 0.0,
         elapsed_s=elapsed_s,
