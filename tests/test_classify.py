@@ -263,3 +263,63 @@ def test_informative_columns_keeps_only_columns_that_vary():
     assert selector.transform(X).shape == (3, 2)
     with pytest.raises(TrainingDataError, match="none of the 2 cue"):
         InformativeColumns().fit(X[:, :2])
+
+
+# --- which model ships ------------------------------------------------------------------------------------
+def choice_listings(n: int, seed: int, trees_win: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The similarity margin separates the classes a little; with `trees_win`, an XOR of two cues that only
+    trees can read separates them well, else twelve noise cues invite overfitting."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(int)
+    frame = pd.DataFrame({"sim_brand_top1": rng.normal(0.8 - 0.08 * y, 0.08),
+                          "sim_other_top1": rng.normal(0.5, 0.05, n)})  # fmt: skip
+    if trees_win:
+        a = rng.integers(0, 2, n)
+        frame["a"], frame["b"] = a + rng.normal(0, 0.1, n), (a ^ y) + rng.normal(0, 0.1, n)
+    else:
+        for i in range(12):
+            frame[f"noise{i}"] = rng.normal(size=n)
+    return frame, y, rng.integers(0, 30, n)
+
+
+@pytest.mark.parametrize("trees_win", [True, False])
+def test_the_shipped_model_is_never_worse_than_the_similarity_baseline_on_validation(trees_win):
+    from brandsentry.model_choice import choose_model
+
+    X, y, groups = choice_listings(900, seed=11, trees_win=trees_win)
+    train, validation = slice(0, 300), slice(300, 900)
+    names = list(X.columns)
+    choice = choose_model(
+        classifier_settings(min_samples_leaf=5),
+        names,
+        names,
+        (X[train].reset_index(drop=True), y[train], groups[train]),
+        (X[validation].reset_index(drop=True), y[validation]),
+        max_escalation=0.25,
+        max_auc_loss=0.01,
+    )
+    aucs = choice.validation_roc_auc
+    assert set(aucs) == {"hgb", "logreg", "similarity"}
+    assert aucs[choice.kind] == max(aucs.values()) >= aucs["similarity"]
+    if trees_win:
+        assert choice.kind == "hgb" and aucs["hgb"] > aucs["logreg"] + 0.1
+    else:
+        assert choice.kind != "hgb" and "instead of the configured hgb" in choice.reason
+    shipped, _ = choice.model.cascaded_scores(X[validation].reset_index(drop=True))
+    assert roc_auc_score(y[validation], shipped) == pytest.approx(aucs[choice.kind])
+
+
+def test_the_similarity_baseline_is_skipped_when_its_cues_are_not_computed():
+    from brandsentry.model_choice import choose_model
+
+    X, y, groups, _ = make_listings(400, seed=12)
+    names = list(X.columns)
+    part = (X[:200].reset_index(drop=True), y[:200], groups[:200])
+    choice = choose_model(classifier_settings(min_samples_leaf=5), names, names, part,
+                          (X[200:].reset_index(drop=True), y[200:]), 0.25, 0.01)  # fmt: skip
+    assert set(choice.validation_roc_auc) == {"hgb", "logreg"}
+
+
+def test_an_unknown_candidate_kind_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="'forest'"):
+        classifier_settings(candidates=["logreg", "forest"])

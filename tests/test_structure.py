@@ -171,6 +171,7 @@ STAGES = (
     ("ledger",),
     ("feedback",),
     ("classify",),
+    ("model_choice",),
     ("bundle",),
     ("registry",),
     ("train", "finetune"),

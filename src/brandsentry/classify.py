@@ -37,6 +37,9 @@ from brandsentry.settings import load_settings
 log = logging.getLogger(__name__)
 
 LABELS = ("authentic", "counterfeit")
+KINDS = ("hgb", "logreg", "similarity")
+# The similarity baseline reads these two cues (both from the similarity group, always cheap).
+BASELINE_FEATURES = ("sim_brand_top1", "sim_other_top1")
 DECISIONS = ("flag", "review", "pass", "error")
 
 
@@ -48,7 +51,8 @@ class TrainingDataError(BrandsentryError, ValueError):
 class ClassifierSettings:
     """The `classifier` config group (configs/classifier/)."""
 
-    kind: str  # hgb | logreg
+    kind: str  # hgb | logreg | similarity (the baseline: claimed-brand similarity margin alone)
+    candidates: list[str]  # kinds also fitted; the best validation ROC-AUC ships (model_choice)
     calibration: str  # isotonic | sigmoid
     calibration_folds: int  # product-grouped folds whose out-of-fold scores fit the calibration
     target_precision: float
@@ -65,8 +69,9 @@ class ClassifierSettings:
         return load_settings(cls, cfg, "classifier")
 
     def __post_init__(self) -> None:
-        if self.kind not in ("hgb", "logreg"):
-            raise ConfigError(f"unknown classifier kind {self.kind!r} (expected 'hgb' or 'logreg')")
+        for kind in (self.kind, *self.candidates):
+            if kind not in KINDS:
+                raise ConfigError(f"unknown classifier kind {kind!r} (expected one of {list(KINDS)})")
         if self.calibration_folds < 1:
             raise ConfigError(f"calibration_folds must be >= 1, got {self.calibration_folds!r}")
         if self.calibration not in ("isotonic", "sigmoid"):
@@ -84,7 +89,22 @@ def encode_labels(labels: pd.Series | np.ndarray) -> np.ndarray:
     return (values == "counterfeit").to_numpy(dtype=np.int8)
 
 
+class SimilarityMargin(BaseEstimator, TransformerMixin):
+    """(sim_brand_top1, sim_other_top1) -> one column: the claimed brand's top-1 similarity minus half the
+    best other brand's. No claimed-brand neighbour counts as -1, no other brand as 0."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        brand, other = np.nan_to_num(X[:, 0], nan=-1.0), np.nan_to_num(X[:, 1], nan=0.0)
+        return (brand - 0.5 * other).reshape(-1, 1)
+
+
 def _base_estimator(settings: ClassifierSettings):
+    if settings.kind == "similarity":
+        return make_pipeline(SimilarityMargin(), LogisticRegression(random_state=settings.seed))
     if settings.kind == "hgb":
         return make_pipeline(
             InformativeColumns(),
@@ -208,7 +228,9 @@ class CounterfeitClassifier:
             raise TrainingDataError("training data holds one class only; need authentic and counterfeit")
         self._require_columns(features)
         folds = calibration_folds(self.settings, y, groups)
-        dropped = uninformative_features(features, self.feature_names)
+        # the baseline reads its two cues whatever they hold (SimilarityMargin fills their gaps)
+        similarity = self.settings.kind == "similarity"
+        dropped = {} if similarity else uninformative_features(features, self.feature_names)
         if len(dropped) == len(self.feature_names):
             raise TrainingDataError(
                 "no cue can be learnt from: "
@@ -445,6 +467,14 @@ class CascadeClassifier:
         )
         full.dropped_features = dict(dropped)  # the full model answers for the cascade
         return cls(cheap, full)
+
+    @classmethod
+    def similarity_baseline(
+        cls, settings: ClassifierSettings, features: pd.DataFrame, y: np.ndarray, groups: np.ndarray
+    ) -> CascadeClassifier:
+        """The baseline as a cascade of one cheap model that never escalates."""
+        model = CounterfeitClassifier(settings, list(BASELINE_FEATURES)).fit(features, y, groups)
+        return cls(model, model, EscalationBand.nothing("the similarity baseline reads no expensive cue"))
 
     @property
     def has_expensive(self) -> bool:

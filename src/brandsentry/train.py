@@ -46,6 +46,7 @@ from brandsentry.config import Workspace, config_dir, require
 from brandsentry.errors import ConfigError
 from brandsentry.features import FeatureTable, ScoringContext, format_cue_failures, read_listings
 from brandsentry.files import atomic_write
+from brandsentry.model_choice import choose_model
 from brandsentry.registry import (
     BUNDLE_ARTIFACT,
     auto_promotion,
@@ -324,6 +325,7 @@ class Evaluation:
     test_scores: np.ndarray
     test_decisions: np.ndarray
     importance: pd.Series  # permutation importance of the full model's features on validation (ROC-AUC drop)
+    model_choice: str  # which kind ships and why (model_choice.choose_model)
 
 
 def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: ClassifierSettings) -> Evaluation:
@@ -332,20 +334,20 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
     masks = {split: (rows["split"] == split).to_numpy() for split in SPLITS}
     for split, mask in masks.items():
         require_both_classes(split, rows["y"].to_numpy()[mask])
-    train = masks["train"]
-    model = CascadeClassifier.fit(
-        settings,
-        context.cheap_feature_names,
-        context.feature_names,
-        features[train].reset_index(drop=True),
-        rows["y"].to_numpy()[train],
-        rows["group"].to_numpy()[train],
-    )
+    train, validation = masks["train"], masks["validation"]
     y, brands, kinds = (rows[column].to_numpy() for column in ("y", "brand", "kind"))
     cascade = context.cue_cfg.cascade
     parts = {split: features[masks[split]].reset_index(drop=True) for split in ("validation", "test")}
-    validation = masks["validation"]
-    model.learn_band(parts["validation"], y[validation], cascade.max_escalation, cascade.max_auc_loss)
+    choice = choose_model(
+        settings,
+        context.cheap_feature_names,
+        context.feature_names,
+        (features[train].reset_index(drop=True), y[train], rows["group"].to_numpy()[train]),
+        (parts["validation"], y[validation]),
+        cascade.max_escalation,
+        cascade.max_auc_loss,
+    )
+    model = choice.model
     scored = {split: model.cascaded_scores(part, cascade.enabled) for split, part in parts.items()}
     model.choose_thresholds(scored["validation"][0], y[validation], brands[validation])
     metrics: dict[str, float] = {}
@@ -375,10 +377,11 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
         {f"cue_failures.{group}.{kind}": float(n) for group, kinds in data.cue_failures.items()
          for kind, n in kinds.items()}
     )  # fmt: skip
+    metrics.update({f"val.candidate.{kind}.roc_auc": auc for kind, auc in choice.validation_roc_auc.items()})
     metrics["features.used"] = float(len(model.feature_names))
     metrics["features.dropped"] = float(len(model.dropped_features))
     importance = permutation_importance(model, parts["validation"], y[validation])
-    return Evaluation(model, metrics, scored["test"][0], decisions["test"], importance)
+    return Evaluation(model, metrics, scored["test"][0], decisions["test"], importance, choice.reason)
 
 
 def cue_costs(timings: pd.DataFrame, escalation_rate: float) -> dict[str, float]:
@@ -448,6 +451,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
                 "embedder": context.embedder.identity.key(),
                 "index_version": str(context.index.version),
                 "cascade_band": evaluation.model.band.reason,
+                "model_choice": evaluation.model_choice,
             }
         )
         mlflow.log_params(flat_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
