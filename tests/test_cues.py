@@ -169,7 +169,10 @@ def cues_with(changes: dict) -> DictConfig:
     "raw, message",
     [
         ({"logo": {"detector": "surf"}}, "surf"),
-        ({"cascade": {"max_escalation": 1.5}}, r"cues\.cascade\.max_escalation must lie in \[0, 1\], got 1\.5"),
+        (
+            {"cascade": {"max_escalation": 1.5}},
+            r"cues\.cascade\.max_escalation must lie in \[0, 1\], got 1\.5",
+        ),
         ({"logo": {"ratoi": 0.7}}, r"cues\.logo\.ratoi \(did you mean cues\.logo\.ratio\?\)"),
         ({"ocr": {}}, r"cues\.ocr; valid keys of cues: cascade, similarity"),
         ({"placement": {"min_template_correlation": 1.5}}, "1.5"),

@@ -61,7 +61,9 @@ def test_training_beats_a_dummy_baseline_on_held_out_listings(tiny_trained):
     # the learned band escalates at most cues.cascade.max_escalation of validation, and says how it was chosen
     assert metrics["val.escalation_rate"] <= 0.25 and 0.0 <= metrics["test.escalation_rate"] <= 1.0
     assert bundle.metadata.cascade_band["reason"].startswith("validation: escalates")
-    brand_rates = [v for k, v in metrics.items() if k.startswith("val.brand.") and k.endswith(".escalation_rate")]
+    brand_rates = [
+        v for k, v in metrics.items() if k.startswith("val.brand.") and k.endswith(".escalation_rate")
+    ]
     assert brand_rates and all(0.0 <= rate <= 1.0 for rate in brand_rates)
     assert metrics["cost.cascade_ms"] <= metrics["cost.all_cues_ms"]
     assert metrics["cost.logo_ms"] > 0 and "cost.text_ms" not in metrics  # text disabled in tests

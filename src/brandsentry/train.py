@@ -359,8 +359,10 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
             **classification_metrics(y[mask], scores, brands[mask], kinds[mask]),
             **decision_metrics(decisions[split], y[mask], kinds[mask]),
             "escalation_rate": float(escalated.mean()),
-            **{f"brand.{brand}.escalation_rate": float(escalated[brands[mask] == brand].mean())
-               for brand in sorted(set(brands[mask]))},  # fmt: skip
+            **{
+                f"brand.{brand}.escalation_rate": float(escalated[brands[mask] == brand].mean())
+                for brand in sorted(set(brands[mask]))
+            },  # fmt: skip
             "cheap.roc_auc": classification_metrics(y[mask], model.cheap.predict_proba(parts[split]))[
                 "roc_auc"
             ],

@@ -38,7 +38,9 @@ def run_train(args, overrides: list[str]) -> int:
             f"(everything escalated: {m['val.full.roc_auc']:.3f}); test {m['test.escalation_rate']:.1%}"
         )
         candidates = {k.split(".")[2]: v for k, v in m.items() if k.startswith("val.candidate.")}
-        print("  validation ROC-AUC by model kind: " + ", ".join(f"{k} {v:.3f}" for k, v in candidates.items()))
+        print(
+            "  validation ROC-AUC by model kind: " + ", ".join(f"{k} {v:.3f}" for k, v in candidates.items())
+        )
         print(f"  bundle {result.bundle_dir}; promotion: {result.promotion_note}")
     return 0
 
