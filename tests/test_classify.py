@@ -323,3 +323,11 @@ def test_the_similarity_baseline_is_skipped_when_its_cues_are_not_computed():
 def test_an_unknown_candidate_kind_is_refused_naming_it():
     with pytest.raises(ConfigError, match="'forest'"):
         classifier_settings(candidates=["logreg", "forest"])
+
+
+def test_the_auc_standard_error_matches_hanley_and_mcneil():
+    from brandsentry.model_choice import auc_standard_error
+
+    # their table: A = 0.9 on 50 positives and 50 negatives -> 0.032
+    assert auc_standard_error(0.9, 50, 50) == pytest.approx(0.0321, abs=5e-4)
+    assert auc_standard_error(0.9, 500, 500) < auc_standard_error(0.9, 50, 50)

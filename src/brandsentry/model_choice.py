@@ -3,13 +3,16 @@
 Hundreds of labelled listings is the normal case for a new brand, and boosted trees overfit them: on a
 held-out real-photo benchmark the trained classifier scored below one of its own inputs. So training also
 fits the `classifier.candidates` (a regularised logistic regression on the same cues, and the similarity
-baseline alone) on the train split, learns each one's escalation band on validation, and ships the one with
-the best cascaded validation ROC-AUC; the configured kind wins ties. The test split stays untouched.
+baseline alone) on the train split and learns each one's escalation band on validation. The configured kind
+ships unless a candidate's cascaded validation ROC-AUC beats it by more than the configured kind's own
+standard error (Hanley & McNeil: a few hundred validation listings cannot tell closer models apart), or the
+similarity baseline alone beats it at all. The test split stays untouched.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -58,11 +61,25 @@ def choose_model(
             model.learn_band(val_features, val_y, max_escalation, max_auc_loss)
         scores, _ = model.cascaded_scores(val_features)
         fitted[kind], aucs[kind] = model, float(roc_auc_score(val_y, scores))
+    configured = settings.kind
     best = max(aucs, key=aucs.get)  # the first maximum: the configured kind on ties
+    noise = auc_standard_error(aucs[configured], int(val_y.sum()), int(len(val_y) - val_y.sum()))
     table = ", ".join(f"{kind} {auc:.4f}" for kind, auc in aucs.items())
-    if best == settings.kind:
+    beaten_by_baseline = aucs.get("similarity", -1.0) > aucs[configured]
+    if best == configured:
         reason = f"{best}: best validation ROC-AUC ({table})"
+    elif aucs[best] - aucs[configured] <= noise and not beaten_by_baseline:
+        reason = (f"{configured}: {best}'s validation ROC-AUC is higher by {aucs[best] - aucs[configured]:.4f}, "
+                  f"within the standard error {noise:.4f} ({table})")  # fmt: skip
+        best = configured
     else:
-        reason = f"{best} instead of the configured {settings.kind}: better validation ROC-AUC ({table})"
+        reason = f"{best} instead of the configured {configured}: better validation ROC-AUC ({table})"
     log.info("model choice: %s", reason)
     return ModelChoice(fitted[best], best, aucs, reason)
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): the standard error of a ROC-AUC measured on this many listings."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    return math.sqrt(max(variance, 0.0) / max(positives * negatives, 1))
