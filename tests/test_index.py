@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from brandsentry.config import load_config
+from brandsentry.config import Workspace, load_config
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.index import (
     EmbedderMismatchError,
@@ -24,6 +24,7 @@ from brandsentry.index import (
     saved_versions,
 )
 from brandsentry.settings import default_settings
+from conftest import copy_workspace
 
 DIM = 64
 EMBEDDER = {"arch": "tf_efficientnet_lite0", "weights_sha256": "ab12", "dim": DIM}
@@ -527,3 +528,27 @@ def test_index_params_are_strict_and_name_the_factory_of_the_index():
     hnsw = ReferenceIndex.create("HNSW32", DIM, EMBEDDER, default_settings(IndexParams, "index"))
     assert hnsw.params.factory == hnsw.factory == "HNSW32"
     assert ReferenceIndex.create("Flat", DIM, EMBEDDER).params == default_settings(IndexParams, "index")
+
+
+def test_index_build_update_and_search_with_a_re_ranked_ivf_factory(tiny_workspace, tmp_path, capsys):
+    """`index=large`'s family end to end through the CLI, at the tiny world's size (a smaller IVF and PQ)."""
+    from brandsentry.cli import main
+
+    workspace = copy_workspace(tiny_workspace, tmp_path / "workspace")
+    overrides = (*workspace.overrides, "index=large", f"index.factory='{REFINED.replace('IVF32', 'IVF4')}'")
+    overrides += ("index.train_size=32", "index.rebuild_tombstone_fraction=0.5")
+    assert main(["index", "build", *overrides]) == 0
+    index_dir = Workspace.from_config(load_config(list(overrides))).index_dir
+    built = latest_manifest(index_dir)
+    assert built.factory == "PCAR32,IVF4,PQ16x4fs,RFlat" and built.tombstones == 0
+    references = ReferenceIndex.load(index_dir, None).live_ids()
+    withdrawn = int(references[0])
+    assert main(["refs", "withdraw", str(withdrawn), *overrides]) == 0
+    assert main(["index", "update", *overrides]) == 0
+    updated = latest_manifest(index_dir)
+    assert (updated.count, updated.tombstones) == (built.count - 1, 1)
+    image = sorted((workspace.world / "references").rglob("*.jpg"))[0]
+    capsys.readouterr()
+    assert main(["index", "search", str(image), "-k", "3", *overrides]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{image}:" and len(lines) == 4 and f"ref {withdrawn} " not in "\n".join(lines)
