@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from brandsentry.config import load_config
+from brandsentry.config import Workspace, load_config
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.index import (
     EmbedderMismatchError,
@@ -23,6 +24,7 @@ from brandsentry.index import (
     saved_versions,
 )
 from brandsentry.settings import default_settings
+from conftest import copy_workspace
 
 DIM = 64
 EMBEDDER = {"arch": "tf_efficientnet_lite0", "weights_sha256": "ab12", "dim": DIM}
@@ -97,6 +99,72 @@ def test_ivf_pq_returns_near_neighbours():
     truth, _ = brute_force(queries, ids, vectors, 1)
     found = index.search(queries, k=10).ids
     assert np.mean([t in row for t, row in zip(truth[:, 0], found, strict=True)]) >= 0.9
+
+
+# The shape of configs/index/large.yaml (transform, IVF, 4-bit fast-scan PQ, exact re-ranking) at test scale
+REFINED = "PCAR32,IVF32,PQ16x4fs,RFlat"
+
+
+def exact_scores(queries: np.ndarray, found: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    rows = np.searchsorted(ids, found, sorter=np.argsort(ids))
+    return np.einsum("qd,qkd->qk", queries, vectors[np.argsort(ids)[rows]])
+
+
+def test_refined_ivf_pq_is_nearest_first_with_exact_scores_on_clustered_data():
+    vectors, _ = clustered(6000, seed=40)
+    queries, _ = clustered(300, seed=41)
+    ids = catalog_ids(6000)
+    # trained on a sample of 2,000 of the first add's 4,000 vectors, then a second add
+    index = build(REFINED, ids[:4000], vectors[:4000], nprobe=8, refine_k_factor=8, train_size=2000)
+    index.add(ids[4000:], vectors[4000:])
+    assert index.search_knobs == ("nprobe", "refine_k_factor") and index.lossless_storage
+    truth, _ = brute_force(queries, ids, vectors, 10)
+    result = index.search(queries, k=10)
+    assert np.mean(result.ids[:, 0] == truth[:, 0]) >= 0.95
+    assert recall_at(result.ids, truth) >= 0.9
+    # re-ranked exactly: the scores are the true cosines of the ids returned, best first
+    np.testing.assert_allclose(result.scores, exact_scores(queries, result.ids, ids, vectors), atol=1e-5)
+    assert (np.diff(result.scores, axis=1) <= 1e-6).all()
+    index.retune(replace(index.params, refine_k_factor=1))  # no shortlist: the 4-bit codes decide alone
+    assert recall_at(index.search(queries, k=10).ids, truth) < recall_at(result.ids, truth)
+
+
+def test_train_size_below_what_the_structure_needs_is_a_config_error():
+    index = ReferenceIndex.create(
+        "IVF64,Flat", DIM, EMBEDDER, default_settings(IndexParams, "index", train_size=63)
+    )
+    with pytest.raises(ConfigError, match="index.train_size 63 is below the 64 vectors 'IVF64,Flat' needs"):
+        index.add(catalog_ids(500), random_unit(500, seed=42))
+    assert not index.is_trained and len(index) == 0
+
+
+def test_refined_ivf_withdrawals_are_tombstones_filtered_in_search_then_rebuilt_without_originals(tmp_path):
+    vectors, labels = clustered(3000, seed=43)
+    ids = catalog_ids(3000)
+    index = build(REFINED, ids, vectors, nprobe=8, rebuild_tombstone_fraction=0.05, exact_subset_max=100)
+    assert not index.supports_removal and index.uses_id_selectors
+    queries = vectors[:200]  # the withdrawn ones among them would find themselves first
+    index.remove(ids[:50])
+    assert not np.isin(index.search(queries, k=10).ids, ids[:50]).any()
+    index.remove(ids[50:200])  # the tombstone filter follows every change
+    assert (len(index), index.tombstone_count, index.needs_rebuild) == (2800, 200, True)
+    found = index.search(queries, k=10).ids
+    assert not np.isin(found, ids[:200]).any() and (found >= 0).all()
+    truth, _ = brute_force(queries, ids[200:], vectors[200:], 10)
+    assert recall_at(found, truth) >= 0.9
+    brand = ids[200:][labels[200:] < 20]  # > exact_subset_max: filtered inside the IVF, by id-map position
+    mine = queries[labels[:200] < 20]  # queries of the brand's own products: their lists are probed
+    restricted = index.search(mine, k=10, allowed_ids=brand).ids
+    assert np.isin(restricted, brand).all()
+    brand_rows = np.isin(ids, brand)
+    assert recall_at(restricted, brute_force(mine, ids[brand_rows], vectors[brand_rows], 10)[0]) >= 0.9
+    index.save(tmp_path, catalog_high_water=1)
+    loaded = ReferenceIndex.load(tmp_path, EMBEDDER, index.params)
+    np.testing.assert_array_equal(loaded.search(queries, k=10).ids, found)
+    loaded.rebuild()  # exact vectors come back from the RFlat storage
+    assert (len(loaded), loaded.tombstone_count) == (2800, 0)
+    np.testing.assert_array_equal(loaded.live_ids(), np.sort(ids[200:]))
+    np.testing.assert_array_equal(loaded.search(vectors[200:400], k=1).ids[:, 0], ids[200:400])
 
 
 # ---- brand restriction --------------------------------------------------------------------------------------
@@ -284,7 +352,7 @@ def test_ivf_pq_remove_reload_and_rebuild_needs_originals(tmp_path):
 
 def test_tombstones_with_oversampling_fallback():
     vectors, ids = random_unit(1000, seed=28), catalog_ids(1000)
-    index = build("IVF8,PQ8x4,RFlat", ids, vectors)
+    index = build("PCA32,PQ8x4", ids, vectors)
     assert not index.supports_removal and not index.uses_id_selectors
     index.remove(ids[:300])
     result = index.search(vectors[:300], k=10)
@@ -298,8 +366,11 @@ def test_tombstones_with_oversampling_fallback():
         ("SQ8", True, True),
         ("HNSW16,SQ8", False, True),
         ("IVF16,PQ8x4fs", False, True),
-        ("PCAR32,IVF16,Flat", True, False),
-        ("PCA32,Flat", False, False),
+        ("PCAR32,IVF16,Flat", True, True),
+        ("PCA32,Flat", False, True),
+        (REFINED.replace("IVF32", "IVF16"), False, True),
+        ("IVF16,PQ8x4fs,Refine(SQ8)", False, True),
+        ("PQ8x4,RFlat", False, False),
     ],
 )
 def test_every_family_withdraws_restricts_and_round_trips(tmp_path, factory, removal, selectors):
@@ -434,11 +505,17 @@ def test_save_killed_mid_write_leaves_previous_version_loadable(tmp_path, kill_p
 
 # ---- config -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("group", "factory"), [("flat", "Flat"), ("hnsw", "HNSW32"), ("ivfpq", "IVF256,PQ32")]
+    ("group", "factory", "dim"),
+    [
+        ("flat", "Flat", DIM),
+        ("hnsw", "HNSW32", DIM),
+        ("ivfpq", "IVF256,PQ32", DIM),
+        ("large", "PCAR256,IVF4096,PQ64x4fs,RFlat", 1280),
+    ],
 )
-def test_index_configs_build(group, factory):
+def test_index_configs_build(group, factory, dim):
     cfg = load_config([f"index={group}"])
-    index = ReferenceIndex.from_config(cfg.index, dim=DIM, embedder=EMBEDDER)
+    index = ReferenceIndex.from_config(cfg.index, dim=dim, embedder=EMBEDDER)
     assert index.factory == factory
     assert index.params == IndexParams.from_config(cfg.index)
 
@@ -451,3 +528,27 @@ def test_index_params_are_strict_and_name_the_factory_of_the_index():
     hnsw = ReferenceIndex.create("HNSW32", DIM, EMBEDDER, default_settings(IndexParams, "index"))
     assert hnsw.params.factory == hnsw.factory == "HNSW32"
     assert ReferenceIndex.create("Flat", DIM, EMBEDDER).params == default_settings(IndexParams, "index")
+
+
+def test_index_build_update_and_search_with_a_re_ranked_ivf_factory(tiny_workspace, tmp_path, capsys):
+    """`index=large`'s family end to end through the CLI, at the tiny world's size (a smaller IVF and PQ)."""
+    from brandsentry.cli import main
+
+    workspace = copy_workspace(tiny_workspace, tmp_path / "workspace")
+    overrides = (*workspace.overrides, "index=large", f"index.factory='{REFINED.replace('IVF32', 'IVF4')}'")
+    overrides += ("index.train_size=32", "index.rebuild_tombstone_fraction=0.5")
+    assert main(["index", "build", *overrides]) == 0
+    index_dir = Workspace.from_config(load_config(list(overrides))).index_dir
+    built = latest_manifest(index_dir)
+    assert built.factory == "PCAR32,IVF4,PQ16x4fs,RFlat" and built.tombstones == 0
+    references = ReferenceIndex.load(index_dir, None).live_ids()
+    withdrawn = int(references[0])
+    assert main(["refs", "withdraw", str(withdrawn), *overrides]) == 0
+    assert main(["index", "update", *overrides]) == 0
+    updated = latest_manifest(index_dir)
+    assert (updated.count, updated.tombstones) == (built.count - 1, 1)
+    image = sorted((workspace.world / "references").rglob("*.jpg"))[0]
+    capsys.readouterr()
+    assert main(["index", "search", str(image), "-k", "3", *overrides]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{image}:" and len(lines) == 4 and f"ref {withdrawn} " not in "\n".join(lines)

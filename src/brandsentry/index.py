@@ -3,15 +3,15 @@
 Structure comes from a FAISS factory string (`Flat`, `HNSW32`, `IVF256,PQ32`, `IVF1024,Flat`, ...), always with
 the inner-product metric (cosine on unit vectors). How each family is held, and what it can do:
 
-| family                              | ids             | withdrawal               | large `allowed_ids`  |
-| ----------------------------------- | --------------- | ------------------------ | -------------------- |
-| Flat, SQ8 (flat codes)              | `IndexIDMap2`   | real removal             | ID selector          |
-| PQ (flat codes)                     | `IndexIDMap2`   | real removal             | oversample + filter  |
-| HNSW (any storage)                  | `IndexIDMap2`   | tombstones, then rebuild | ID selector          |
-| IVF (Flat, PQ, SQ)                  | the IVF's own   | real removal             | ID selector          |
-| IVF fast-scan (`PQ..x4fs`)          | the IVF's own   | tombstones               | ID selector          |
-| transform + IVF (`OPQ16,IVF..`)     | the IVF's own   | real removal             | oversample + filter  |
-| anything else (refine, PCA + Flat)  | `IndexIDMap2`   | tombstones               | oversample + filter  |
+| family                                   | ids           | withdrawal               | large `allowed_ids`    |
+| ---------------------------------------- | ------------- | ------------------------ | ---------------------- |
+| Flat, SQ8 (flat codes)                   | `IndexIDMap2` | real removal             | ID selector            |
+| PQ (flat codes)                          | `IndexIDMap2` | real removal             | oversample + filter    |
+| HNSW (any storage)                       | `IndexIDMap2` | tombstones, then rebuild | ID selector            |
+| IVF (Flat, PQ, SQ; also `OPQ16,IVF..`)   | the IVF's own | real removal             | ID selector            |
+| IVF fast-scan (`PQ..x4fs`)               | the IVF's own | tombstones               | ID selector            |
+| re-ranked (`..,RFlat`, `..,Refine(SQ8)`) | `IndexIDMap2` | tombstones, then rebuild | as its base index      |
+| anything else (`PCA32,Flat`)             | `IndexIDMap2` | tombstones               | as below the transform |
 
 IVF indexes keep their own ids (with a hashtable direct map for `reconstruct`) because `IndexIDMap2` over an IVF
 goes wrong on removal: the IVF does not renumber its entries, the id map does. A leading `IDMap,`/`IDMap2,` in the
@@ -20,10 +20,10 @@ factory string is accepted and ignored; `index_faiss` chooses the id mapping.
 Brand-restricted search (`allowed_ids`) has two paths. ANN structures search the graph or the probed lists and
 then filter, so a small restriction that lives in one region (a brand's references) returns few or none of its
 true neighbours. Restrictions of at most `exact_subset_max` live ids are therefore scored exactly against their
-reconstructed vectors (exact for Flat/HNSWFlat/IVFFlat storage, the decoded codes for SQ/PQ - the same values
-the index itself scores). Larger restrictions go through FAISS ID selectors where the index supports them
-(`SearchParameters*(sel=IDSelectorBatch)`, through `IndexIDMap2`'s id translation) and otherwise through
-oversampling + filtering.
+reconstructed vectors (exact for Flat/HNSWFlat/IVFFlat/RFlat storage, the decoded codes for SQ/PQ - the same
+values the index scores). Larger restrictions go through FAISS ID selectors where the index supports them
+(`SearchParameters*(sel=IDSelectorBatch)` through `IndexIDMap2`'s id translation, or by id-map position in a
+re-ranked index's base), otherwise through oversampling + filtering.
 """
 
 from __future__ import annotations
@@ -46,9 +46,12 @@ from brandsentry.files import STAGING_PREFIX, TEMP_MARK, atomic_folder, atomic_w
 from brandsentry.index_faiss import (
     apply_search_knobs,
     build_faiss_index,
+    filtering_params,
+    filters_by_id,
     lossless_storage,
     min_training_vectors,
-    selector_params_type,
+    search_knobs,
+    serialized_bytes,
     stored_ids,
     supports_removal,
 )
@@ -120,13 +123,16 @@ class IndexParams:
     k: int
     nprobe: int  # IVF only
     ef_search: int  # HNSW only
+    refine_k_factor: int  # re-ranking (`RFlat`, `Refine(...)`) only: shortlist of k x this
+    train_size: int  # IVF/PQ/PCA only: vectors of the first add sampled to train on
     rebuild_tombstone_fraction: float
     query_batch: int
     exact_subset_max: int
     keep_versions: int
 
     def __post_init__(self):
-        for name in ("k", "nprobe", "ef_search", "query_batch", "keep_versions"):
+        counts = ("k", "nprobe", "ef_search", "refine_k_factor", "train_size", "query_batch", "keep_versions")
+        for name in counts:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"index.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.exact_subset_max < 0:
@@ -207,11 +213,11 @@ class ReferenceIndex:
         self.factory = factory
         self.dim = int(index.d)
         self.embedder = _canonical_embedder(embedder)
-        self.params = params if params.factory == factory else replace(params, factory=factory)
         self.version = version
         self._stored = stored_ids(index)
         self._tombstones = np.zeros(0, dtype=np.int64) if tombstones is None else np.sort(tombstones)
-        apply_search_knobs(self._index, self.params.nprobe, self.params.ef_search)
+        self._tombstone_filter: faiss.SearchParameters | None = None
+        self.retune(params)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -282,7 +288,27 @@ class ReferenceIndex:
     @property
     def uses_id_selectors(self) -> bool:
         """True where FAISS filters by id during search; elsewhere we oversample and filter."""
-        return selector_params_type(self._index) is not None
+        return filters_by_id(self._index)
+
+    @property
+    def search_knobs(self) -> tuple[str, ...]:
+        """The `IndexParams` fields that change how this family searches (nprobe, ef_search, ...)."""
+        return search_knobs(self._index)
+
+    @property
+    def is_trained(self) -> bool:
+        """False until the first add of an IVF/PQ/PCA structure has trained it."""
+        return bool(self._index.is_trained)
+
+    def serialized_bytes(self) -> int:
+        """Bytes the FAISS structure takes in a save, close to what it holds in memory (counted, not copied)."""
+        return serialized_bytes(self._index)
+
+    def retune(self, params: IndexParams) -> None:
+        """Search and maintenance knobs from `params` (nprobe, ef_search, ...); the structure stays as built."""
+        self.params = params if params.factory == self.factory else replace(params, factory=self.factory)
+        apply_search_knobs(self._index, params.nprobe, params.ef_search, params.refine_k_factor)
+        self._tombstone_filter = None
 
     @property
     def lossless_storage(self) -> bool:
@@ -313,6 +339,7 @@ class ReferenceIndex:
             self._train(self._index, array)
         self._index.add_with_ids(array, id_array)
         self._stored = np.union1d(self._stored, id_array)
+        self._tombstone_filter = None
 
     def remove(self, ids) -> int:
         """Withdraw references; returns how many were live (ids not in the index are ignored)."""
@@ -328,15 +355,16 @@ class ReferenceIndex:
             self._stored = np.setdiff1d(self._stored, live, assume_unique=True)
         else:
             self._tombstones = np.union1d(self._tombstones, live)
+        self._tombstone_filter = None
         return int(live.size)
 
     def rebuild(self, ids=None, vectors=None) -> None:
         """A fresh structure (retrained where it trains) without tombstones.
 
         With no arguments the live vectors are reconstructed from the index, which is only allowed for
-        lossless storage (Flat, HNSWFlat, IVFFlat): re-encoding decoded PQ/SQ codes compounds their error, so
-        compressed indexes need the original `ids` and `vectors` (e.g. re-read from the embedding store). When
-        given, `ids`/`vectors` become the whole new content. The old index stays in place if anything fails.
+        lossless storage (Flat, HNSWFlat, IVFFlat, RFlat): re-encoding decoded PQ/SQ codes compounds their
+        error, so compressed indexes need the original `ids` and `vectors` (e.g. re-read from the embedding
+        store). Given, `ids`/`vectors` are the whole new content. The old index stays if anything fails.
         """
         if (ids is None) != (vectors is None):
             raise IndexInputError("rebuild takes both ids and vectors, or neither")
@@ -358,17 +386,25 @@ class ReferenceIndex:
         self._index = fresh
         self._stored = np.sort(id_array)
         self._tombstones = np.zeros(0, dtype=np.int64)
-        apply_search_knobs(self._index, self.params.nprobe, self.params.ef_search)
+        self.retune(self.params)
 
     def _train(self, index: faiss.Index, vectors: np.ndarray) -> None:
         if index.is_trained:
             return
         needed = min_training_vectors(index)
+        if self.params.train_size < needed:
+            raise ConfigError(
+                f"index.train_size {self.params.train_size} is below the {needed} vectors {self.factory!r} "
+                "needs to train (FAISS recommends ~39 per centroid)"
+            )
         if vectors.shape[0] < needed:
             raise IndexStateError(
                 f"{self.factory!r} must be trained before its first add: needs at least {needed} vectors "
                 f"(FAISS recommends ~39 per centroid), got {vectors.shape[0]}; add the first batch in bulk"
             )
+        if vectors.shape[0] > self.params.train_size:  # a seeded sample: k-means cost grows with it
+            rows = np.random.default_rng(0).choice(vectors.shape[0], self.params.train_size, replace=False)
+            vectors = vectors[np.sort(rows)]
         index.train(vectors)
 
     # ---- search -----------------------------------------------------------------------------------------
@@ -424,17 +460,11 @@ class ReferenceIndex:
 
     def _search_with_selector(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> SearchResult:
         if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
-            excluded = None
-        else:
-            excluded = faiss.IDSelectorBatch(self._tombstones)
-            selector = faiss.IDSelectorNot(excluded)
-        params = selector_params_type(self._index)(sel=selector)
-        if isinstance(params, faiss.SearchParametersIVF):
-            params.nprobe = self.params.nprobe
-        elif isinstance(params, faiss.SearchParametersHNSW):
-            params.efSearch = self.params.ef_search
-        # `excluded` and `selector` are borrowed by FAISS: these locals keep them alive during the search
+            params = filtering_params(self._index, allowed, True, self.params)
+        else:  # the same tombstones for every search until the next change: built once
+            if self._tombstone_filter is None:
+                self._tombstone_filter = filtering_params(self._index, self._tombstones, False, self.params)
+            params = self._tombstone_filter
         return self._search_blocks(queries, lambda block: self._index.search(block, k, params=params))
 
     def _search_oversampled(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> SearchResult:

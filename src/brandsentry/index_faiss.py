@@ -43,7 +43,7 @@ def min_training_vectors(index: faiss.Index) -> int:
     if ivf is not None:
         needed = max(needed, int(ivf.nlist))
         ivf = faiss.downcast_index(ivf)
-    for part in (ivf, inner_index(index)):
+    for part in (ivf, core_index(index)):
         pq = getattr(part, "pq", None)
         if pq is not None:
             needed = max(needed, int(pq.ksub))
@@ -55,6 +55,21 @@ def inner_index(index: faiss.Index) -> faiss.Index:
     if isinstance(index, faiss.IndexIDMap2):
         return faiss.downcast_index(index.index)
     return index
+
+
+def refine_of(index: faiss.Index) -> faiss.IndexRefine | None:
+    """The re-ranking layer (`...,RFlat`, `...,Refine(SQ8)`) when the index has one."""
+    inner = inner_index(index)
+    return inner if isinstance(inner, faiss.IndexRefine) else None
+
+
+def core_index(index: faiss.Index) -> faiss.Index:
+    """The structure that is searched first: below the id map, the re-ranking layer and any transform."""
+    structure = inner_index(index)
+    while isinstance(structure, faiss.IndexRefine | faiss.IndexPreTransform):
+        below = structure.base_index if isinstance(structure, faiss.IndexRefine) else structure.index
+        structure = faiss.downcast_index(below)
+    return structure
 
 
 def stored_ids(index: faiss.Index) -> np.ndarray:
@@ -85,26 +100,88 @@ def supports_removal(index: faiss.Index) -> bool:
 
 def lossless_storage(index: faiss.Index) -> bool:
     """True when `reconstruct` returns the vectors that were added, so a rebuild needs no originals."""
-    return isinstance(inner_index(index), faiss.IndexFlat | faiss.IndexHNSWFlat | faiss.IndexIVFFlat)
+    refine = refine_of(index)
+    storage = faiss.downcast_index(refine.refine_index) if refine is not None else inner_index(index)
+    return isinstance(storage, faiss.IndexFlat | faiss.IndexHNSWFlat | faiss.IndexIVFFlat)
 
 
-def selector_params_type(index: faiss.Index):
-    """The `SearchParameters*` class that filters this family by id during search; None when none does."""
-    inner = inner_index(index)
-    if isinstance(inner, faiss.IndexIVF):
+def filters_by_id(index: faiss.Index) -> bool:
+    """True where FAISS filters by id during search (an `IDSelector` in the search parameters)."""
+    return _filter_params_type(inner_index(index)) is not None
+
+
+def _filter_params_type(structure: faiss.Index):
+    """The `SearchParameters*` class through which `structure` takes an id selector; None when none does."""
+    if isinstance(structure, faiss.IndexPreTransform):  # passes its parameters down
+        return _filter_params_type(faiss.downcast_index(structure.index))
+    if isinstance(structure, faiss.IndexRefine):
+        usable = _filter_params_type(faiss.downcast_index(structure.base_index)) is not None
+        return faiss.IndexRefineSearchParameters if usable else None
+    if isinstance(structure, faiss.IndexIVF):
         return faiss.SearchParametersIVF
-    if isinstance(inner, faiss.IndexHNSW):
+    if isinstance(structure, faiss.IndexHNSW):
         return faiss.SearchParametersHNSW
-    if isinstance(inner, faiss.IndexFlat | faiss.IndexScalarQuantizer):
+    if isinstance(structure, faiss.IndexFlat | faiss.IndexScalarQuantizer):
         return faiss.SearchParameters
     return None
 
 
-def apply_search_knobs(index: faiss.Index, nprobe: int, ef_search: int) -> None:
-    """Set the search-time knobs the family has (IVF lists probed, HNSW candidate list size)."""
+def filtering_params(index: faiss.Index, ids: np.ndarray, keep: bool, knobs) -> faiss.SearchParameters:
+    """Search parameters under which `index` returns only `ids` (`keep`) or anything but `ids`, with the
+    search knobs of `knobs` (an `IndexParams`: nprobe, ef_search, refine_k_factor).
+
+    A re-ranking layer ignores a selector of its own: its base index filters, and that index sees the id
+    map's positions, not catalog ids. The selectors are referenced from the result, so they live with it.
+    """
+    refine = refine_of(index)
+    if refine is not None:
+        ids = np.flatnonzero(np.isin(faiss.vector_to_array(index.id_map), ids)).astype(np.int64)
+        target = faiss.downcast_index(refine.base_index)
+    else:
+        target = inner_index(index)
+    batch = faiss.IDSelectorBatch(ids)
+    selector = batch if keep else faiss.IDSelectorNot(batch)
+    params = _filter_params_type(target)(sel=selector)
+    if isinstance(params, faiss.SearchParametersIVF):
+        params.nprobe = knobs.nprobe
+    elif isinstance(params, faiss.SearchParametersHNSW):
+        params.efSearch = knobs.ef_search
+    params.referenced_objects = [batch, selector]
+    if refine is None:
+        return params
+    outer = faiss.IndexRefineSearchParameters(k_factor=float(knobs.refine_k_factor), base_index_params=params)
+    outer.referenced_objects = [params]
+    return outer
+
+
+def search_knobs(index: faiss.Index) -> tuple[str, ...]:
+    """The search-time settings (`IndexParams` fields) this family has."""
+    core = core_index(index)
+    knobs = ("nprobe",) if isinstance(core, faiss.IndexIVF) else ()
+    knobs += ("ef_search",) if isinstance(core, faiss.IndexHNSW) else ()
+    return knobs + (("refine_k_factor",) if refine_of(index) is not None else ())
+
+
+def apply_search_knobs(index: faiss.Index, nprobe: int, ef_search: int, refine_k_factor: int) -> None:
+    """Set the search-time knobs the family has: IVF lists probed (an HNSW coarse quantiser explores at
+    least as many), HNSW candidate list size, re-ranking shortlist (k x `refine_k_factor`)."""
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.nprobe = nprobe
-    inner = inner_index(index)
-    if isinstance(inner, faiss.IndexHNSW):
-        inner.hnsw.efSearch = ef_search
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):
+            quantizer.hnsw.efSearch = max(ef_search, nprobe)
+    core = core_index(index)
+    if isinstance(core, faiss.IndexHNSW):
+        core.hnsw.efSearch = ef_search
+    refine = refine_of(index)
+    if refine is not None:
+        refine.k_factor = float(refine_k_factor)
+
+
+def serialized_bytes(index: faiss.Index) -> int:
+    """What `faiss.write_index` writes for `index` (close to what it holds in memory), without a copy."""
+    total = [0]
+    writer = faiss.PyCallbackIOWriter(lambda chunk: total.__setitem__(0, total[0] + len(chunk)))
+    faiss.write_index(index, writer)
+    return total[0]
