@@ -35,7 +35,7 @@ def main() -> int:
     )
     parser.add_argument("--every", type=int, default=7, help="every N-th frame of a product is a reference")
     parser.add_argument("--max-queries", type=int, help="a seeded subset of the queries (seed: config seed)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     cfg = load_config(args.overrides)
     limits = DecodeLimits.from_config(cfg.images)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from brandsentry.config import load_config
 from brandsentry.embed import Embedder, EmbedderSettings, create_full_model
-from brandsentry.embed_int8 import CalibrationError, Int8GateError, calibrated_embedder
+from brandsentry.embed_int8 import CalibrationError, Gate, Int8GateError, calibrated_embedder
 from brandsentry.embed_openvino import INT8_BIN, INT8_XML, int8_sha256
 from brandsentry.embed_runtime import resolve_runtime
 from brandsentry.errors import ConfigError
@@ -75,8 +75,9 @@ def settings(weights, cache, *overrides: str) -> EmbedderSettings:
             "embedder.runtime=openvino",
             "embedder.precision=int8",
             "embedder.int8.calibration_images=40",
-            "embedder.int8.probe_images=16",
+            "embedder.int8.probe_images=32",
             "embedder.int8.min_cosine=0.5",
+            "embedder.int8.max_recall_drop=0.25",
             *overrides,
         ]
     ).embedder
@@ -162,12 +163,16 @@ def test_too_few_references_are_refused_with_their_count(tiny_weights, photos, c
         calibrated_embedder(settings(tiny_weights, cache), photos[:19] + photos[:5], LIMITS)
 
 
-def test_the_accuracy_gate_refuses_a_model_too_far_from_fp32(int8, tiny_weights, photos, cache):
+def test_the_accuracy_gate_refuses_a_model_too_far_from_fp32(int8, fp32, tiny_weights, photos, cache):
     strict = settings(tiny_weights, cache, "embedder.int8.min_cosine=1.0")
     with pytest.raises(
-        Int8GateError, match=r"accuracy gate: mean cosine to fp32 0\.\d+ on 16 .*min_cosine=1\.0"
+        Int8GateError, match=r"accuracy gate \(self-retrieval R@1 .* on 32 augmented .*cosine"
     ):
         calibrated_embedder(strict, photos, LIMITS)
+    worse = settings(tiny_weights, cache, "embedder.int8.max_recall_drop=0", "embedder.int8.min_cosine=-1")
+    gate = Gate.measure(fp32, int8, [np.asarray(Image.open(p).convert("RGB")) for p in photos], worse.int8)
+    assert gate.passes(worse.int8) == (gate.recall_int8 >= gate.recall_fp32)
+    assert 0 < gate.recall_fp32 <= 1 and 0 < gate.recall_int8 <= 1 and gate.probes == 32
 
 
 # ---- the workspace: an int8 index carries its model; fp32 and int8 refuse each other's index ------------------
@@ -183,6 +188,7 @@ def test_an_int8_index_build_saves_its_model_and_refuses_fp32(tiny_workspace, tm
         "embedder.precision=int8",
         "embedder.runtime=openvino",
         "embedder.int8.min_cosine=0.5",
+        "embedder.int8.max_recall_drop=0.25",
         "embedder.int8.calibration_images=40",
     ]
     cfg = load_config(int8_overrides)

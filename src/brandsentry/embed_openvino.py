@@ -33,15 +33,18 @@ class Int8Settings:
     """`embedder.int8`: how an int8 backbone is calibrated on the workspace's references and gated."""
 
     calibration_images: int  # NNCF calibration set size; fewer references are filled up with augmented views
-    min_references: int  # below this many decodable references, int8 is refused (use precision=fp32)
-    probe_images: int  # held-out views the accuracy gate compares int8 with fp32 on
-    min_cosine: float  # the gate: mean cosine of int8 to fp32 vectors on the probe views
+    min_references: int  # below this many distinct references, int8 is refused (use precision=fp32)
+    probe_images: int  # augmented reference views the accuracy gate searches with
+    max_recall_drop: float  # gate: int8 self-retrieval R@1 at most this far below fp32's
+    min_cosine: float  # gate: mean cosine of int8 to fp32 vectors of the probe views at least this
     seed: int  # which references and augmentations are drawn
 
     def __post_init__(self) -> None:
         for name in ("calibration_images", "min_references", "probe_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"embedder.int8.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.max_recall_drop <= 1.0:
+            raise ConfigError(f"embedder.int8.max_recall_drop must be in [0, 1], got {self.max_recall_drop}")
         if not -1.0 <= self.min_cosine <= 1.0:
             raise ConfigError(f"embedder.int8.min_cosine must be in [-1, 1], got {self.min_cosine}")
 
