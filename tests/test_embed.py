@@ -373,16 +373,18 @@ def test_runtime_settings_are_checked():
     with pytest.raises(ConfigError, match="CPU only"):
         resolve_runtime("onnx", torch.device("cuda"))
     assert resolve_runtime("auto", torch.device("cuda")) == "torch"
-    assert resolve_runtime("auto", torch.device("cpu")) == "onnx"
+    assert resolve_runtime("auto", torch.device("cpu")) == "openvino"  # the fastest one installed
     assert resolve_runtime("torch", torch.device("cpu")) == "torch"
 
 
-def test_lite0_onnx_runtime_matches_pytorch(lite0, photo_array):
-    """The default (runtime=auto on CPU) is ONNX Runtime; PyTorch gives the same Lite0 vectors to 1e-4."""
-    assert lite0.runtime == "onnx"
-    torch_lite0 = Embedder.from_config(
-        embedder_config("lite0", "embedder.num_workers=0", "embedder.runtime=torch")
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_lite0_runtimes_match_the_default_openvino(lite0, photo_array, runtime):
+    """The default (runtime=auto on CPU) is OpenVINO; PyTorch and ONNX Runtime give the same Lite0 vectors
+    to 1e-4."""
+    assert lite0.runtime == "openvino"
+    other = Embedder.from_config(
+        embedder_config("lite0", "embedder.num_workers=0", f"embedder.runtime={runtime}")
     )
-    assert torch_lite0.identity == lite0.identity
+    assert other.identity == lite0.identity and other.runtime == runtime
     images = [coffee(), photo_array(320, 240, seed=1), photo_array(240, 320, seed=2)]
-    np.testing.assert_allclose(lite0.embed_arrays(images), torch_lite0.embed_arrays(images), atol=1e-4)
+    np.testing.assert_allclose(lite0.embed_arrays(images), other.embed_arrays(images), atol=1e-4)

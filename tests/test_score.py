@@ -602,9 +602,10 @@ def test_a_lane_that_dies_fails_the_run_and_a_rerun_resumes(world, reference, tm
     assert comparable(read_results(out)).equals(comparable(reference[2]))
 
 
-def test_onnx_runtime_scores_like_pytorch(world, reference, tmp_path):
-    out = tmp_path / "onnx"
-    score_run(score_config(world, out, "score.shard_size=10", "score.runtime=onnx"))
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_exported_runtimes_score_like_pytorch(world, reference, tmp_path, runtime):
+    out = tmp_path / runtime
+    score_run(score_config(world, out, "score.shard_size=10", f"score.runtime={runtime}"))
     assert_close_results(read_results(out), reference[2])
 
 

@@ -148,7 +148,7 @@ def test_no_source_file_is_over_the_line_limit():
 
 def test_a_spawned_lane_imports_nothing_heavy_before_it_dies_with_its_parent():
     """`scoring.lanes.lane_entry` is what a spawned lane unpickles: importing it must not pull in torch & co."""
-    heavy = ("torch", "numpy", "pandas", "omegaconf", "faiss", "timm", "cv2", "onnxruntime")
+    heavy = ("torch", "numpy", "pandas", "omegaconf", "faiss", "timm", "cv2", "onnxruntime", "openvino")
     probe = f"import sys, brandsentry.scoring.lanes; print([m for m in {heavy!r} if m in sys.modules])"
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]", found.stdout + found.stderr
@@ -163,7 +163,7 @@ STAGES = (
     ("catalog",),
     ("ingest",),
     ("image_batches",),
-    ("embed", "embed_runtime"),
+    ("embed", "embed_runtime", "embed_openvino", "embed_int8"),
     ("index", "index_faiss"),
     ("index_sync",),
     ("cues",),

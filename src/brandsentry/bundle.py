@@ -48,6 +48,7 @@ from brandsentry.index import (
     ReferenceIndex,
     latest_manifest,
 )
+from brandsentry.index_sync import embedder_for_index
 
 BUNDLE_FORMAT = 2  # 2: the cascade's escalation band is learned (model.band), not configured
 BUNDLE_FILE = "bundle.json"
@@ -234,6 +235,13 @@ class ScoringBundle:
     def cheap_feature_names(self) -> list[str]:
         return list(self.metadata.cheap_feature_names)
 
+    def embedder(self, embedder_cfg=None) -> Embedder:
+        """A new embedder for this bundle: its config (or `embedder_cfg`, e.g. with other threads), and for
+        precision=int8 the quantised model saved with its index."""
+        return embedder_for_index(
+            self.config.embedder if embedder_cfg is None else embedder_cfg, self.path / "index"
+        )
+
     def context(
         self, embedder: Embedder | None = None, image_root: Path | None = None, workers: int | None = None
     ) -> ScoringContext:
@@ -251,7 +259,7 @@ class ScoringBundle:
         ):
             return cached
         if embedder is None:
-            embedder = cached.embedder if cached is not None else Embedder.from_config(self.config.embedder)
+            embedder = cached.embedder if cached is not None else self.embedder()
         if embedder.identity != self.identity:
             raise EmbedderMismatchError(
                 f"bundle {self.version} needs embedder {self.metadata.embedder}, "

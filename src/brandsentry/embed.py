@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from brandsentry.embed_runtime import RUNTIMES, OnnxBackbone, normalise, resolve_runtime
+from brandsentry.embed_openvino import Int8Settings, int8_files, int8_sha256
+from brandsentry.embed_runtime import PRECISIONS, RUNTIMES, build_backbone, normalise, resolve_runtime
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import file_sha256
 from brandsentry.image_batches import ImageBatches
@@ -161,7 +162,7 @@ def pooling_of(model: torch.nn.Module) -> tuple[str, float | None]:
 
 # Identity fields added after indexes were first saved, with the value every older embedder had: omitted
 # from `to_dict` at that value, so an index or bundle saved before them keeps its identity (and key).
-_LATER_FIELDS = {"view": "center", "pool": "avg", "gem_p": None}
+_LATER_FIELDS = {"view": "center", "pool": "avg", "gem_p": None, "precision": "fp32", "int8_sha256": None}
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,8 @@ class EmbedderIdentity:
     view: str = "center"
     pool: str = "avg"
     gem_p: float | None = None
+    precision: str = "fp32"  # int8: an NNCF-quantised backbone, its IR files pinned by int8_sha256
+    int8_sha256: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -210,6 +213,8 @@ class EmbedderIdentity:
             view=str(data.get("view", "center")),
             pool=str(data.get("pool", "avg")),
             gem_p=None if gem_p is None else float(gem_p),
+            precision=str(data.get("precision", "fp32")),
+            int8_sha256=None if data.get("int8_sha256") is None else str(data["int8_sha256"]),
         )
 
     def key(self) -> str:
@@ -375,8 +380,8 @@ def preprocessing_for(
 class EmbedderSettings:
     """The `embedder` config group (configs/embedder/): which backbone and weights, what it sees, how it runs.
 
-    arch, weights, input_size, seed, view, pool and gem_p decide the vectors (the `EmbedderIdentity`); the
-    others only how fast they come.
+    arch, weights, input_size, seed, view, pool, gem_p and precision decide the vectors (the
+    `EmbedderIdentity`; int8 also the calibration, `int8`); the others only how fast they come.
     """
 
     arch: str  # a timm architecture
@@ -387,13 +392,15 @@ class EmbedderSettings:
     amp: bool  # autocast fp16, on CUDA only
     channels_last: bool
     num_workers: int  # DataLoader decode workers
-    threads: int | None  # intra-op threads on CPU; None = torch's / ONNX Runtime's own choice
-    runtime: str  # auto | torch | onnx
-    onnx_cache: str | None  # folder of the exported .onnx files; None = a per-user temp folder
+    threads: int | None  # intra-op threads on CPU; None = the runtime's own choice
+    runtime: str  # auto | torch | onnx | openvino
+    onnx_cache: str | None  # folder of the exported .onnx (and int8 IR) files; None = a per-user temp folder
     seed: int  # weights=random only
     view: str  # center | full
     pool: str  # avg | gem
     gem_p: float  # GeM exponent, used with pool=gem
+    precision: str  # fp32 | int8 (OpenVINO, calibrated on the workspace's references: embed_int8)
+    int8: Int8Settings
 
     @classmethod
     def from_config(cls, embedder_cfg: DictConfig | dict) -> EmbedderSettings:
@@ -406,6 +413,8 @@ class EmbedderSettings:
             raise ConfigError(f"unknown embedder.device {self.device!r}; one of {', '.join(DEVICES)}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"unknown embedder.runtime {self.runtime!r}; one of {list(RUNTIMES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown embedder.precision {self.precision!r}; one of {list(PRECISIONS)}")
         if self.view not in VIEWS:
             raise ConfigError(f"unknown embedder view {self.view!r}; one of {list(VIEWS)}")
         if self.pool not in POOLS:
@@ -441,7 +450,9 @@ class Embedder:
         runtime: str = "torch",
         threads: int | None = None,
         onnx_cache: str | Path | None = None,
+        int8_model: Path | None = None,
     ):
+        """`int8_model`: the quantised IR (`embed_int8`) to run instead of the fp32 backbone (OpenVINO)."""
         self.device = device
         self.batch_size = batch_size
         self.amp = amp and device.type == "cuda"
@@ -449,21 +460,24 @@ class Embedder:
         self.num_workers = num_workers
         self.preprocessing = preprocessing
         self.model = model.eval().to(device)
-        # runtime: how the backbone executes (torch | onnx), never what the vectors mean (see embed_runtime)
-        self.runtime = resolve_runtime(runtime, device)
-        self._onnx: OnnxBackbone | None = None
-        if self.runtime == "onnx":
-            key = {"arch": arch, "weights_sha256": weights_sha256, "pooling": pooling_of(model)}
-            try:
-                self._onnx = OnnxBackbone(self.model, key, preprocessing.input_size, threads, onnx_cache)
-            except Exception as exc:
-                if runtime != "auto":
-                    raise
-                logging.getLogger(__name__).warning(
-                    "embedder.runtime=auto: ONNX export of %s failed (%s: %s); running PyTorch",
-                    arch, type(exc).__name__, exc,
-                )  # fmt: skip
-                self.runtime = "torch"
+        precision = "fp32" if int8_model is None else "int8"
+        # runtime: how the backbone executes, never what the vectors mean (see embed_runtime); precision does
+        self.runtime = resolve_runtime(runtime, device, precision)
+        key = {"arch": arch, "weights_sha256": weights_sha256, "pooling": pooling_of(model)}
+        try:
+            self._backbone = build_backbone(
+                self.runtime, self.model, key, preprocessing.input_size, threads, onnx_cache, int8_model
+            )
+        except Exception as exc:
+            if runtime != "auto" or int8_model is not None:
+                raise
+            logging.getLogger(__name__).warning(
+                "embedder.runtime=auto: %s backbone of %s failed (%s: %s); running PyTorch",
+                self.runtime, arch, type(exc).__name__, exc,
+            )  # fmt: skip
+            self.runtime, self._backbone = "torch", None
+        self.backbone_file: Path | None = getattr(self._backbone, "path", None)  # the ONNX / IR file run
+        self.model_files = {} if int8_model is None else int8_files(int8_model)  # saved with an index
         if self.runtime == "torch" and channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         size = preprocessing.input_size
@@ -479,12 +493,26 @@ class Embedder:
             view=preprocessing.view,
             pool=pooling_of(model)[0],
             gem_p=pooling_of(model)[1],
+            precision=precision,
+            int8_sha256=None if int8_model is None else int8_sha256(int8_model),
         )
 
     @classmethod
-    def from_config(cls, cfg: DictConfig | dict | EmbedderSettings) -> Embedder:
-        """Build from the `embedder` config group (a node, a plain dict of it, or its settings)."""
+    def from_config(
+        cls, cfg: DictConfig | dict | EmbedderSettings, int8_model: Path | None = None
+    ) -> Embedder:
+        """Build from the `embedder` config group (a node, a plain dict of it, or its settings).
+
+        precision=int8 needs `int8_model`, the quantised IR its index was built with: through
+        `index_sync.embedder_for_index` (a saved index or bundle) or `embed_int8.calibrated_embedder`.
+        """
         settings = cfg if isinstance(cfg, EmbedderSettings) else EmbedderSettings.from_config(cfg)
+        if (settings.precision == "int8") != (int8_model is not None):
+            raise ConfigError(
+                f"embedder.precision={settings.precision} with {'an' if int8_model else 'no'} int8 model: an "
+                "int8 embedder runs the quantised model its index was built with (`brandsentry index build "
+                "embedder.precision=int8` makes one); fp32 runs none"
+            )
         device = _resolve_device(settings.device)
         if settings.threads is not None and device.type == "cpu":
             torch.set_num_threads(settings.threads)
@@ -503,6 +531,7 @@ class Embedder:
             runtime=settings.runtime,
             threads=settings.threads,
             onnx_cache=settings.onnx_cache,
+            int8_model=int8_model,
         )
 
     @property
@@ -515,8 +544,8 @@ class Embedder:
     @torch.inference_mode()
     def embed_batch(self, batch: torch.Tensor) -> np.ndarray:
         """(n, 3, S, S) preprocessed tensor -> (n, dim) float32 unit vectors."""
-        if self._onnx is not None:
-            return normalise(self._onnx(batch.numpy()))
+        if self._backbone is not None:
+            return normalise(self._backbone(batch.numpy()))
         batch = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)

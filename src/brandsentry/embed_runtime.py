@@ -1,23 +1,27 @@
-"""Execution runtimes of the Embedder's backbone: PyTorch itself, or ONNX Runtime on CPU.
+"""Execution runtimes of the Embedder's backbone: PyTorch itself, ONNX Runtime or OpenVINO on CPU.
 
-`runtime=onnx` exports the very same timm module (its weights, its pooling) to ONNX once, caches the file
-under `cache_dir` keyed by everything that shapes the graph, and runs it with ONNX Runtime. Nothing is
-downloaded. The ONNX path gives the same vectors up to float rounding (checked against PyTorch on a probe
-batch every time a session is built, at most `ONNX_TOLERANCE` apart), so the embedder identity is the same:
-an index built with one runtime is searched with the other. On the 2-core dev box Lite0 runs ~1.3-1.5x
-faster per thread in ONNX Runtime than in PyTorch channels_last (scripts/bench_embed.py).
+`runtime=onnx|openvino` exports the very same timm module (its weights, its pooling) to ONNX once, caches the
+file under `cache_dir` keyed by everything that shapes the graph, and runs it with ONNX Runtime or compiles it
+with OpenVINO (`embed_openvino`). Nothing is downloaded. Both give the PyTorch vectors up to float rounding
+(checked against PyTorch on a probe batch every time a session is built, at most `ONNX_TOLERANCE` apart), so
+the embedder identity is the same: an index built with one runtime is searched with the others. On the
+2-core dev box, Lite0 letterbox + GeM, batch 32, one thread: PyTorch channels_last ~17 ms/image, ONNX Runtime
+~12.8, OpenVINO ~6.2 (scripts/bench_embed.py --compare), so `auto` takes the fastest one installed.
+`precision=int8` (OpenVINO only) runs an NNCF-quantised model instead: other vectors, another identity.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import io
 import json
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,32 +32,80 @@ from brandsentry.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
+CPU_PREFERENCE = ("openvino", "onnx")  # what `auto` takes on CPU, fastest first (measured, see above)
+PRECISIONS = ("fp32", "int8")
 ONNX_OPSET = 17
-ONNX_TOLERANCE = 1e-4  # max |difference| of unit vectors between PyTorch and ONNX Runtime on the probe batch
+ONNX_TOLERANCE = 1e-4  # max |difference| of unit vectors between PyTorch and an exported runtime on the probe
+_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}  # onnx: the exporter
 
 
-def missing_packages() -> list[str]:
-    """What `runtime=onnx` needs and this environment lacks: onnx (the exporter) and onnxruntime."""
-    import importlib.util
-
-    return [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+def missing_packages(runtime: str = "onnx") -> list[str]:
+    """What `runtime` (onnx | openvino) needs and this environment lacks."""
+    return [name for name in _PACKAGES[runtime] if importlib.util.find_spec(name) is None]
 
 
-def resolve_runtime(runtime: str, device: torch.device) -> str:
-    """`auto` = ONNX Runtime on CPU when it is installed, PyTorch otherwise (and always on CUDA)."""
+def resolve_runtime(runtime: str, device: torch.device, precision: str = "fp32") -> str:
+    """`auto` = the fastest installed CPU runtime (OpenVINO, else ONNX Runtime, else PyTorch) on CPU,
+    PyTorch on CUDA; int8 runs on OpenVINO only."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown embedder.runtime {runtime!r}; one of {list(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown embedder.precision {precision!r}; one of {list(PRECISIONS)}")
+    if precision == "int8":
+        if runtime not in ("auto", "openvino") or device.type != "cpu":
+            raise ConfigError(
+                f"embedder.precision=int8 runs on OpenVINO on the CPU only, not runtime={runtime} on "
+                f"{device.type}; use runtime=openvino (or auto) on the CPU, or precision=fp32"
+            )
+        runtime = "openvino"
     if runtime == "auto":
-        return "onnx" if device.type == "cpu" and not missing_packages() else "torch"
-    if runtime == "onnx":
+        installed = [name for name in CPU_PREFERENCE if not missing_packages(name)]
+        return installed[0] if device.type == "cpu" and installed else "torch"
+    if runtime != "torch":
         if device.type != "cpu":
             raise ConfigError(
-                "embedder.runtime=onnx runs on the CPU only; use runtime=torch (or auto) on CUDA"
+                f"embedder.runtime={runtime} runs on the CPU only; use runtime=torch (or auto) on CUDA"
             )
-        if missing_packages():
-            raise ConfigError(f"embedder.runtime=onnx needs the package(s) {missing_packages()}")
+        if missing_packages(runtime):
+            raise ConfigError(f"embedder.runtime={runtime} needs the package(s) {missing_packages(runtime)}")
     return runtime
+
+
+def build_backbone(
+    runtime: str,
+    model: torch.nn.Module,
+    key_parts: dict,
+    input_size: int,
+    threads: int | None,
+    cache_dir: str | Path | None,
+    int8_model: Path | None = None,
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The backbone as a function of a float32 NCHW batch for `runtime` (None for torch: the module itself).
+
+    `int8_model`: the quantised IR to run instead of the exported fp32 graph (OpenVINO only; not checked
+    against PyTorch, it is meant to differ: its gate ran when it was made, `embed_int8`).
+    """
+    if runtime == "torch":
+        return None
+    if int8_model is not None:
+        from brandsentry.embed_openvino import OpenVinoBackbone
+
+        return OpenVinoBackbone(int8_model, threads)
+    path = cached_export(model, key_parts, input_size, resolve_cache_dir(cache_dir))
+    if runtime == "onnx":
+        backbone = OnnxBackbone(path, threads)
+    else:
+        from brandsentry.embed_openvino import OpenVinoBackbone
+
+        backbone = OpenVinoBackbone(path, threads)
+    check_against_torch(backbone, model, input_size, f"{runtime} ({path})")
+    return backbone
+
+
+def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
+    """`embedder.onnx_cache`, or the per-user temp folder when it is null."""
+    return Path(str(cache_dir)).expanduser() if cache_dir else default_cache_dir()
 
 
 def default_cache_dir() -> Path:
@@ -63,19 +115,10 @@ def default_cache_dir() -> Path:
 class OnnxBackbone:
     """The backbone as an ONNX Runtime session: (n, 3, S, S) float32 -> (n, dim) pooled features."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        key_parts: dict,
-        input_size: int,
-        threads: int | None,
-        cache_dir: str | Path | None = None,
-    ):
+    def __init__(self, path: Path, threads: int | None):
         import onnxruntime as ort
 
-        self.input_size = input_size
-        cache_dir = Path(str(cache_dir)).expanduser() if cache_dir else default_cache_dir()
-        self.path = _cached_export(model, key_parts, input_size, cache_dir)
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -89,24 +132,26 @@ class OnnxBackbone:
             str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
-        self._check_against(model)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
-    def _check_against(self, model: torch.nn.Module) -> None:
-        """Refuse a session that does not reproduce the PyTorch module (a stale or foreign cache file)."""
-        generator = torch.Generator().manual_seed(0)
-        probe = torch.randn(2, 3, self.input_size, self.input_size, generator=generator)
-        with torch.inference_mode():
-            expected = torch.nn.functional.normalize(model(probe).float(), dim=1).numpy()
-        got = normalise(self(probe.numpy()))
-        difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-        if not difference <= ONNX_TOLERANCE:
-            raise RuntimeError(
-                f"ONNX Runtime disagrees with PyTorch by {difference:.2e} (> {ONNX_TOLERANCE}) on the probe "
-                f"batch; delete {self.path} or use embedder.runtime=torch"
-            )
+
+def check_against_torch(
+    backbone: Callable[[np.ndarray], np.ndarray], model: torch.nn.Module, input_size: int, what: str
+) -> None:
+    """Refuse a runtime that does not reproduce the PyTorch module (a stale or foreign cache file)."""
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(2, 3, input_size, input_size, generator=generator)
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(model(probe).float(), dim=1).numpy()
+    got = normalise(backbone(probe.numpy()))
+    difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not difference <= ONNX_TOLERANCE:
+        raise RuntimeError(
+            f"{what} disagrees with PyTorch by {difference:.2e} (> {ONNX_TOLERANCE}) on the probe batch; "
+            "delete the cached file or use embedder.runtime=torch"
+        )
 
 
 def normalise(features: np.ndarray) -> np.ndarray:
@@ -116,7 +161,7 @@ def normalise(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(norms, np.float32(1e-12))
 
 
-def _cached_export(model: torch.nn.Module, key_parts: dict, input_size: int, cache_dir: Path) -> Path:
+def cached_export(model: torch.nn.Module, key_parts: dict, input_size: int, cache_dir: Path) -> Path:
     """The ONNX file of `model` under `cache_dir` (exported now when missing; written atomically)."""
     import timm
 

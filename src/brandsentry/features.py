@@ -35,6 +35,7 @@ from brandsentry.embed import Embedder
 from brandsentry.errors import BrandsentryError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.index import IndexParams, ReferenceIndex
+from brandsentry.index_sync import embedder_for_index
 from brandsentry.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class ScoringContext:
     def from_config(cls, cfg: DictConfig, embedder: Embedder | None = None) -> ScoringContext:
         """The workspace's catalog snapshot and current index, with the configured embedder."""
         workspace = Workspace.from_config(cfg)
-        embedder = embedder or Embedder.from_config(cfg.embedder)
+        embedder = embedder or embedder_for_index(cfg.embedder, workspace.index_dir)
         index = ReferenceIndex.load(
             workspace.index_dir, embedder.identity.to_dict(), IndexParams.from_config(cfg.index)
         )

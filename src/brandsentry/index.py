@@ -32,7 +32,7 @@ import fcntl
 import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
@@ -494,8 +494,13 @@ class ReferenceIndex:
         return self._search_blocks(queries, search_block)
 
     # ---- persistence --------------------------------------------------------------------------------
-    def save(self, index_root: Path, catalog_high_water: int) -> IndexManifest:
+    def save(
+        self, index_root: Path, catalog_high_water: int, files: Mapping[str, Path] | None = None
+    ) -> IndexManifest:
         """Write a new version atomically and point CURRENT at it; keeps the last `keep_versions` versions.
+
+        `files` (name -> path) are copied into the version beside the index: what its vectors need besides
+        the embedder config (the quantised model of an int8 embedder, `Embedder.model_files`).
 
         Files go to a staging folder that `files.atomic_folder` fsyncs and renames to vNNNNNN, then CURRENT
         is replaced atomically. A crash at any point leaves the previous version loadable; the next save
@@ -523,10 +528,17 @@ class ReferenceIndex:
                 with open(staging / "tombstones.npy", "wb") as handle:
                     np.save(handle, self._tombstones)
                 (staging / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+                for file_name, source in (files or {}).items():
+                    shutil.copyfile(source, staging / file_name)
             _point_current(root, name)
             _prune(root, keep=self.params.keep_versions, current=name)
         self.version = version
         return manifest
+
+
+def current_version_dir(index_root: Path) -> Path:
+    """The folder of the version CURRENT points to (IndexStateError when none is saved)."""
+    return _version_dir(Path(index_root), None)
 
 
 def latest_manifest(index_root: Path) -> IndexManifest:

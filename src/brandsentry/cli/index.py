@@ -48,13 +48,13 @@ def run_info(args, overrides: list[str]) -> int:
 def run_search(args, overrides: list[str]) -> int:
     from brandsentry.catalog import Catalog
     from brandsentry.config import Workspace, load_config
-    from brandsentry.embed import Embedder
     from brandsentry.images import DecodeLimits
     from brandsentry.index import IndexParams, ReferenceIndex
+    from brandsentry.index_sync import embedder_for_index
 
     cfg = load_config(overrides)
     workspace = Workspace.from_config(cfg)
-    embedder = Embedder.from_config(cfg.embedder)
+    embedder = embedder_for_index(cfg.embedder, workspace.index_dir)
     index = ReferenceIndex.load(
         workspace.index_dir, embedder.identity.to_dict(), IndexParams.from_config(cfg.index)
     )

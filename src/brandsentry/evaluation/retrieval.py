@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from brandsentry.embed import Embedder, Embeddings, Preprocessing
+from brandsentry.embed import Embedder, EmbedderSettings, Embeddings, Preprocessing
+from brandsentry.embed_int8 import embedder_for_references
 from brandsentry.errors import ConfigError
 from brandsentry.evaluation.datasets import folder_split, labelled_images
 from brandsentry.evaluation.report import SuiteResult
@@ -194,7 +195,8 @@ def run_retrieval(cfg: DictConfig, progress: bool = True) -> SuiteResult:
         embedder_cfg = OmegaConf.merge(cfg.embedder, {"weights": str(out)})
         finetuned = report.params()
     embedder_cfg = suite_embedder_config(embedder_cfg, suite.gem_p)
-    embedder = Embedder.from_config(embedder_cfg)
+    settings = EmbedderSettings.from_config(embedder_cfg)
+    embedder = embedder_for_references(settings, list(paths[reference_idx]), limits)
     views = suite_views(suite.views, embedder)
     embed_started = time.perf_counter()
     chosen = np.concatenate([reference_idx, query_idx])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from brandsentry import index_sync
 from brandsentry.catalog import Catalog, Reference, utc_now
 from brandsentry.config import Workspace
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
@@ -172,11 +173,8 @@ class ReferenceChecker:
         self._index: ReferenceIndex | None = None
 
     def embedder(self) -> Embedder:
-        with self._model_lock:
-            if self._embedder is None:
-                from brandsentry.embed import Embedder
-
-                self._embedder = Embedder.from_config(self.cfg.embedder)
+        with self._model_lock:  # an int8 embedder follows the saved index (a rebuild calibrates anew)
+            self._embedder = index_sync.workspace_embedder(self.cfg, self._embedder)
             return self._embedder
 
     def embed(

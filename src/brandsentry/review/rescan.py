@@ -52,7 +52,6 @@ def repin_bundle(bundle, cfg: DictConfig, directory: Path, embedder=None):
     see the new ones. Returns the bundle itself when the workspace index is still the pinned version.
     """
     from brandsentry.bundle import ScoringBundle, write_bundle
-    from brandsentry.embed import Embedder
     from brandsentry.features import ScoringContext
     from brandsentry.index import latest_manifest
 
@@ -61,7 +60,7 @@ def repin_bundle(bundle, cfg: DictConfig, directory: Path, embedder=None):
     if current == bundle.metadata.index_version:
         return bundle
     merged = OmegaConf.merge(plain_config(cfg), bundle.config)
-    embedder = embedder or Embedder.from_config(bundle.config.embedder)
+    embedder = embedder or bundle.embedder()
     context = ScoringContext.from_config(merged, embedder=embedder)
     metadata = dataclasses.replace(
         bundle.metadata,

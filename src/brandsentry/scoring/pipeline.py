@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from brandsentry.bundle import ScoringBundle, output_columns
-from brandsentry.embed import Embedder
 from brandsentry.features import ScoringContext
 from brandsentry.files import atomic_write
 from brandsentry.image_batches import DecodedBatch, ImageBatches
@@ -102,7 +101,7 @@ class ShardScorer:
         ):
             if value is not None:
                 embedder_cfg[key] = value
-        context = bundle.context(embedder=Embedder.from_config(embedder_cfg), workers=settings.cue_workers)
+        context = bundle.context(embedder=bundle.embedder(embedder_cfg), workers=settings.cue_workers)
         workers = context.embedder.num_workers if decode_workers is None else decode_workers
         return cls(bundle, context, listings, out, workers, settings.search_batch)
 
