@@ -44,8 +44,11 @@ import numpy as np
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.files import STAGING_PREFIX, TEMP_MARK, atomic_folder, atomic_write_text
 from brandsentry.index_faiss import (
+    IndexInputError,
     apply_search_knobs,
     build_faiss_index,
+    check_ids,
+    check_vectors,
     filtering_params,
     filters_by_id,
     lossless_storage,
@@ -58,7 +61,6 @@ from brandsentry.index_faiss import (
 from brandsentry.settings import default_settings, load_settings
 
 MANIFEST_FORMAT = 1
-NORM_TOLERANCE = 1e-3
 CURRENT = "CURRENT"
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 
@@ -69,10 +71,6 @@ class EmbedderMismatchError(BrandsentryError):
 
 class IndexStateError(BrandsentryError):
     """The index cannot do what was asked in its current state (nothing saved, untrained, tombstoned id...)."""
-
-
-class IndexInputError(BrandsentryError, ValueError):
-    """Ids or vectors handed to the index are malformed (shape, norm, non-finite, duplicates)."""
 
 
 @dataclass(frozen=True)
@@ -158,39 +156,6 @@ def _canonical_embedder(embedder: dict) -> dict:
         return json.loads(json.dumps(dict(embedder), sort_keys=True))
     except TypeError as exc:
         raise IndexInputError(f"embedder identity must be JSON-serialisable: {exc}") from None
-
-
-def _check_vectors(vectors, dim: int, what: str) -> np.ndarray:
-    array = np.asarray(vectors)
-    if array.ndim != 2 or array.shape[1] != dim:
-        raise IndexInputError(f"{what} must have shape (n, {dim}), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise IndexInputError(f"{what} must be floating point, got {array.dtype}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(array).all(axis=1)
-    if not finite.all():
-        raise IndexInputError(f"{what} row {int(np.argmin(finite))} has non-finite values")
-    norms = np.linalg.norm(array, axis=1)
-    off = np.abs(norms - 1.0) > NORM_TOLERANCE
-    if off.any():
-        row = int(np.argmax(off))
-        raise IndexInputError(f"{what} row {row} is not L2-normalised (norm {norms[row]:.6f})")
-    return array
-
-
-def _check_ids(ids, count: int) -> np.ndarray:
-    array = np.asarray(ids)
-    if array.ndim != 1 or array.shape[0] != count:
-        raise IndexInputError(f"ids must be a 1-D array of {count} ids, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise IndexInputError(f"ids must be integers, got {array.dtype}")
-    array = array.astype(np.int64)
-    if array.size and array.min() < 0:
-        raise IndexInputError(f"ids must be >= 0 (-1 marks a missing neighbour), got {int(array.min())}")
-    unique, counts = np.unique(array, return_counts=True)
-    if (counts > 1).any():
-        raise IndexInputError(f"duplicate ids in one add: {unique[counts > 1][:10].tolist()}")
-    return array
 
 
 def _padding(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -323,8 +288,8 @@ class ReferenceIndex:
     # ---- changes --------------------------------------------------------------------------------------
     def add(self, ids, vectors) -> None:
         """Add references; an untrained index (IVF, PQ) trains on this first batch, so make it a big one."""
-        array = _check_vectors(vectors, self.dim, "vectors")
-        id_array = _check_ids(ids, array.shape[0])
+        array = check_vectors(vectors, self.dim, "vectors")
+        id_array = check_ids(ids, array.shape[0])
         if not id_array.size:
             return
         tombstoned = id_array[np.isin(id_array, self._tombstones)]
@@ -377,8 +342,8 @@ class ReferenceIndex:
             array = self._index.reconstruct_batch(id_array) if id_array.size else np.zeros((0, self.dim))
             array = np.ascontiguousarray(array, dtype=np.float32)
         else:
-            array = _check_vectors(vectors, self.dim, "vectors")
-            id_array = _check_ids(ids, array.shape[0])
+            array = check_vectors(vectors, self.dim, "vectors")
+            id_array = check_ids(ids, array.shape[0])
         fresh = build_faiss_index(self.factory, self.dim)
         if id_array.size:
             self._train(fresh, array)
@@ -418,7 +383,7 @@ class ReferenceIndex:
         k = self.params.k if k is None else int(k)
         if k < 1:
             raise IndexInputError(f"k must be >= 1, got {k}")
-        queries = _check_vectors(vectors, self.dim, "queries")
+        queries = check_vectors(vectors, self.dim, "queries")
         if allowed_ids is None:
             allowed = None
         else:

@@ -12,7 +12,14 @@ import re
 import faiss
 import numpy as np
 
-from brandsentry.errors import ConfigError
+from brandsentry.errors import BrandsentryError, ConfigError
+
+NORM_TOLERANCE = 1e-3  # |norm - 1| above which a vector is refused as not L2-normalised
+
+
+class IndexInputError(BrandsentryError, ValueError):
+    """Ids or vectors handed to the index are malformed (shape, norm, non-finite, duplicates)."""
+
 
 _IDMAP_PREFIX = re.compile(r"^\s*IDMap2?\s*,\s*")
 
@@ -185,3 +192,36 @@ def serialized_bytes(index: faiss.Index) -> int:
     writer = faiss.PyCallbackIOWriter(lambda chunk: total.__setitem__(0, total[0] + len(chunk)))
     faiss.write_index(index, writer)
     return total[0]
+
+
+def check_vectors(vectors, dim: int, what: str) -> np.ndarray:
+    array = np.asarray(vectors)
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise IndexInputError(f"{what} must have shape (n, {dim}), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise IndexInputError(f"{what} must be floating point, got {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        raise IndexInputError(f"{what} row {int(np.argmin(finite))} has non-finite values")
+    norms = np.linalg.norm(array, axis=1)
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE
+    if off.any():
+        row = int(np.argmax(off))
+        raise IndexInputError(f"{what} row {row} is not L2-normalised (norm {norms[row]:.6f})")
+    return array
+
+
+def check_ids(ids, count: int) -> np.ndarray:
+    array = np.asarray(ids)
+    if array.ndim != 1 or array.shape[0] != count:
+        raise IndexInputError(f"ids must be a 1-D array of {count} ids, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise IndexInputError(f"ids must be integers, got {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size and array.min() < 0:
+        raise IndexInputError(f"ids must be >= 0 (-1 marks a missing neighbour), got {int(array.min())}")
+    unique, counts = np.unique(array, return_counts=True)
+    if (counts > 1).any():
+        raise IndexInputError(f"duplicate ids in one add: {unique[counts > 1][:10].tolist()}")
+    return array
