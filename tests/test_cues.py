@@ -25,14 +25,14 @@ from brandsentry.cues import (
     expensive_cues,
     feature_names,
 )
-from brandsentry.cues.imagestats import banding, halftone_energy
+from brandsentry.cues.imagestats import ListingPixels, banding, halftone_energy, resize_longest
 from brandsentry.cues.logo import homography_problem, logo_cues
 from brandsentry.cues.packaging import packaging_cues
 from brandsentry.cues.quality import quality_cues
 from brandsentry.cues.records import ReferenceImages
 from brandsentry.cues.seller import seller_cues
 from brandsentry.cues.similarity import similarity_cues
-from brandsentry.cues.text import compare_wordmarks, text_cues
+from brandsentry.cues.text import compare_wordmarks, merge_overlapping, ocr_engine, text_cues
 from brandsentry.errors import ConfigError
 
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -91,10 +91,6 @@ def paste(scene: np.ndarray, logo: np.ndarray, quad: np.ndarray) -> np.ndarray:
     out = scene.copy()
     out[mask] = warped[mask]
     return out
-
-
-def grey(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
 def make_package(seed: int = 3) -> np.ndarray:
@@ -178,6 +174,8 @@ def cues_with(changes: dict) -> DictConfig:
         ({"placement": {"min_template_correlation": 1.5}}, "1.5"),
         ({"placement": {"correlation_scale_step": 1.0}}, "correlation_scale_step"),
         ({"packaging": {"color_bins": [4, 12]}}, r"cues\.packaging\.color_bins needs 3 values"),
+        ({"text": {"region_margin": 0.5}}, r"cues\.text\.region_margin must lie in \[0, 0\.5\), got 0\.5"),
+        ({"text": {"detail_min_side": 0}}, r"cues\.text\.detail_min_side must be >= 1, got 0"),
     ],
 )
 def test_bad_config_is_refused_naming_the_value(raw, message):
@@ -251,7 +249,7 @@ def test_similarity_is_nan_with_reason_without_claimed_brand_neighbours():
 
 def test_logo_in_clutter_is_verified_with_the_known_box(assets, scene, logo):
     listing = paste(scene, logo, QUAD)
-    result = logo_cues(listing, grey(listing), assets, "Korvalis", CFG.logo, CFG.packaging)
+    result = logo_cues(ListingPixels(listing), assets, "Korvalis", CFG.logo, CFG.packaging)
     v = result.values
     assert v["logo_verified"] == 1.0
     assert v["logo_inliers"] >= 50 and v["logo_inlier_ratio"] > 0.5 and v["logo_reproj_error"] < 2.0
@@ -267,7 +265,7 @@ def test_logo_found_in_a_listing_larger_than_the_working_size(assets, logo):
     """The box comes back in listing pixels even though features were found on a downscaled copy."""
     big = cv2.resize(clutter(), (1200, 900), interpolation=cv2.INTER_LINEAR)
     listing = paste(big, logo, QUAD * 1.5)
-    result = logo_cues(listing, grey(listing), assets, "Korvalis", CFG.logo, CFG.packaging)
+    result = logo_cues(ListingPixels(listing), assets, "Korvalis", CFG.logo, CFG.packaging)
     assert result.values["logo_verified"] == 1.0
     assert np.abs(np.array(result.evidence["logo"]["quad"]) - QUAD * 1.5).max() < 4.5
 
@@ -279,10 +277,10 @@ def test_mirrored_logo_is_not_verified(logo, scene, detector):
     genuine = paste(scene, logo, QUAD)
     mirrored = paste(scene, np.ascontiguousarray(logo[:, ::-1]), QUAD)
     assert (
-        logo_cues(genuine, grey(genuine), brand, "Korvalis", cfg.logo, cfg.packaging).values["logo_verified"]
+        logo_cues(ListingPixels(genuine), brand, "Korvalis", cfg.logo, cfg.packaging).values["logo_verified"]
         == 1
     )
-    result = logo_cues(mirrored, grey(mirrored), brand, "Korvalis", cfg.logo, cfg.packaging)
+    result = logo_cues(ListingPixels(mirrored), brand, "Korvalis", cfg.logo, cfg.packaging)
     assert result.values["logo_verified"] == 0.0
     assert math.isnan(result.values["region_delta_e"])
 
@@ -307,12 +305,12 @@ def test_homography_check_rejects_mirrors_and_accepts_rotations():
 
 def test_logo_cues_are_nan_with_reason_without_logo_references(scene):
     wordmarks_only = build_brand_assets("Korvalis", ["Korvalis"], {}, CFG)
-    result = logo_cues(scene, grey(scene), wordmarks_only, "Korvalis", CFG.logo, CFG.packaging)
+    result = logo_cues(ListingPixels(scene), wordmarks_only, "Korvalis", CFG.logo, CFG.packaging)
     assert all(math.isnan(v) for v in result.values.values())
     assert "no logo references" in result.reasons["logo_inliers"]
     flat = build_brand_assets("Korvalis", [], {3: np.full((100, 100, 3), 128, np.uint8)}, CFG)
     assert flat.skipped_logos and flat.skipped_logos[0][0] == 3  # a featureless logo is reported, not lost
-    missing = logo_cues(scene, grey(scene), None, "Korvalis", CFG.logo, CFG.packaging)
+    missing = logo_cues(ListingPixels(scene), None, "Korvalis", CFG.logo, CFG.packaging)
     assert "no brand assets" in missing.reasons["logo_verified"]
 
 
@@ -326,7 +324,7 @@ def test_colour_shifted_package_is_further_than_a_rephoto():
 
     def distance(listing):
         refs = ReferenceImages(references.__getitem__)
-        result = packaging_cues(listing, grey(listing), found, "Korvalis", "Tonic", refs, CFG.packaging)
+        result = packaging_cues(ListingPixels(listing), found, "Korvalis", "Tonic", refs, CFG.packaging)
         assert result.evidence["packaging_reference_id"] == 11
         return result.values["pack_color_distance"]
 
@@ -337,10 +335,10 @@ def test_colour_shifted_package_is_further_than_a_rephoto():
 def test_blur_lowers_sharpness():
     sharp = make_package()
     blurred = cv2.GaussianBlur(sharp, (0, 0), 2.5)
-    assert quality_cues(grey(blurred), CFG.quality).values["quality_sharpness"] < (
-        quality_cues(grey(sharp), CFG.quality).values["quality_sharpness"] - 0.3
+    assert quality_cues(ListingPixels(blurred), CFG.quality).values["quality_sharpness"] < (
+        quality_cues(ListingPixels(sharp), CFG.quality).values["quality_sharpness"] - 0.3
     )
-    sizes = quality_cues(grey(sharp), CFG.quality).values
+    sizes = quality_cues(ListingPixels(sharp), CFG.quality).values
     assert sizes["quality_min_side"] == 300 and sizes["quality_megapixels"] == pytest.approx(0.12)
 
 
@@ -388,7 +386,41 @@ def test_seller_authorisation_and_reused_official_photo(assets):
     )
 
 
+def test_working_sizes_are_resize_longest_computed_once():
+    image = clutter(1700, 1100)
+    pixels = ListingPixels(image)
+    for side in (256, 512, 640, 2000):
+        rgb, scale = pixels.rgb_at(side)
+        expected, expected_scale = resize_longest(image, side)
+        assert np.array_equal(rgb, expected) and scale == expected_scale
+        assert np.array_equal(
+            pixels.grey_at(side)[0], resize_longest(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), side)[0]
+        )
+    assert pixels.rgb_at(640)[0] is pixels.rgb_at(640)[0]
+    assert pixels.rgb_at(2000)[0] is image  # never enlarged
+
+
 # --- text ------------------------------------------------------------------------------------------------
+
+
+def test_overlapping_text_regions_merge_into_one():
+    assert merge_overlapping([(0, 0, 10, 10), (50, 50, 60, 60), (5, 5, 20, 20), (19, 0, 52, 52)]) == [
+        (0, 0, 60, 60)
+    ]
+    assert sorted(merge_overlapping([(0, 0, 10, 10), (10, 0, 20, 10)])) == [(0, 0, 10, 10), (10, 0, 20, 10)]
+
+
+def test_ocr_reads_nothing_where_the_detector_sees_no_text(assets, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("recognition ran on a listing without text")
+
+    engine = ocr_engine(CFG.text.threads)
+    monkeypatch.setattr(engine, "text_rec", never)
+    monkeypatch.setattr(engine, "text_cls", never)
+    flat = np.full((600, 800, 3), (200, 210, 190), np.uint8)
+    result = text_cues(ListingPixels(flat), assets, "Korvalis", CFG.text)
+    assert result.values["text_chars"] == 0.0 and result.evidence["ocr"] == []
+    assert "no text recognised" in result.reasons["text_wordmark_similarity"]
 
 
 def test_wordmark_comparison_without_ocr():
@@ -399,7 +431,9 @@ def test_wordmark_comparison_without_ocr():
     assert not miss["exact"] and miss["near_misses"] == [{"text": "korvaliz", "wordmark": "korvalis"}]
     assert not compare_wordmarks({"like"}, marks, CFG.text)["near_misses"]  # 4 letters tolerate no edit
     assert not compare_wordmarks({"kovaxiz"}, marks, CFG.text)["near_misses"]  # 3 edits is another word
-    no_marks = text_cues(make_package(), build_brand_assets("Korvalis", [], {}, CFG), "Korvalis", CFG.text)
+    no_marks = text_cues(
+        ListingPixels(make_package()), build_brand_assets("Korvalis", [], {}, CFG), "Korvalis", CFG.text
+    )
     assert all("no wordmarks" in no_marks.reasons[name] for name in no_marks.values)
 
 
@@ -413,10 +447,10 @@ def ocr_listing(word: str) -> np.ndarray:
 
 @pytest.mark.slow
 def test_ocr_flags_a_misspelled_wordmark_and_not_the_real_one(assets):
-    genuine = text_cues(ocr_listing("KORVALIS"), assets, "Korvalis", CFG.text)
+    genuine = text_cues(ListingPixels(ocr_listing("KORVALIS")), assets, "Korvalis", CFG.text)
     assert genuine.values["text_exact"] == 1.0 and genuine.values["text_near_miss"] == 0.0
     assert genuine.values["text_wordmark_similarity"] == 1.0 and genuine.values["text_chars"] >= 20
-    fake = text_cues(ocr_listing("KORVALIZ"), assets, "Korvalis", CFG.text)
+    fake = text_cues(ListingPixels(ocr_listing("KORVALIZ")), assets, "Korvalis", CFG.text)
     assert fake.values["text_exact"] == 0.0 and fake.values["text_near_miss"] == 1.0
     assert fake.values["text_wordmark_similarity"] == pytest.approx(7 / 8)
     assert any("KORVALIZ" in line["text"] for line in fake.evidence["ocr"])

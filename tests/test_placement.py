@@ -11,12 +11,13 @@ import pytest
 
 from brandsentry.cues import build_brand_assets, compute_cues, feature_names
 from brandsentry.cues import logo as logo_module
+from brandsentry.cues.imagestats import ListingPixels
 from brandsentry.cues.keypoints import extract
 from brandsentry.cues.logo import logo_cues, work_image
 from brandsentry.cues.placement import FEATURES, placement_cues, reference_layout
 from brandsentry.cues.records import ReferenceImages
 from test_cues import CFG as DEFAULT_CFG
-from test_cues import QUAD, clutter, grey, hue_shift, make_logo, neighbours, paste, rephoto
+from test_cues import QUAD, clutter, hue_shift, make_logo, neighbours, paste, rephoto
 
 REFERENCE_ID, LOGO_ID = 11, 7
 CFG = replace(DEFAULT_CFG, placement=replace(DEFAULT_CFG.placement, enabled=True))
@@ -45,12 +46,12 @@ class Lookup(dict):
         return self[ref_id]
 
 
-def placement(world, listing, lookup=None, params=CFG.placement, assets=None):
+def placement(world, listing, lookup=None, params=CFG.placement, assets=None, logo=CFG.logo):
     found = neighbours((LOGO_ID, 0.95, "Korvalis", "Tonic"), (REFERENCE_ID, 0.9, "Korvalis", "Tonic"))
     lookup = Lookup({REFERENCE_ID: world["reference"]}) if lookup is None else lookup
     return placement_cues(
-        listing, grey(listing), found, "Korvalis", "Tonic", assets or world["assets"], ReferenceImages(lookup),
-        CFG.logo, params,
+        ListingPixels(listing), found, "Korvalis", "Tonic", assets or world["assets"], ReferenceImages(lookup),
+        logo, params,
     )  # fmt: skip
 
 
@@ -117,11 +118,11 @@ def test_missing_inputs_give_nan_with_reasons_and_the_reference_layout_is_memois
     only_logo = neighbours((LOGO_ID, 0.95, "Korvalis", "Tonic"))
     refs = ReferenceImages(Lookup({}))
     listing = world["reference"]
-    nothing = placement_cues(listing, grey(listing), only_logo, "Korvalis", None, world["assets"], refs,
+    nothing = placement_cues(ListingPixels(listing), only_logo, "Korvalis", None, world["assets"], refs,
                              CFG.logo, CFG.placement)  # fmt: skip
     assert all(math.isnan(v) for v in nothing.values.values())
     assert "no product reference" in nothing.reasons["placement_logo_ncc"]
-    no_assets = placement_cues(listing, grey(listing), only_logo, "Korvalis", None, None, refs,
+    no_assets = placement_cues(ListingPixels(listing), only_logo, "Korvalis", None, None, refs,
                                CFG.logo, CFG.placement)  # fmt: skip
     assert "no usable logo templates" in no_assets.reasons["placement_package_inliers"]
     unreadable = placement(world, listing, Lookup({}))
@@ -152,7 +153,7 @@ def test_the_logo_and_placement_cues_share_one_extraction_and_give_what_they_giv
     listing = relit(rephoto(paste(world["background"], world["logo"], QUAD + [60, 20])))
     found = neighbours((REFERENCE_ID, 0.9, "Korvalis", "Tonic"))
     alone = {
-        **logo_cues(listing, grey(listing), world["assets"], "Korvalis", CFG.logo, CFG.packaging).values,
+        **logo_cues(ListingPixels(listing), world["assets"], "Korvalis", CFG.logo, CFG.packaging).values,
         **placement(world, listing).values,
     }
     extractions = []
@@ -168,15 +169,15 @@ def test_the_logo_and_placement_cues_share_one_extraction_and_give_what_they_giv
 def test_small_listings_are_enlarged_before_features_when_asked(world):
     params = replace(CFG.logo, min_side=600)
     small = cv2.resize(world["reference"], (200, 150), interpolation=cv2.INTER_AREA)
-    work, (sx, sy) = work_image(grey(small), params)
+    work, (sx, sy) = work_image(ListingPixels(small), params)
     assert work.shape == (450, 600) and sx == sy == 3.0
-    same, scale = work_image(grey(small), CFG.logo)
+    same, scale = work_image(ListingPixels(small), CFG.logo)
     assert same.shape == (150, 200) and scale == (1.0, 1.0)
-    big, (bx, _) = work_image(grey(clutter(1600, 1200)), params)
-    assert max(big.shape) == CFG.logo.max_side and bx == 0.5  # large images are only ever reduced
+    big, (bx, _) = work_image(ListingPixels(clutter(1600, 1200)), params)
+    assert max(big.shape) == CFG.logo.max_side and bx == CFG.logo.max_side / 1600  # only ever reduced
     # the box still comes back in the listing's own pixels
     listing = paste(clutter(400, 300, seed=6), cv2.resize(world["logo"], (160, 160)), QUAD / 2)
-    enlarged = logo_cues(listing, grey(listing), world["assets"], "Korvalis", params, CFG.packaging)
+    enlarged = logo_cues(ListingPixels(listing), world["assets"], "Korvalis", params, CFG.packaging)
     assert enlarged.values["logo_verified"] == 1.0
     assert np.abs(np.array(enlarged.evidence["logo"]["quad"]) - QUAD / 2).max() < 3.0
 
@@ -198,21 +199,28 @@ def test_a_logo_too_small_for_local_features_is_located_in_its_reference_by_corr
     box = np.array([[300, 200], [348, 200], [348, 248], [300, 248]], dtype=np.float64)  # 1.2x the template
     small = cv2.resize(tiny, (48, 48), interpolation=cv2.INTER_CUBIC)
     reference = paste(world["background"], small, box)
-    layout = reference_layout(reference, assets.logos, CFG.logo, CFG.placement)
+    # the 800-px reference at its own resolution: reduced to the 640-px default working size, the 48-px logo
+    # resamples to a correlation peak of 0.85, under the 0.9 it must reach
+    native = replace(CFG.logo, max_side=800)
+    layout = reference_layout(reference, assets.logos, native, CFG.placement)
     assert layout.logo_located_by == "correlation"  # its few corners do not verify
     projected = logo_module.project(layout.logo_homography, layout.logo.corners)[0]
     assert np.abs(projected - box).max() <= 3.0
     # a template the reference does not show (another brand's small wordmark) is not placed anywhere
     stranger = cv2.resize(make_logo(word="ZEPHYRA")[230:], (60, 15), interpolation=cv2.INTER_AREA)
     other = build_brand_assets("Zephyra", [], {LOGO_ID: stranger}, CFG)
-    assert other.logos and reference_layout(reference, other.logos, CFG.logo, CFG.placement).logo is None
+    assert other.logos and reference_layout(reference, other.logos, native, CFG.placement).logo is None
     never = replace(CFG.placement, min_template_correlation=1.0)
-    assert reference_layout(reference, assets.logos, CFG.logo, never).logo is None
+    assert reference_layout(reference, assets.logos, native, never).logo is None
     # the listing's logo place is then checked as for any other logo
     lookup = Lookup({REFERENCE_ID: reference})
-    authentic = placement(world, rephoto(reference), lookup, assets=assets)
+    authentic = placement(world, rephoto(reference), lookup, assets=assets, logo=native)
     recoloured = placement(
-        world, rephoto(paste(world["background"], hue_shift(small, 120), box)), lookup, assets=assets
+        world,
+        rephoto(paste(world["background"], hue_shift(small, 120), box)),
+        lookup,
+        assets=assets,
+        logo=native,
     )
     assert authentic.evidence["placement"]["logo_located_by"] == "correlation"
     assert authentic.values["placement_logo_ncc"] > 0.8

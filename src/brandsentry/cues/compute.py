@@ -20,7 +20,7 @@ import numpy as np
 from brandsentry.cues import logo, packaging, placement, quality, seller, similarity, text
 from brandsentry.cues.assets import BrandAssets
 from brandsentry.cues.config import CueConfig
-from brandsentry.cues.imagestats import to_grey
+from brandsentry.cues.imagestats import ListingPixels
 from brandsentry.cues.records import CueResult, Neighbours, ReferenceImages
 
 ReferenceLookup = Callable[[int], np.ndarray]
@@ -33,9 +33,9 @@ _reported_lock = threading.Lock()
 
 @dataclass
 class _Listing:
-    """Everything the cue groups of one listing read, with the greyscale image computed once."""
+    """Everything the cue groups of one listing read, with its working-size images computed once."""
 
-    rgb: np.ndarray
+    pixels: ListingPixels
     neighbours: Neighbours
     claimed_brand: str
     claimed_product: str | None
@@ -43,17 +43,13 @@ class _Listing:
     assets: BrandAssets | None
     references: ReferenceImages
     cfg: CueConfig
-    grey: np.ndarray = field(init=False)
     _logo_view: logo.ListingView | None = field(init=False, default=None)
-
-    def __post_init__(self):
-        self.grey = to_grey(self.rgb)
 
     def logo_view(self) -> logo.ListingView | None:
         """Local features and template verdicts, extracted once for the logo and placement cues (None when
         the brand has no usable templates: both cues then stop before reading it)."""
         if self._logo_view is None and logo.templates_usable(self.assets, self.cfg.logo):
-            self._logo_view = logo.listing_view(self.grey, self.assets.logos, self.cfg.logo)
+            self._logo_view = logo.listing_view(self.pixels, self.assets.logos, self.cfg.logo)
         return self._logo_view
 
 
@@ -81,7 +77,7 @@ GROUPS = (
         quality.FEATURES,
         False,
         lambda cfg: cfg.quality.enabled,
-        lambda x: quality.quality_cues(x.grey, x.cfg.quality),
+        lambda x: quality.quality_cues(x.pixels, x.cfg.quality),
     ),
     _Group(
         "seller",
@@ -89,7 +85,7 @@ GROUPS = (
         False,
         lambda cfg: cfg.seller.enabled,
         lambda x: seller.seller_cues(
-            x.rgb, x.neighbours, x.claimed_brand, x.seller_id, x.assets, x.references, x.cfg.seller
+            x.pixels.rgb, x.neighbours, x.claimed_brand, x.seller_id, x.assets, x.references, x.cfg.seller
         ),
     ),
     _Group(
@@ -98,7 +94,7 @@ GROUPS = (
         False,
         lambda cfg: cfg.packaging.enabled,
         lambda x: packaging.packaging_cues(
-            x.rgb, x.grey, x.neighbours, x.claimed_brand, x.claimed_product, x.references, x.cfg.packaging
+            x.pixels, x.neighbours, x.claimed_brand, x.claimed_product, x.references, x.cfg.packaging
         ),
     ),
     _Group(
@@ -107,7 +103,7 @@ GROUPS = (
         True,
         lambda cfg: cfg.logo.enabled,
         lambda x: logo.logo_cues(
-            x.rgb, x.grey, x.assets, x.claimed_brand, x.cfg.logo, x.cfg.packaging, x.logo_view()
+            x.pixels, x.assets, x.claimed_brand, x.cfg.logo, x.cfg.packaging, x.logo_view()
         ),
     ),
     _Group(
@@ -116,8 +112,7 @@ GROUPS = (
         True,
         lambda cfg: cfg.placement.enabled and cfg.logo.enabled,
         lambda x: placement.placement_cues(
-            x.rgb,
-            x.grey,
+            x.pixels,
             x.neighbours,
             x.claimed_brand,
             x.claimed_product,
@@ -133,7 +128,7 @@ GROUPS = (
         text.FEATURES,
         True,
         lambda cfg: cfg.text.enabled,
-        lambda x: text.text_cues(x.rgb, x.assets, x.claimed_brand, x.cfg.text),
+        lambda x: text.text_cues(x.pixels, x.assets, x.claimed_brand, x.cfg.text),
     ),
 )
 
@@ -214,7 +209,7 @@ def _run(
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
         return CueResult.missing(names, f"listing image is not HxWx3 uint8 (got {rgb.shape} {rgb.dtype})")
     listing = _Listing(
-        np.ascontiguousarray(rgb),
+        ListingPixels(np.ascontiguousarray(rgb)),
         neighbours,
         claimed_brand,
         claimed_product,

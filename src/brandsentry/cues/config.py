@@ -85,7 +85,11 @@ class PlacementParams:
 @dataclass(frozen=True)
 class TextParams:
     enabled: bool
-    max_side: int  # listing resized to this longest side before OCR
+    detect_side: int  # where text lies is found on the listing resized to this longest side ...
+    region_margin: float  # ... each place widened by this share of the listing's longest side ...
+    detail_min_side: int  # ... and its lines there, on the listing scaled to this shorter side
+    recognise_side: int  # lines are read from the listing resized to this longest side
+    max_lines: int  # at most this many detected lines (the tallest) are read
     min_score: float  # OCR lines below this recognition confidence are ignored
     near_miss_max_distance: int
     near_miss_chars_per_edit: int  # a wordmark of n chars tolerates min(max_distance, n // this) edits
@@ -142,6 +146,8 @@ class CueConfig:
             raise ConfigError(
                 f"cues.logo.min_matches must be >= 4 (a homography needs 4), got {self.logo.min_matches}"
             )
+        if not 0.0 <= self.text.region_margin < 0.5:
+            raise ConfigError(f"cues.text.region_margin must lie in [0, 0.5), got {self.text.region_margin}")
         lo, hi = self.packaging.halftone_band
         if not 0.0 < lo < hi <= 0.71:
             raise ConfigError(
@@ -162,7 +168,10 @@ class CueConfig:
             "logo.template_max_side": self.logo.template_max_side,
             "placement.max_references": self.placement.max_references,
             "placement.min_inliers": self.placement.min_inliers,
-            "text.max_side": self.text.max_side,
+            "text.detect_side": self.text.detect_side,
+            "text.detail_min_side": self.text.detail_min_side,
+            "text.recognise_side": self.text.recognise_side,
+            "text.max_lines": self.text.max_lines,
             "text.near_miss_chars_per_edit": self.text.near_miss_chars_per_edit,
         }
         for key, value in positive.items():

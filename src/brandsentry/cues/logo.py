@@ -20,12 +20,12 @@ import numpy as np
 from brandsentry.cues.assets import BrandAssets, LogoTemplate
 from brandsentry.cues.config import LogoParams, PackagingParams
 from brandsentry.cues.imagestats import (
+    ListingPixels,
     enlarge_longest,
     halftone_energy,
     histogram_distance,
     lab_histogram,
     mean_delta_e,
-    resize_longest,
     sharpness,
     to_grey,
 )
@@ -44,13 +44,13 @@ REGION_FEATURES = ("region_color_distance", "region_delta_e", "region_sharpness_
 FEATURES = LOGO_FEATURES + REGION_FEATURES
 
 
-def work_image(grey: np.ndarray, params: LogoParams) -> tuple[np.ndarray, tuple[float, float]]:
+def work_image(pixels: ListingPixels, params: LogoParams) -> tuple[np.ndarray, tuple[float, float]]:
     """The greyscale image local features are found in, and its (sx, sy) scale from the original pixels.
 
     Downscaled to `max_side`; a smaller image is enlarged (bicubic) until its longest side reaches
     `min_side` (0: never), so the few-pixel corners of a small logo become detectable at all.
     """
-    work, (sx, sy) = resize_longest(grey, params.max_side)
+    work, (sx, sy) = pixels.grey_at(params.max_side)
     work, (fx, fy) = enlarge_longest(work, params.min_side)
     return work, (sx * fx, sy * fy)
 
@@ -139,8 +139,10 @@ class ListingView:
     verdicts: tuple[tuple[LogoTemplate, LogoMatch | None, int, str | None], ...]
 
 
-def listing_view(grey: np.ndarray, templates: tuple[LogoTemplate, ...], params: LogoParams) -> ListingView:
-    work, scale = work_image(grey, params)
+def listing_view(
+    pixels: ListingPixels, templates: tuple[LogoTemplate, ...], params: LogoParams
+) -> ListingView:
+    work, scale = work_image(pixels, params)
     features = extract(work, params)
     verdicts = tuple((t, *verify_template(t, features, work.shape, params)) for t in templates)
     return ListingView(work.shape, scale, features, verdicts)
@@ -169,8 +171,7 @@ def inlier_spread(found: LogoMatch) -> float:
 
 
 def logo_cues(
-    rgb: np.ndarray,
-    grey: np.ndarray,
+    pixels: ListingPixels,
     assets: BrandAssets | None,
     claimed_brand: str,
     params: LogoParams,
@@ -189,7 +190,7 @@ def logo_cues(
     if not assets.logos:
         skipped = f" ({len(assets.skipped_logos)} skipped: too few features)" if assets.skipped_logos else ""
         return CueResult.missing(FEATURES, f"no logo references for brand {assets.brand!r}{skipped}")
-    view = view or listing_view(grey, assets.logos, params)
+    view = view or listing_view(pixels, assets.logos, params)
     best: LogoMatch | None = None
     most_matches = 0
     rejected = []
@@ -238,7 +239,7 @@ def logo_cues(
         "logo_verified": float(verified),
     }
     region = (
-        region_cues(rgb, grey, best.template, to_listing, quad, packaging)
+        region_cues(pixels, best.template, to_listing, quad, packaging)
         if verified
         else CueResult.missing(
             REGION_FEATURES,
@@ -250,14 +251,14 @@ def logo_cues(
 
 
 def region_cues(
-    rgb: np.ndarray,
-    grey: np.ndarray,
+    pixels: ListingPixels,
     template: LogoTemplate,
     to_listing: np.ndarray,
     quad: np.ndarray,
     params: PackagingParams,
 ) -> CueResult:
     """Colour and print statistics of the verified logo region, aligned pixel for pixel with the template."""
+    rgb, grey = pixels.rgb, pixels.grey
     height, width = template.image.shape[:2]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     aligned = cv2.warpPerspective(rgb, to_listing, (width, height), flags=flags)

@@ -13,11 +13,11 @@ import numpy as np
 
 from brandsentry.cues.config import PackagingParams
 from brandsentry.cues.imagestats import (
+    ListingPixels,
     banding,
     halftone_energy,
     histogram_distance,
     lab_histogram,
-    resize_longest,
     sharpness,
     to_grey,
 )
@@ -43,23 +43,21 @@ class PrintStats:
     halftone: float
 
 
-def print_stats(rgb: np.ndarray, params: PackagingParams, grey: np.ndarray | None = None) -> PrintStats:
+def print_stats(pixels: ListingPixels, params: PackagingParams) -> PrintStats:
     """Histogram and sharpness at the working size; banding and halftone at native resolution."""
-    grey = to_grey(rgb) if grey is None else grey
-    work, _ = resize_longest(rgb, params.work_side)
+    work, _ = pixels.rgb_at(params.work_side)
     return PrintStats(
         histogram=lab_histogram(work, params.color_bins),
         sharpness=sharpness(to_grey(work)),
-        banding=banding(grey),
+        banding=banding(pixels.grey),
         halftone=halftone_energy(
-            grey, params.halftone_crop, params.halftone_band, params.halftone_peak_factor
+            pixels.grey, params.halftone_crop, params.halftone_band, params.halftone_peak_factor
         ),
     )
 
 
 def packaging_cues(
-    rgb: np.ndarray,
-    grey: np.ndarray,
+    pixels: ListingPixels,
     neighbours: Neighbours,
     claimed_brand: str,
     claimed_product: str | None,
@@ -70,7 +68,7 @@ def packaging_cues(
     hits = neighbours.of_claim(claimed_brand, claimed_product)
     if not hits:
         return CueResult.missing(FEATURES, f"no neighbour of claimed brand {claimed_brand!r}")
-    listing = print_stats(rgb, params, grey)
+    listing = print_stats(pixels, params)
     best: tuple[float, int, PrintStats] | None = None
     tried = []
     for position in hits:
@@ -78,7 +76,9 @@ def packaging_cues(
             break
         ref_id = neighbours.ref_ids[position]
         # a reference's statistics do not depend on the listing: computed once per scorer (memo)
-        stats = references.derived(ref_id, ("print_stats", params), lambda image: print_stats(image, params))
+        stats = references.derived(
+            ref_id, ("print_stats", params), lambda image: print_stats(ListingPixels(image), params)
+        )
         if stats is None:
             continue
         tried.append(ref_id)

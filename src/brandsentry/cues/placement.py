@@ -28,7 +28,7 @@ import numpy as np
 
 from brandsentry.cues.assets import BrandAssets, LogoTemplate
 from brandsentry.cues.config import LogoParams, PlacementParams
-from brandsentry.cues.imagestats import mean_delta_e, sharpness, to_grey
+from brandsentry.cues.imagestats import ListingPixels, mean_delta_e, sharpness, to_grey
 from brandsentry.cues.keypoints import LocalFeatures, extract, match
 from brandsentry.cues.logo import (
     ListingView,
@@ -114,7 +114,7 @@ def reference_layout(
     A template verified by local features wins (most inliers); when none verifies, the template that
     correlates best, at or above `placement.min_template_correlation`, is taken.
     """
-    work, scale = work_image(to_grey(rgb), params)
+    work, scale = work_image(ListingPixels(rgb), params)
     shrink = work.shape[0] < rgb.shape[0]
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     work_rgb = cv2.resize(rgb, (work.shape[1], work.shape[0]), interpolation=interpolation)
@@ -238,8 +238,7 @@ def _register(
 
 
 def placement_cues(
-    rgb: np.ndarray,
-    grey: np.ndarray,
+    pixels: ListingPixels,
     neighbours: Neighbours,
     claimed_brand: str,
     claimed_product: str | None,
@@ -262,7 +261,7 @@ def placement_cues(
     if not candidates:
         return CueResult.missing(FEATURES, f"no product reference of claimed brand {claimed_brand!r} nearby")
 
-    view = view or listing_view(grey, assets.logos, logo)
+    view = view or listing_view(pixels, assets.logos, logo)
     listing, (sx, sy) = view.features, view.scale
     key = ("placement_layout", logo, params, tuple(sorted(template_ids)))
     best: tuple[int, int, ReferenceLayout, np.ndarray | None] | None = None
@@ -287,11 +286,12 @@ def placement_cues(
         )
 
     # the whole package, listing warped onto the reference (working scale)
+    rgb = pixels.rgb
     to_work = np.diag([sx, sy, 1.0])  # listing pixels -> listing working pixels
     listing_to_reference = to_reference @ to_work
     height, width = layout.shape
     warped = cv2.warpPerspective(rgb, listing_to_reference, (width, height), flags=cv2.INTER_LINEAR)
-    inside = cv2.warpPerspective(np.full(grey.shape, 255, np.uint8), listing_to_reference, (width, height))
+    inside = cv2.warpPerspective(np.full(rgb.shape[:2], 255, np.uint8), listing_to_reference, (width, height))
     overlap = cv2.erode(inside, np.ones((5, 5), np.uint8)) == 255
     values = {
         "placement_package_inliers": float(inliers),
@@ -328,7 +328,7 @@ def placement_cues(
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     aligned = cv2.warpPerspective(rgb, expected, (t_width, t_height), flags=flags)
     covered = cv2.warpPerspective(
-        np.full(grey.shape, 255, np.uint8), expected, (t_width, t_height), flags=flags
+        np.full(rgb.shape[:2], 255, np.uint8), expected, (t_width, t_height), flags=flags
     )
     mask = cv2.erode(covered, np.ones((3, 3), np.uint8)) == 255
     if mask.sum() < 0.5 * mask.size:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from brandsentry.cues.config import QualityParams
-from brandsentry.cues.imagestats import resize_longest, sharpness
+from brandsentry.cues.imagestats import ListingPixels, sharpness
 from brandsentry.cues.records import CueResult
 
 FEATURES = ("quality_min_side", "quality_megapixels", "quality_sharpness")
 
 
-def quality_cues(grey: np.ndarray, params: QualityParams) -> CueResult:
+def quality_cues(pixels: ListingPixels, params: QualityParams) -> CueResult:
     """Resolution of the listing as decoded, and its sharpness at a fixed working size."""
-    height, width = grey.shape
-    work, _ = resize_longest(grey, params.work_side)
+    height, width = pixels.rgb.shape[:2]
+    work, _ = pixels.grey_at(params.work_side)
     return CueResult(
         {
             "quality_min_side": float(min(height, width)),

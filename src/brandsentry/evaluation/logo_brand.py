@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from brandsentry.cues import CueConfig, LogoTemplate, build_brand_assets
-from brandsentry.cues.imagestats import to_grey
+from brandsentry.cues.imagestats import ListingPixels
 from brandsentry.cues.keypoints import extract
 from brandsentry.cues.logo import inlier_spread, is_verified, verify_template, work_image
 from brandsentry.embed import Embedder
@@ -75,7 +75,7 @@ def logo_cue_answer(
 ) -> tuple[str | None, int, bool]:
     """(brand of the best valid template or None, its inliers, whether the cue would call it verified)."""
     params = cues.logo
-    work, _ = work_image(to_grey(query_rgb), params)
+    work, _ = work_image(ListingPixels(query_rgb), params)
     listing = extract(work, params)
     best: tuple[int, float, str | None, bool] = (0, 0.0, None, False)
     for brand, template in templates:
