@@ -4,6 +4,9 @@ cached by its calibration set, another identity, and saved with (and refused aga
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import numpy as np
@@ -210,3 +213,47 @@ def test_an_int8_index_build_saves_its_model_and_refuses_fp32(tiny_workspace, tm
     again = update_from_catalog(cfg)
     assert again.version == report.version + 1 and latest_manifest(root).embedder == identity
     assert (current_version_dir(root) / INT8_BIN).read_bytes() == (version / INT8_BIN).read_bytes()
+
+
+OPENVINO_THEN_SIGNALS = textwrap.dedent(
+    """
+    import gc, signal, subprocess, sys
+    from pathlib import Path
+    import numpy as np
+    from brandsentry.config import load_config
+    from brandsentry.embed import Embedder
+    from brandsentry.embed_openvino import quantise
+
+    cache = Path(sys.argv[1])
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader does for its workers
+
+    def openvino():
+        overrides = ["embedder=tiny_random", "embedder.runtime=openvino", f"embedder.onnx_cache={cache}"]
+        return Embedder.from_config(load_config(overrides).embedder)
+
+    first, second = openvino(), openvino()
+    image = np.full((64, 64, 3), 127, np.uint8)
+    first.embed_arrays([image]), second.embed_arrays([image])
+    del first
+    gc.collect()  # released before the one made after it
+    onnx = next(cache.rglob("*.onnx"))
+    quantise(onnx, [image] * 4, lambda rgb: second.preprocess(rgb).numpy()[None], cache / "int8" / "m.xml")
+    del second
+    gc.collect()
+    for _ in range(3):  # each child's exit is a SIGCHLD handled on the thread's signal stack
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    print("alive")
+    """
+)
+
+
+def test_signals_are_handled_after_openvino_models_are_made_and_released_out_of_order(tmp_path):
+    """OpenVINO's CPU plugin swaps signal stacks per Core; released out of order they left the thread on
+    unmapped memory and the pytest process died of SIGSEGV at the next SIGCHLD (a subprocess here, so a
+    regression fails this test instead of killing the run)."""
+    script = tmp_path / "openvino_then_signals.py"
+    script.write_text(OPENVINO_THEN_SIGNALS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stdout.strip().splitlines()[-1:]) == (0, ["alive"]), done.stderr[-2000:]

@@ -11,10 +11,15 @@ without CPU pinning: two scoring lanes of one thread each would otherwise both p
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import hashlib
 import os
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +58,6 @@ class OpenVinoBackbone:
     """A compiled OpenVINO model: (n, 3, S, S) float32 -> (n, dim) pooled features (ONNX or IR file)."""
 
     def __init__(self, path: Path, threads: int | None):
-        ov = _openvino()
         self.path = Path(path)
         config = {
             "INFERENCE_PRECISION_HINT": "f32",
@@ -63,8 +67,9 @@ class OpenVinoBackbone:
         }
         if threads:  # 0/None = OpenVINO's own choice (all cores); scoring passes 1 per lane on CPU
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        compiled = ov.Core().compile_model(str(self.path), "CPU", config)
-        self._request = compiled.create_infer_request()
+        with signal_stack_kept():
+            compiled = _core().compile_model(str(self.path), "CPU", config)
+            self._request = compiled.create_infer_request()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         # share_outputs=False: the result outlives the next call (the request reuses its output buffer)
@@ -98,12 +103,13 @@ def quantise(
     GroZi-120 (docs/evaluation.md); weights not quantised stay fp32 (no fp16 compression).
     """
     ov, nncf = _openvino(), _nncf()
-    model = ov.Core().read_model(str(onnx_path))
     dataset = nncf.Dataset(list(samples), transform)
     # The pooling stays float: GeM's x^3 spans a range 8 bits cannot hold (mean cosine to fp32 0.84 on
     # GroZi-120 references with it quantised, 0.9x without); NNCF would put FakeQuantize on each of its steps.
     pooling = nncf.IgnoredScope(patterns=[POOLING_NODES])
-    quantised = nncf.quantize(model, dataset, subset_size=len(samples), ignored_scope=pooling)
+    with signal_stack_kept():  # NNCF compiles the model on Cores of its own
+        model = _core().read_model(str(onnx_path))
+        quantised = nncf.quantize(model, dataset, subset_size=len(samples), ignored_scope=pooling)
     out_xml = Path(out_xml)
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_xml.parent, prefix=".int8-") as staging:
@@ -127,6 +133,51 @@ def recipe() -> dict[str, str]:
 
 def _nncf():
     return _without_telemetry("nncf")
+
+
+@functools.cache
+def _core():
+    """The process's one OpenVINO Core, never released: each Core loads a CPU plugin of its own (seconds),
+    and a released one swaps a signal stack back (see `signal_stack_kept`)."""
+    return _openvino().Core()
+
+
+_AT_MINSIGSTKSZ = 51  # getauxval key: the smallest signal frame this CPU's register state needs
+_LEGACY_SIGSTKSZ = 8192
+_signal_stacks: dict[int, ctypes.Array] = {}  # thread id -> a signal stack this module mapped for it, kept
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def signal_stack_kept() -> Iterator[None]:
+    """Leave the calling thread on a live alternate signal stack after OpenVINO work.
+
+    Each Core's CPU plugin installs a signal stack of its own for the creating thread (AMX register state
+    needs large signal frames) and, when released, reinstates the stack it found and unmaps its own (openvino
+    2026.4 `SigAltStackSetup`). Plugins released out of creation order, as NNCF's Cores during a quantisation,
+    leave the thread on unmapped memory, and the next signal handled there (Python handlers run on that stack:
+    torch's SIGCHLD handler for DataLoader workers, say) kills the process with SIGSEGV. On exit the stack
+    found on entry is reinstated if it is large enough, otherwise one this module maps for the thread."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    entry = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(entry))
+    try:
+        yield
+    finally:
+        libc.getauxval.restype = ctypes.c_ulong
+        needed = int(libc.getauxval(_AT_MINSIGSTKSZ)) + _LEGACY_SIGSTKSZ
+        usable = not entry.ss_flags & 2 and entry.ss_size >= needed  # 2 = SS_DISABLE
+        if not usable:
+            buffer = _signal_stacks.setdefault(threading.get_ident(), ctypes.create_string_buffer(needed))
+            entry = _SignalStack(ctypes.cast(buffer, ctypes.c_void_p), 0, ctypes.sizeof(buffer))
+        if libc.sigaltstack(ctypes.byref(entry), None) != 0:
+            raise OSError(ctypes.get_errno(), "sigaltstack failed after OpenVINO work")
 
 
 def _openvino():
