@@ -6,6 +6,7 @@ import ctypes.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import struct
@@ -18,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from brandsentry.config import load_config
 from brandsentry.features import ListingManifestError
+from brandsentry.feedback import CUE_COLUMNS
 from brandsentry.run_folder import embedding_files, embeddings_path, part_files
 from brandsentry.scoring import (
     ErrorBudgetExceeded,
@@ -51,17 +54,25 @@ def test_one_row_per_listing_with_every_column(world, reference):
     assert results["listing_id"].tolist() == manifest["listing_id"].tolist()
     assert sorted(p.name for p in out.glob("part-*.parquet")) == [f"part-{i:05d}.parquet" for i in range(6)]
     bundle_features = world.feature_names
-    for column in ["claimed_brand", "score", "decision", "threshold", "top_ref_ids", "top_similarities",
-                   "error", "error_detail", "model_version", "scored_at", "escalated", *bundle_features]:  # fmt: skip
+    for column in ["claimed_brand", "score", "decision", "threshold", "review_threshold", "top_ref_ids",
+                   "top_similarities", "top_ref_brand", "top_ref_product", "error", "error_detail",
+                   "model_version", "scored_at", "escalated", *bundle_features]:  # fmt: skip
         assert column in results.columns, column
-    # unknown manifest columns travel along
-    for column in ("label", "counterfeit_kind", "split", "title", "price", "seller_id"):
+    # unknown manifest columns travel along; the price as a number
+    for column in ("label", "counterfeit_kind", "split", "title", "seller_id"):
         assert results[column].tolist() == manifest[column].tolist()
+    assert results["price"].tolist() == manifest["price"].astype(float).tolist()
     assert set(results["decision"]) <= {"flag", "review", "pass", "error"}
     errors = results[results["decision"] == "error"]
     assert (errors["error"].str.len() > 0).all() and errors["score"].isna().all()
     ok = results[results["decision"] != "error"]
-    assert ok["score"].between(0, 1).all() and ok["error"].isna().all()
+    assert ok["score"].between(0, 1).all() and ok["error"].isna().all() and ok["error_detail"].isna().all()
+    assert (ok["review_threshold"] <= ok["threshold"]).all() and ok["review_threshold"].gt(0).all()
+    review = ok["decision"] == "review"
+    assert (
+        ok.loc[review, "score"].between(ok.loc[review, "review_threshold"], ok.loc[review, "threshold"]).all()
+    )
+    assert ok["top_ref_brand"].notna().all() and ok["top_ref_product"].notna().all()
     assert ok["top_ref_ids"].map(len).gt(0).all()
     # the world's undecodable listings are error rows with their reason
     undecodable = manifest.index[manifest["counterfeit_kind"] == "undecodable"]
@@ -624,3 +635,24 @@ def test_lane_count_follows_the_settings_and_the_work(world, tmp_path):
     assert lane_count(auto, chunks=40, rows=10_000) == min(cpus, 2)
     three = ScoreSettings.from_config(score_config(world, tmp_path / "out", "score.lanes=3"))
     assert lane_count(three, chunks=100, rows=50) == 3
+
+
+def _documented_columns(section: str) -> dict[str, str]:
+    """`name -> second cell` of the table under `## section` in docs/results.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([^`]+)` \| `?([^`|]+?)`? \|", body, flags=re.MULTILINE)
+    return dict(rows)
+
+
+def test_docs_results_md_names_every_written_column_with_its_type(world, reference):
+    out, _, _ = reference
+    written = {field.name: str(field.type) for field in pq.read_schema(part_files(out)[0])}
+    documented, cues = _documented_columns("Every row"), _documented_columns("Cue columns")
+    assert set(cues) == set(CUE_COLUMNS)  # every cue a bundle can write, and no other
+    manifest = pd.read_csv(world.listings, dtype=str, nrows=0).columns
+    carried = [c for c in manifest if c not in documented]
+    assert [n for n in written if n not in cues and n not in carried] == list(documented)  # and in order
+    assert {n: written[n] for n in documented} == documented
+    assert {written[n] for n in written if n in cues} == {"double"}
+    assert {n: written[n] for n in carried} == {n: "double" if n == "price" else "string" for n in carried}

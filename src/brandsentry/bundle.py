@@ -113,8 +113,11 @@ def output_columns(feature_columns: list[str]) -> list[str]:
         "score",
         "decision",
         "threshold",
+        "review_threshold",
         "top_ref_ids",
         "top_similarities",
+        "top_ref_brand",
+        "top_ref_product",
         *feature_columns,
         "escalated",
         "cue_failures",
@@ -324,6 +327,7 @@ class ScoringBundle:
                 "score": scores,
                 "decision": decisions,
                 "threshold": thresholds,
+                "review_threshold": thresholds * self.model.review_factor,
                 "top_ref_ids": [[int(i) for i in ids if i >= 0] for ids in table.top_ids],
                 "top_similarities": [
                     [float(s) for i, s in zip(ids, sims, strict=True) if i >= 0]
@@ -331,12 +335,15 @@ class ScoringBundle:
                 ],
             }
         )
+        nearest = [next((int(i) for i in ids if i >= 0), None) for ids in table.top_ids]
+        out["top_ref_brand"] = [context.reference_brand(i) for i in nearest]
+        out["top_ref_product"] = [context.reference_product(i) for i in nearest]
         features = table.features.reindex(columns=self.feature_names)
         out = pd.concat([out, features.reset_index(drop=True)], axis=1)
         out["escalated"] = escalated
         out["cue_failures"] = table.cue_failures()
         out["error"] = table.errors
-        out["error_detail"] = table.error_details
+        out["error_detail"] = [detail or None for detail in table.error_details]  # null, as `error`, when ok
         out["model_version"] = self.version
         out["evidence"] = [json.dumps(e, default=_json_default, sort_keys=True) for e in table.evidence]
         return out[output_columns(self.feature_names)]

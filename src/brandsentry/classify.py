@@ -537,6 +537,11 @@ class CascadeClassifier:
     def decide(self, scores: np.ndarray, brands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.full.decide(scores, brands)
 
+    @property
+    def review_factor(self) -> float:
+        """Scores in [review_factor x threshold, threshold) go to human review."""
+        return self.full.settings.review_factor
+
     def thresholds(self) -> dict:
         """The decision rule as plain data (for thresholds.json and the MLflow table)."""
         return {

@@ -236,6 +236,12 @@ class ScoringContext:
             return "unknown_brand", f"claimed brand {claimed!r} has no references"
         return None
 
+    def reference_brand(self, ref_id: int | None) -> str | None:
+        return None if ref_id is None else self._brand_of.get(ref_id)
+
+    def reference_product(self, ref_id: int | None) -> str | None:
+        return None if ref_id is None else self._product_of.get(ref_id)
+
     def neighbours(self, ids_row: np.ndarray, sims_row: np.ndarray) -> Neighbours:
         return Neighbours.from_search(ids_row, sims_row, self._brand_of, self._product_of)
 

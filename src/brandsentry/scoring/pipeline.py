@@ -44,6 +44,8 @@ _LIST_TYPES = {
     "top_similarities": pa.list_(pa.float32()),
     "cue_failures": pa.list_(pa.string()),
 }
+# Manifest columns the results carry as numbers (the manifest is read as text); unparseable cells are null.
+NUMERIC_LISTING_COLUMNS = ("price",)
 RowError = tuple[str, str]  # (reason, detail) of a listing that cannot be scored
 # A decoded model batch and its vectors, or why the model failed on it.
 EmbeddedBatch = tuple[DecodedBatch, np.ndarray | str]
@@ -249,8 +251,11 @@ class ShardScorer:
                 "score": np.nan,
                 "decision": "error",
                 "threshold": np.nan,
+                "review_threshold": np.nan,
                 "top_ref_ids": [[] for _ in range(n)],
                 "top_similarities": [[] for _ in range(n)],
+                "top_ref_brand": None,
+                "top_ref_product": None,
                 "escalated": False,
                 "cue_failures": [[] for _ in range(n)],
                 "error": reason,
@@ -273,6 +278,8 @@ class ShardScorer:
         manifest_rows = self.listings.iloc[shard.start : shard.stop].reset_index(drop=True)
         for column in self.carried:
             frame[column] = manifest_rows[column].to_numpy()
+            if column in NUMERIC_LISTING_COLUMNS:
+                frame[column] = _as_number(frame[column], column, shard.number).to_numpy()
         frame["scored_at"] = pd.Timestamp(datetime.now(UTC))
         table = _to_arrow(frame)
         (self.out / EMBEDDINGS_DIR).mkdir(exist_ok=True)
@@ -350,6 +357,22 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
         arrays.append(pa.array(values, type=kind))
         fields_.append(pa.field(str(name), kind))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields_))
+
+
+def _as_number(values: pd.Series, column: str, shard: int) -> pd.Series:
+    """A text column as float64; blank cells become null silently, other unparseable ones with a warning."""
+    text = pd.Series(["" if _is_missing(v) else str(v).strip() for v in values], dtype=object)
+    numbers = pd.to_numeric(text.where(text != "", None), errors="coerce").astype(np.float64)
+    bad = numbers.isna() & (text != "")
+    if bad.any():
+        log.warning(
+            "shard %d: %d %s value(s) are not numbers and are null in the results, e.g. %r",
+            shard,
+            int(bad.sum()),
+            column,
+            text[bad].iloc[0],
+        )
+    return numbers
 
 
 def _is_missing(value) -> bool:
