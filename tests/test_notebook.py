@@ -72,3 +72,13 @@ def test_notebook_explores_a_scoring_run(tmp_path, monkeypatch):
     assert "0 reviewed listing(s)" in text
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/jpeg" in o.get("data", {})]
     assert images, "the top listing's evidence image is shown"
+
+
+def test_the_committed_notebook_is_executed_top_to_bottom_without_errors():
+    """It is committed with the outputs of a run on the demo's day 2, so that GitHub shows what it gives."""
+    code = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    outputs = [o for c in code for o in c.outputs]
+    assert all(c.outputs for c in code) and not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.get("name") == "stderr"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the score histogram is shown"

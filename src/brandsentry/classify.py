@@ -474,6 +474,8 @@ class CascadeClassifier:
     ) -> CascadeClassifier:
         """The baseline as a cascade of one cheap model that never escalates."""
         model = CounterfeitClassifier(settings, list(BASELINE_FEATURES)).fit(features, y, groups)
+        unread = [name for name in features.columns if name not in BASELINE_FEATURES]
+        model.dropped_features = dict.fromkeys(unread, "not an input of the similarity baseline")
         return cls(model, model, EscalationBand.nothing("the similarity baseline reads no expensive cue"))
 
     @property
