@@ -3,7 +3,9 @@ cached by its calibration set, another identity, and saved with (and refused aga
 
 from __future__ import annotations
 
+import ctypes.util
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -105,7 +107,7 @@ def test_openvino_gives_the_torch_vectors_under_the_same_identity(tmp_path, phot
         return Embedder.from_config(cfg.embedder)
 
     torch_embedder, openvino, auto = tiny("torch"), tiny("openvino"), tiny("auto")
-    assert openvino.runtime == "openvino" and auto.runtime == "onnx" and torch_embedder.runtime == "torch"
+    assert openvino.runtime == auto.runtime == "openvino" and torch_embedder.runtime == "torch"
     assert openvino.identity == torch_embedder.identity and openvino.model_files == {}
     images = [photo_array(100 + 10 * s, 90, seed=s) for s in range(5)]
     vectors = openvino.embed_arrays(images)
@@ -257,3 +259,39 @@ def test_signals_are_handled_after_openvino_models_are_made_and_released_out_of_
         [sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True, timeout=300
     )
     assert (done.returncode, done.stdout.strip().splitlines()[-1:]) == (0, ["alive"]), done.stderr[-2000:]
+
+
+OPENVINO_EMBEDS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from brandsentry.config import load_config
+    from brandsentry.embed import Embedder
+
+    overrides = ["embedder=tiny_random", "embedder.runtime=openvino", f"embedder.onnx_cache={sys.argv[1]}"]
+    embedder = Embedder.from_config(load_config(overrides).embedder)
+    print(embedder.embed_arrays([np.full((64 + i, 64, 3), 127, np.uint8) for i in range(8)]).shape)
+    print("alive")
+    """
+)
+
+
+@pytest.mark.skipif(
+    ctypes.util.find_library("tcmalloc_minimal") is None,
+    reason="libtcmalloc-minimal4 is not installed (.ci/run installs it)",
+)
+def test_openvino_embeds_under_the_tcmalloc_that_score_preloads(tmp_path):
+    """oneTBB's RTLD_DEEPBIND binding made hwloc free tcmalloc's memory with glibc's free: the process
+    aborted ("munmap_chunk(): invalid pointer") in its first compile, whenever `score` had preloaded tcmalloc."""
+    script = tmp_path / "openvino_embeds.py"
+    script.write_text(OPENVINO_EMBEDS)
+    environment = {**os.environ, "LD_PRELOAD": ctypes.util.find_library("tcmalloc_minimal")}
+    environment.pop("TBB_ENABLE_SANITIZERS", None)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
+    assert (done.returncode, done.stdout.split()[-1:]) == (0, ["alive"]), done.stderr[-2000:]

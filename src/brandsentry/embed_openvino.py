@@ -132,7 +132,7 @@ def recipe() -> dict[str, str]:
 
 
 def _nncf():
-    return _without_telemetry("nncf")
+    return _import_quietly("nncf")
 
 
 @functools.cache
@@ -181,19 +181,28 @@ def signal_stack_kept() -> Iterator[None]:
 
 
 def _openvino():
-    return _without_telemetry("openvino")
+    return _import_quietly("openvino")
 
 
-def _without_telemetry(name: str):
-    """`import name` (openvino or nncf) with Intel's usage telemetry off. Importing openvino sends an
-    "import" event to Google Analytics, and NNCF one per call, each from a process forked by a thread, unless
-    the user opted out (`opt_in_out --opt_out`); both also write a client id under ~/intel. This project
-    never touches the network at run time. `openvino_telemetry` declines consent in CI (`CI=true` when its
-    one Telemetry instance is set up, at the first of these imports), the one switch that stops it all, so
-    the first import runs with it set, then the variable is restored."""
+def _import_quietly(name: str):
+    """`import name` (openvino or nncf) with Intel's usage telemetry off, and with oneTBB loading its
+    hwloc binding like any other library.
+
+    Telemetry: importing openvino sends an "import" event to Google Analytics, and NNCF one per call, each
+    from a process forked by a thread, unless the user opted out (`opt_in_out --opt_out`); both also write a
+    client id under ~/intel. This project never touches the network at run time. `openvino_telemetry`
+    declines consent in CI (`CI=true` when its one Telemetry instance is set up, at the first of these
+    imports), the one switch that stops it all, so the first import runs with it set, then it is restored.
+
+    Allocator: oneTBB dlopens libtbbbind with RTLD_DEEPBIND, so its hwloc calls glibc's `free` on memory
+    that libc handed out through the preloaded allocator: under `score.tcmalloc` OpenVINO scoring aborted
+    with "double free or corruption" / "munmap_chunk(): invalid pointer" (oneTBB issue 1636).
+    `TBB_ENABLE_SANITIZERS=1` is oneTBB's switch that drops RTLD_DEEPBIND; it is read when TBB first
+    loads the binding, after this import, and changes nothing else."""
     import importlib
     import sys
 
+    os.environ.setdefault("TBB_ENABLE_SANITIZERS", "1")
     if name not in sys.modules:
         previous = os.environ.get("CI")
         os.environ["CI"] = "true"
