@@ -22,7 +22,7 @@ from brandsentry.cli import main
 from brandsentry.config import load_config
 from brandsentry.index_sync import update_from_catalog
 from brandsentry.portal.app import SESSION_COOKIE, create_app
-from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore
+from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore, UnknownBrandError
 from brandsentry.run_folder import embeddings_path
 
 LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
@@ -68,8 +68,8 @@ class World:
         self.app = create_app(self.cfg)
         self.portal = self.app.state.portal
         tokens = self.portal.tokens
-        self.acme, _ = tokens.create(name="alice", brand="Acme")
-        self.globex, _ = tokens.create(name="gus", brand="Globex")
+        self.acme, _ = tokens.create(name="alice", brand="Acme", new_brand=True)
+        self.globex, _ = tokens.create(name="gus", brand="Globex", new_brand=True)
         self.admin, _ = tokens.create(name="root", admin=True)
         self.revoked, record = tokens.create(name="mallory", brand="Acme")
         tokens.revoke(record.key_id)
@@ -629,11 +629,43 @@ def test_a_forged_or_expired_session_cookie_is_no_session(world):
     assert client.get("/references", follow_redirects=False).status_code == 200
     tampered_mac = TestClient(world.app, cookies={SESSION_COOKIE: f"{body}.{mac[::-1]}"})
     assert tampered_mac.get("/references", follow_redirects=False).headers["location"] == "/signin"
-    other_key = base64.urlsafe_b64encode(b'{"key":"000000000000","csrf":"x","iat":9999999999}').decode()
+    other_key = base64.urlsafe_b64encode(b'{"sid":"guessed","csrf":"x","iat":9999999999}').decode()
     tampered_body = TestClient(world.app, cookies={SESSION_COOKIE: f"{other_key.rstrip('=')}.{mac}"})
     assert tampered_body.get("/references", follow_redirects=False).headers["location"] == "/signin"
     expired = SessionSigner(b"x" * 32, max_age_s=-1)
-    assert expired.loads(expired.dumps({"key": "k", "csrf": "c"})) is None
+    assert expired.loads(expired.dumps({"sid": "s", "csrf": "c"})) is None
+
+
+def test_sign_out_ends_the_session_on_the_server_so_a_copied_cookie_is_dead(world):
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    copied = client.cookies[SESSION_COOKIE]
+    thief = TestClient(world.app, cookies={SESSION_COOKIE: copied})
+    page = thief.get("/references", follow_redirects=False)
+    assert page.status_code == 200
+    signed_out = client.post("/signout", data={"csrf_token": csrf_of(client.get("/references").text)})
+    assert signed_out.status_code == 200 and "Sign in" in signed_out.text
+    assert thief.get("/references", follow_redirects=False).headers["location"] == "/signin"
+    files = [("files", ("a.jpg", jpeg(1), "image/jpeg"))]
+    late = thief.post("/upload", data={"product": "P", "csrf_token": csrf_of(page.text)}, files=files)
+    assert late.status_code == 403 and world.statuses() == {}
+    with sqlite3.connect(world.portal.catalog.path) as connection:
+        rows = connection.execute("SELECT id_hash, ended_at FROM portal_sessions").fetchall()
+    assert len(rows) == 1 and rows[0][1] is not None
+    assert rows[0][0] not in copied  # only a hash of the session id is stored
+    assert [e.action for e in world.portal.audit.entries(action="signout")] == ["signout"]
+
+
+def test_sessions_expire_on_the_server_too(world):
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    assert client.get("/references", follow_redirects=False).status_code == 200
+    with sqlite3.connect(world.portal.catalog.path) as connection:  # the cookie itself is still in date
+        connection.execute(
+            "UPDATE portal_sessions SET expires_at = expires_at - ?",
+            (world.portal.settings.session_max_age_s + 1,),
+        )
+    assert client.get("/references", follow_redirects=False).headers["location"] == "/signin"
 
 
 def test_html_pages_apply_the_same_brand_and_admin_rules(world, seeded):
@@ -732,7 +764,7 @@ def test_concurrent_uploads_lose_nothing_and_duplicate_nothing(world):
 
 def test_tokens_command_creates_lists_and_revokes(tmp_path, capsys):
     workspace = f"workspace={tmp_path / 'ws'}"
-    assert main(["tokens", "create", "--brand", "Acme", "--name", "alice", workspace]) == 0
+    assert main(["tokens", "create", "--brand", "Acme", "--new-brand", "--name", "alice", workspace]) == 0
     out = capsys.readouterr().out
     token = re.search(r"^(bst_\S+)$", out, re.M).group(1)
     key_id = token.split("_")[1]
@@ -753,6 +785,36 @@ def test_tokens_command_creates_lists_and_revokes(tmp_path, capsys):
     assert actions == ["token_create", "token_create", "token_revoke"]
     with pytest.raises(SystemExit):
         main(["tokens", "create", "--name", "nobody", workspace])  # neither --brand nor --admin
+
+
+def test_a_token_for_an_unknown_brand_is_refused_with_the_closest_known_brand(world, capsys):
+    world.upload(world.acme, ("a.jpg", jpeg(1)))
+    tokens = world.portal.tokens
+    with pytest.raises(UnknownBrandError, match=r"unknown brand 'Acmee': did you mean 'Acme'\?") as refused:
+        tokens.create(name="typo", brand="Acmee")
+    assert refused.value.suggestion == "Acme"
+    with pytest.raises(UnknownBrandError, match=r"'acme'.*did you mean 'Acme'"):
+        tokens.create(name="case", brand="acme")
+    with pytest.raises(UnknownBrandError, match=r"'Zzyzx'.*known brands: Acme, Globex"):
+        tokens.create(name="far", brand="Zzyzx")
+    assert [r.name for r in tokens.list()] == ["alice", "gus", "root", "mallory"]  # nothing stored
+    _, record = tokens.create(name="deliberate", brand="Acmee", new_brand=True)
+    assert record.brand == "Acmee"
+    _, again = tokens.create(name="second", brand="Acmee")  # known now, through its first token
+    assert again.brand == "Acmee"
+
+
+def test_tokens_command_refuses_a_brand_typo_unless_new_brand(tmp_path, capsys):
+    workspace = f"workspace={tmp_path / 'ws'}"
+    assert main(["tokens", "create", "--brand", "Kalvessa", "--name", "ana", workspace]) == 2
+    assert "the workspace knows no brands yet" in capsys.readouterr().err
+    assert main(["tokens", "create", "--brand", "Kalvessa", "--new-brand", "--name", "ana", workspace]) == 0
+    capsys.readouterr()
+    assert main(["tokens", "create", "--brand", "Kalvesa", "--name", "ben", workspace]) == 2
+    err = capsys.readouterr().err
+    assert "unknown brand 'Kalvesa': did you mean 'Kalvessa'?" in err and "--new-brand" in err
+    with Catalog.open(tmp_path / "ws") as catalog:
+        assert [r.brand for r in TokenStore(catalog).list()] == ["Kalvessa"]
 
 
 def test_serve_command_runs_uvicorn_on_the_configured_address(tmp_path, monkeypatch, capsys):

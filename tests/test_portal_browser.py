@@ -150,8 +150,8 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
     )
     app = create_app(cfg)
     portal = app.state.portal
-    brand_token, _ = portal.tokens.create(name="Ana (Velquora)", brand="Velquora")
-    other_token, _ = portal.tokens.create(name="Ben (Brisanth)", brand="Brisanth")
+    brand_token, _ = portal.tokens.create(name="Ana (Velquora)", brand="Velquora", new_brand=True)
+    other_token, _ = portal.tokens.create(name="Ben (Brisanth)", brand="Brisanth", new_brand=True)
     admin_token, _ = portal.tokens.create(name="Review desk", admin=True)
     photos = tmp_path / "photos"
     photos.mkdir()

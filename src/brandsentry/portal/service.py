@@ -23,7 +23,7 @@ from brandsentry.config import Workspace, require
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, open_image
 from brandsentry.ingest import ImageStore, IngestOutcome, IngestSettings, guarded_ingest, safe_source_name
-from brandsentry.portal.auth import AuditEntry, AuditLog, Principal, TokenStore
+from brandsentry.portal.auth import AuditEntry, AuditLog, Principal, SessionStore, TokenStore
 from brandsentry.portal.checks import CheckResult, CheckSettings, ReferenceChecker, checks_for, record_checks
 from brandsentry.settings import load_settings
 
@@ -164,6 +164,7 @@ class BrandPortal:
         self.catalog = Catalog.open(self.workspace)
         self.store = ImageStore(self.workspace.image_store)
         self.tokens = TokenStore(self.catalog)
+        self.sessions = SessionStore(self.catalog, self.settings.session_max_age_s)
         self.audit = AuditLog(self.catalog)
         base = IngestSettings.from_config(cfg, approve=False)
         self.limits = DecodeLimits(
@@ -185,6 +186,19 @@ class BrandPortal:
         if principal is None:
             raise Unauthenticated("missing, invalid or revoked token")
         return principal
+
+    def start_session(self, principal: Principal) -> str:
+        """A browser session for a verified token, its audit row in the same transaction."""
+        with self.catalog.write():
+            session_id = self.sessions.start(principal)
+            self.audit.record(actor=principal.actor, brand=principal.brand, action="signin", outcome="ok")
+        return session_id
+
+    def end_session(self, principal: Principal, session_id: str) -> None:
+        """Sign-out ends the session on the server, so a copy of its cookie signs nobody in."""
+        with self.catalog.write():
+            self.sessions.end(session_id)
+            self.audit.record(actor=principal.actor, brand=principal.brand, action="signout", outcome="ok")
 
     def refuse(self, principal: Principal | None, action: str, error: PortalError, target=None) -> None:
         """Record a refused request in the audit log."""

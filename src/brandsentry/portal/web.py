@@ -85,18 +85,16 @@ def signin(request: Request, session: Post, portal: Portal, token: Annotated[str
             {"error": "That token is not valid (or was revoked)."},
             status_code=401,
         )
-    portal.audit.record(actor=principal.actor, brand=principal.brand, action="signin", outcome="ok")
+    session_id = portal.start_session(principal)
     response = RedirectResponse("/admin/pending" if principal.is_admin else "/references", status_code=303)
-    set_session_cookie(request, response, {"key": principal.key_id, "csrf": new_csrf_token()})  # rotate
+    set_session_cookie(request, response, {"sid": session_id, "csrf": new_csrf_token()})  # rotate
     return response
 
 
 @router.post("/signout")
 def signout(request: Request, session: Post, portal: Portal) -> Response:
     if session.principal:
-        portal.audit.record(
-            actor=session.principal.actor, brand=session.principal.brand, action="signout", outcome="ok"
-        )
+        portal.end_session(session.principal, session.data["sid"])
     response = RedirectResponse("/signin", status_code=303)
     set_session_cookie(request, response, WebSession.signed_out().data)
     return response
