@@ -100,6 +100,18 @@ def api_withdraw(
     return ReferenceOut.of(withdrawn)
 
 
+@router.post(
+    "/references/{ref_id}/restore",
+    response_model=ReferenceOut,
+    status_code=201,
+    tags=["api"],
+    responses={409: {"description": "not withdrawn, or its photo is held again already"}},
+)
+def api_restore(principal: API, portal: Portal, ref_id: int) -> ReferenceOut:
+    """Undo a withdrawal: the same photo becomes a new pending reference (new id) that is reviewed again."""
+    return ReferenceOut.of(portal.restore(principal, ref_id))
+
+
 @router.get("/admin/pending", response_model=list[PendingOut], tags=["admin"])
 def api_pending(principal: API, portal: Portal) -> list[PendingOut]:
     """The review queue, oldest first, with each submission's quality warnings."""

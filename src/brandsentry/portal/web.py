@@ -22,7 +22,7 @@ from brandsentry.portal.deps import (
     signed_in,
     upload_outcome_status,
 )
-from brandsentry.portal.service import BrandPortal
+from brandsentry.portal.service import BrandPortal, NotFound, Unprocessable
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -56,9 +56,24 @@ def render(
     return response
 
 
-def upload_form(portal: BrandPortal) -> dict:
-    """What the upload page shows besides a submission's outcomes: the views to pick and the limits."""
-    return {"views": list(portal.ingest_settings.views), "limits": portal.settings}
+def upload_form(portal: BrandPortal, principal) -> dict:
+    """What the upload page shows besides a submission's outcomes: the brand's products and the views to
+    pick, and the limits."""
+    return {
+        "products": portal.products(principal),
+        "views": list(portal.ingest_settings.views),
+        "limits": portal.settings,
+    }
+
+
+def notice_about(portal: BrandPortal, principal, ref_id: int | None):
+    """The reference a notice after a withdrawal or a restore names, if the caller may see it."""
+    if ref_id is None:
+        return None
+    try:
+        return portal.reference(principal, ref_id)
+    except NotFound:  # a guessed id in the query string shows no notice
+        return None
 
 
 @router.get("/")
@@ -101,18 +116,42 @@ def signout(request: Request, session: Post, portal: Portal) -> Response:
 
 
 @router.get("/references")
-def references_page(request: Request, session: Page, portal: Portal, status: str | None = None) -> Response:
+def references_page(
+    request: Request,
+    session: Page,
+    portal: Portal,
+    status: str = "",
+    brand: str = "",
+    q: str = "",
+    page: int = 1,
+    withdrawn: int | None = None,
+    restored: int | None = None,
+) -> Response:
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
-    found = portal.references(session.principal, status=status or None)
-    return render(request, session, "references.html", {"references": found, "status": status or ""})
+    principal = session.principal
+    listing = portal.reference_page(
+        principal, status=status or None, brand=brand or None, search=q, page=page
+    )
+    filters = {name: value for name, value in (("status", status), ("brand", brand), ("q", q)) if value}
+    context = {
+        "listing": listing,
+        "filters": filters,
+        "status": status,
+        "brand": brand,
+        "q": q,
+        "brands": portal.brands(principal) if principal.is_admin else [],
+        "withdrawn": notice_about(portal, principal, withdrawn),
+        "restored": notice_about(portal, principal, restored),
+    }
+    return render(request, session, "references.html", context)
 
 
 @router.get("/upload")
 def upload_page(request: Request, session: Page, portal: Portal) -> Response:
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
-    return render(request, session, "upload.html", upload_form(portal))
+    return render(request, session, "upload.html", upload_form(portal, session.principal))
 
 
 @router.post("/upload")
@@ -122,17 +161,34 @@ def upload(
     portal: Portal,
     files: Annotated[list[UploadFile], File()],
     product: Annotated[str, Form()] = "",
+    new_product: Annotated[str, Form()] = "",
     view: Annotated[str, Form()] = "product",
 ) -> HTMLResponse:
+    """`product` is the picked product ("" = a new one, named by `new_product`)."""
     principal = signed_in(session)
-    outcomes = portal.upload(principal, read_uploads(portal, principal, files), product, view)
+    if product.strip() and new_product.strip():
+        raise Unprocessable(
+            f"pick product {product!r} or type the new product {new_product!r}, not both "
+            '(choose "New product…" to type one)'
+        )
+    outcomes = portal.upload(
+        principal, read_uploads(portal, principal, files), product.strip() or new_product, view
+    )
+    filed_under = portal.resolve_product(principal, product.strip() or new_product)
     return render(
         request,
         session,
         "upload.html",
-        {**upload_form(portal), "outcomes": outcomes, "product": product, "view": view},
+        {**upload_form(portal, principal), "outcomes": outcomes, "product": filed_under, "view": view},
         status_code=upload_outcome_status(outcomes),
     )
+
+
+@router.get("/references/{ref_id}/withdraw")
+def withdraw_page(request: Request, session: Page, portal: Portal, ref_id: int) -> Response:
+    """The confirmation step before a withdrawal: what goes, and what Restore can and cannot bring back."""
+    reference = portal.reference(signed_in(session), ref_id)
+    return render(request, session, "withdraw.html", {"ref": reference})
 
 
 @router.post("/references/{ref_id}/withdraw")
@@ -144,7 +200,13 @@ def withdraw(
     reason: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
     keep_index_current(portal, background, portal.withdraw(signed_in(session), ref_id, reason))
-    return RedirectResponse("/references", status_code=303)
+    return RedirectResponse(f"/references?withdrawn={ref_id}", status_code=303)
+
+
+@router.post("/references/{ref_id}/restore")
+def restore(session: Post, portal: Portal, ref_id: int) -> RedirectResponse:
+    restored = portal.restore(signed_in(session), ref_id)
+    return RedirectResponse(f"/references?restored={restored.id}", status_code=303)
 
 
 @router.get("/thumbnails/{ref_id}")
