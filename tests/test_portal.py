@@ -843,6 +843,8 @@ def test_unknown_browser_urls_get_the_html_404_page_and_api_urls_keep_json(world
         assert "<h1>404</h1>" in page.text and "alice" in page.text, path  # still signed in
     assert client.cookies[SESSION_COOKIE] == cookie
     assert client.get("/signout").status_code == 405  # a GET cannot sign out
+    bad_page = client.get("/references?page=two")
+    assert bad_page.status_code == 422 and "&#39;two&#39;" in bad_page.text
     anonymous = TestClient(world.app).get("/nope")
     assert anonymous.status_code == 404 and "There is no page at /nope" in anonymous.text
     for path in ("/api/v1/nope", "/api/v1/references/abc", f"/api/v1/references/{globex_id}"):
@@ -972,6 +974,7 @@ def test_a_typed_product_name_that_means_an_existing_product_is_filed_under_it(t
         for number, typed in enumerate(["Body Lotion", "body lotion ", "Kalvessa Body-Lotion"], start=2):
             answer = world.upload(kalvessa, (f"{number}.jpg", jpeg(number)), product=typed)
             assert answer.status_code == 201, answer.text
+            assert answer.json()["product"] == "kalvessa-body-lotion"
         world.upload(kalvessa, ("new.jpg", jpeg(9)), product="Body Lotion Travel Size")
         products = [ref.product for ref in world.portal.catalog.list_references(brand="Kalvessa")]
         assert products == ["kalvessa-body-lotion"] * 4 + ["Body Lotion Travel Size"]

@@ -60,9 +60,11 @@ def api_upload(
     product: Annotated[str, Form()],
     view: Annotated[str, Form(description="product, logo or packaging")] = "product",
 ) -> JSONResponse:
-    """Submit photos of one product and view; they start pending until an admin approves them."""
+    """Submit photos of one product and view; they start pending until an admin approves them. A product
+    name that means one of the brand's products (same slug, with or without the brand's) is filed under it."""
     outcomes = portal.upload(principal, read_uploads(portal, principal, files), product, view)
     body = UploadOut(
+        product=portal.resolve_product(principal, product),
         accepted=sum(o.status == "accepted" for o in outcomes),
         duplicate=sum(o.status == "duplicate" for o in outcomes),
         rejected=sum(o.status == "rejected" for o in outcomes),

@@ -85,14 +85,17 @@ async def http_error(request: Request, error: HTTPException) -> Response:
 
 
 async def validation_error(request: Request, error: RequestValidationError) -> Response:
-    """A malformed path (e.g. /references/abc/withdraw) is a page that does not exist; a bad form is 422."""
+    """A malformed path (e.g. /references/abc/withdraw) is a page that does not exist; a bad form or query
+    value is 422, naming the value."""
     if is_api(request):
         return await request_validation_exception_handler(request, error)
     problems = error.errors()
     if all(problem["loc"][:1] == ("path",) for problem in problems):
         return await error_page(request, 404, f"There is no page at {request.url.path}.")
-    fields = ", ".join(f"{problem['loc'][-1]}: {problem['msg']}" for problem in problems)
-    return await error_page(request, 422, f"The form was not filled in as expected ({fields}).")
+    fields = "; ".join(
+        f"{problem['loc'][-1]}: {problem['msg']} (got {problem.get('input')!r})" for problem in problems
+    )
+    return await error_page(request, 422, f"The request is not what this page takes ({fields}).")
 
 
 def create_app(cfg) -> FastAPI:

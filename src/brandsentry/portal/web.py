@@ -1,5 +1,5 @@
-"""The server-rendered pages: a signed session cookie says who is signed in, and every form post must carry
-its session's CSRF token (`Post`). Thin calls into `BrandPortal`, like the API."""
+"""The server-rendered pages: a signed cookie names a server-side session (which sign-out ends), and every
+form post must carry its session's CSRF token (`Post`). Thin calls into `BrandPortal`, like the API."""
 
 from __future__ import annotations
 
