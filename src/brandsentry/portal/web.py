@@ -10,7 +10,8 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from brandsentry.portal.auth import new_csrf_token
+from brandsentry.catalog import Reference
+from brandsentry.portal.auth import Principal, new_csrf_token
 from brandsentry.portal.deps import (
     SESSION_COOKIE,
     Page,
@@ -56,7 +57,7 @@ def render(
     return response
 
 
-def upload_form(portal: BrandPortal, principal) -> dict:
+def upload_form(portal: BrandPortal, principal: Principal) -> dict:
     """What the upload page shows besides a submission's outcomes: the brand's products and the views to
     pick, and the limits."""
     return {
@@ -66,7 +67,7 @@ def upload_form(portal: BrandPortal, principal) -> dict:
     }
 
 
-def notice_about(portal: BrandPortal, principal, ref_id: int | None):
+def notice_about(portal: BrandPortal, principal: Principal, ref_id: int | None) -> Reference | None:
     """The reference a notice after a withdrawal or a restore names, if the caller may see it."""
     if ref_id is None:
         return None
