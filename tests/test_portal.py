@@ -22,7 +22,7 @@ from brandsentry.cli import main
 from brandsentry.config import load_config
 from brandsentry.index_sync import update_from_catalog
 from brandsentry.portal.app import SESSION_COOKIE, create_app
-from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore, UnknownBrandError
+from brandsentry.portal.auth import AuditLog, SessionSigner, TokenError, TokenStore, UnknownBrandError
 from brandsentry.run_folder import embeddings_path
 
 LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
@@ -803,6 +803,8 @@ def test_a_token_for_an_unknown_brand_is_refused_with_the_closest_known_brand(wo
     assert record.brand == "Acmee"
     _, again = tokens.create(name="second", brand="Acmee")  # known now, through its first token
     assert again.brand == "Acmee"
+    with pytest.raises(TokenError, match="an admin token has no brand"):
+        tokens.create(name="root2", admin=True, new_brand=True)
 
 
 def test_tokens_command_refuses_a_brand_typo_unless_new_brand(tmp_path, capsys):

@@ -134,6 +134,8 @@ class TokenStore:
             raise TokenError(f"an admin token serves every brand; drop --brand {brand!r}")
         if not admin and not brand:
             raise TokenError("a brand token needs --brand (or pass --admin for an admin token)")
+        if new_brand and admin:
+            raise TokenError("--new-brand starts a brand for a brand token; an admin token has no brand")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_hex(32), secrets.token_hex(16)
         role = "admin" if admin else "brand"
         with self.catalog.write() as connection:
