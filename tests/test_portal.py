@@ -890,8 +890,10 @@ def test_restore_of_a_guessed_or_another_brands_id_is_not_found(world, seeded):
     client = TestClient(world.app)
     world.sign_in(client, world.acme)
     csrf = csrf_of(client.get("/references").text)
-    assert client.get(f"/references/{globex_id}/withdraw").status_code == 404
-    assert client.post(f"/references/{globex_id}/restore", data={"csrf_token": csrf}).status_code == 404
+    for ref_id in (globex_id, 10_000):
+        confirm = client.get(f"/references/{ref_id}/withdraw")
+        assert confirm.status_code == 404 and f"no reference {ref_id}" in confirm.text
+        assert client.post(f"/references/{ref_id}/restore", data={"csrf_token": csrf}).status_code == 404
     assert world.statuses() == before
 
 
