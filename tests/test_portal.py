@@ -22,7 +22,7 @@ from brandsentry.cli import main
 from brandsentry.config import load_config
 from brandsentry.index_sync import update_from_catalog
 from brandsentry.portal.app import SESSION_COOKIE, create_app
-from brandsentry.portal.auth import AuditLog, SessionSigner, TokenStore
+from brandsentry.portal.auth import AuditLog, SessionSigner, TokenError, TokenStore, UnknownBrandError
 from brandsentry.run_folder import embeddings_path
 
 LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
@@ -68,8 +68,8 @@ class World:
         self.app = create_app(self.cfg)
         self.portal = self.app.state.portal
         tokens = self.portal.tokens
-        self.acme, _ = tokens.create(name="alice", brand="Acme")
-        self.globex, _ = tokens.create(name="gus", brand="Globex")
+        self.acme, _ = tokens.create(name="alice", brand="Acme", new_brand=True)
+        self.globex, _ = tokens.create(name="gus", brand="Globex", new_brand=True)
         self.admin, _ = tokens.create(name="root", admin=True)
         self.revoked, record = tokens.create(name="mallory", brand="Acme")
         tokens.revoke(record.key_id)
@@ -153,6 +153,7 @@ API_ENDPOINTS = [
     ("GET", "/api/v1/references/{acme}"),
     ("GET", "/api/v1/references/{acme}/thumbnail"),
     ("POST", "/api/v1/references/{acme}/withdraw"),
+    ("POST", "/api/v1/references/{acme}/restore"),
     ("GET", "/api/v1/admin/pending"),
     ("POST", "/api/v1/admin/references/{acme}/approve"),
     ("POST", "/api/v1/admin/references/{acme}/reject"),
@@ -629,11 +630,43 @@ def test_a_forged_or_expired_session_cookie_is_no_session(world):
     assert client.get("/references", follow_redirects=False).status_code == 200
     tampered_mac = TestClient(world.app, cookies={SESSION_COOKIE: f"{body}.{mac[::-1]}"})
     assert tampered_mac.get("/references", follow_redirects=False).headers["location"] == "/signin"
-    other_key = base64.urlsafe_b64encode(b'{"key":"000000000000","csrf":"x","iat":9999999999}').decode()
+    other_key = base64.urlsafe_b64encode(b'{"sid":"guessed","csrf":"x","iat":9999999999}').decode()
     tampered_body = TestClient(world.app, cookies={SESSION_COOKIE: f"{other_key.rstrip('=')}.{mac}"})
     assert tampered_body.get("/references", follow_redirects=False).headers["location"] == "/signin"
     expired = SessionSigner(b"x" * 32, max_age_s=-1)
-    assert expired.loads(expired.dumps({"key": "k", "csrf": "c"})) is None
+    assert expired.loads(expired.dumps({"sid": "s", "csrf": "c"})) is None
+
+
+def test_sign_out_ends_the_session_on_the_server_so_a_copied_cookie_is_dead(world):
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    copied = client.cookies[SESSION_COOKIE]
+    thief = TestClient(world.app, cookies={SESSION_COOKIE: copied})
+    page = thief.get("/references", follow_redirects=False)
+    assert page.status_code == 200
+    signed_out = client.post("/signout", data={"csrf_token": csrf_of(client.get("/references").text)})
+    assert signed_out.status_code == 200 and "Sign in" in signed_out.text
+    assert thief.get("/references", follow_redirects=False).headers["location"] == "/signin"
+    files = [("files", ("a.jpg", jpeg(1), "image/jpeg"))]
+    late = thief.post("/upload", data={"product": "P", "csrf_token": csrf_of(page.text)}, files=files)
+    assert late.status_code == 403 and world.statuses() == {}
+    with sqlite3.connect(world.portal.catalog.path) as connection:
+        rows = connection.execute("SELECT id_hash, ended_at FROM portal_sessions").fetchall()
+    assert len(rows) == 1 and rows[0][1] is not None
+    assert rows[0][0] not in copied  # only a hash of the session id is stored
+    assert [e.action for e in world.portal.audit.entries(action="signout")] == ["signout"]
+
+
+def test_sessions_expire_on_the_server_too(world):
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    assert client.get("/references", follow_redirects=False).status_code == 200
+    with sqlite3.connect(world.portal.catalog.path) as connection:  # the cookie itself is still in date
+        connection.execute(
+            "UPDATE portal_sessions SET expires_at = expires_at - ?",
+            (world.portal.settings.session_max_age_s + 1,),
+        )
+    assert client.get("/references", follow_redirects=False).headers["location"] == "/signin"
 
 
 def test_html_pages_apply_the_same_brand_and_admin_rules(world, seeded):
@@ -732,7 +765,7 @@ def test_concurrent_uploads_lose_nothing_and_duplicate_nothing(world):
 
 def test_tokens_command_creates_lists_and_revokes(tmp_path, capsys):
     workspace = f"workspace={tmp_path / 'ws'}"
-    assert main(["tokens", "create", "--brand", "Acme", "--name", "alice", workspace]) == 0
+    assert main(["tokens", "create", "--brand", "Acme", "--new-brand", "--name", "alice", workspace]) == 0
     out = capsys.readouterr().out
     token = re.search(r"^(bst_\S+)$", out, re.M).group(1)
     key_id = token.split("_")[1]
@@ -755,6 +788,38 @@ def test_tokens_command_creates_lists_and_revokes(tmp_path, capsys):
         main(["tokens", "create", "--name", "nobody", workspace])  # neither --brand nor --admin
 
 
+def test_a_token_for_an_unknown_brand_is_refused_with_the_closest_known_brand(world, capsys):
+    world.upload(world.acme, ("a.jpg", jpeg(1)))
+    tokens = world.portal.tokens
+    with pytest.raises(UnknownBrandError, match=r"unknown brand 'Acmee': did you mean 'Acme'\?") as refused:
+        tokens.create(name="typo", brand="Acmee")
+    assert refused.value.suggestion == "Acme"
+    with pytest.raises(UnknownBrandError, match=r"'acme'.*did you mean 'Acme'"):
+        tokens.create(name="case", brand="acme")
+    with pytest.raises(UnknownBrandError, match=r"'Zzyzx'.*known brands: Acme, Globex"):
+        tokens.create(name="far", brand="Zzyzx")
+    assert [r.name for r in tokens.list()] == ["alice", "gus", "root", "mallory"]  # nothing stored
+    _, record = tokens.create(name="deliberate", brand="Acmee", new_brand=True)
+    assert record.brand == "Acmee"
+    _, again = tokens.create(name="second", brand="Acmee")  # known now, through its first token
+    assert again.brand == "Acmee"
+    with pytest.raises(TokenError, match="an admin token has no brand"):
+        tokens.create(name="root2", admin=True, new_brand=True)
+
+
+def test_tokens_command_refuses_a_brand_typo_unless_new_brand(tmp_path, capsys):
+    workspace = f"workspace={tmp_path / 'ws'}"
+    assert main(["tokens", "create", "--brand", "Kalvessa", "--name", "ana", workspace]) == 2
+    assert "the workspace knows no brands yet" in capsys.readouterr().err
+    assert main(["tokens", "create", "--brand", "Kalvessa", "--new-brand", "--name", "ana", workspace]) == 0
+    capsys.readouterr()
+    assert main(["tokens", "create", "--brand", "Kalvesa", "--name", "ben", workspace]) == 2
+    err = capsys.readouterr().err
+    assert "unknown brand 'Kalvesa': did you mean 'Kalvessa'?" in err and "--new-brand" in err
+    with Catalog.open(tmp_path / "ws") as catalog:
+        assert [r.brand for r in TokenStore(catalog).list()] == ["Kalvessa"]
+
+
 def test_serve_command_runs_uvicorn_on_the_configured_address(tmp_path, monkeypatch, capsys):
     import uvicorn
 
@@ -766,3 +831,186 @@ def test_serve_command_runs_uvicorn_on_the_configured_address(tmp_path, monkeypa
     assert seen["app"].state.portal.workspace.root == (tmp_path / "ws").resolve()
     assert "http://127.0.0.1:8765/" in capsys.readouterr().out
     seen["app"].state.portal.close()
+
+
+def test_unknown_browser_urls_get_the_html_404_page_and_api_urls_keep_json(world, seeded):
+    acme_id, globex_id = seeded
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    cookie = client.cookies[SESSION_COOKIE]
+    for path in ("/nope", "/references/abc/withdraw", f"/references/{globex_id}/withdraw", "/static/x.css"):
+        page = client.get(path)
+        assert page.status_code == 404, path
+        assert page.headers["content-type"].startswith("text/html"), path
+        assert "<h1>404</h1>" in page.text and "alice" in page.text, path  # still signed in
+    assert client.cookies[SESSION_COOKIE] == cookie
+    assert client.get("/signout").status_code == 405  # a GET cannot sign out
+    bad_page = client.get("/references?page=two")
+    assert bad_page.status_code == 422 and "&#39;two&#39;" in bad_page.text
+    anonymous = TestClient(world.app).get("/nope")
+    assert anonymous.status_code == 404 and "There is no page at /nope" in anonymous.text
+    for path in ("/api/v1/nope", "/api/v1/references/abc", f"/api/v1/references/{globex_id}"):
+        answer = client.get(path, headers=world.auth(world.acme))
+        assert answer.headers["content-type"] == "application/json", path
+        assert answer.status_code in (404, 422) and "detail" in answer.json(), path
+
+
+# -- withdraw: confirmation and undo ------------------------------------------------------------------
+
+
+def test_restore_resubmits_a_withdrawn_photo_as_a_new_pending_reference(world, seeded):
+    acme_id, globex_id = seeded
+    auth = world.auth(world.acme)
+    assert world.client.post(f"/api/v1/references/{acme_id}/restore", headers=auth).status_code == 409
+    world.client.post(f"/api/v1/references/{acme_id}/withdraw", headers=auth, json={"reason": "oops"})
+    restored = world.client.post(f"/api/v1/references/{acme_id}/restore", headers=auth)
+    assert restored.status_code == 201, restored.text
+    new = restored.json()
+    assert new["id"] not in (acme_id, globex_id) and new["status"] == "pending"
+    old = world.portal.catalog.get(acme_id)
+    assert (new["sha256"], new["product"], new["view"]) == (old.sha256, old.product, old.view)
+    assert old.status == "withdrawn"  # withdrawn stays final: the restore is a new reference
+    assert [item.reference.id for item in world.portal.pending(world.portal.tokens.verify(world.admin))] == [
+        globex_id,
+        new["id"],
+    ]  # back in the review queue, with its checks
+    again = world.client.post(f"/api/v1/references/{acme_id}/restore", headers=auth)
+    assert again.status_code == 409 and f"same bytes as reference {new['id']}" in again.json()["detail"]
+    (entry,) = world.portal.audit.entries(action="restore")
+    assert entry.target == str(new["id"]) and entry.detail == {"restored_from": acme_id}
+
+
+def test_restore_of_a_guessed_or_another_brands_id_is_not_found(world, seeded):
+    acme_id, globex_id = seeded
+    world.client.post(f"/api/v1/references/{globex_id}/withdraw", headers=world.auth(world.globex))
+    before = world.statuses()
+    for ref_id in (globex_id, 10_000, -1):
+        answer = world.client.post(f"/api/v1/references/{ref_id}/restore", headers=world.auth(world.acme))
+        assert answer.status_code == 404 and answer.json()["detail"] == f"no reference {ref_id}"
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    csrf = csrf_of(client.get("/references").text)
+    for ref_id in (globex_id, 10_000):
+        confirm = client.get(f"/references/{ref_id}/withdraw")
+        assert confirm.status_code == 404 and f"no reference {ref_id}" in confirm.text
+        assert client.post(f"/references/{ref_id}/restore", data={"csrf_token": csrf}).status_code == 404
+    assert world.statuses() == before
+
+
+def test_withdraw_asks_for_confirmation_and_offers_undo(world, seeded):
+    acme_id, _ = seeded
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    listing = client.get("/references")
+    assert f'href="/references/{acme_id}/withdraw"' in listing.text
+    assert f'action="/references/{acme_id}/withdraw"' not in listing.text  # no one-click withdrawal
+    confirm = client.get(f"/references/{acme_id}/withdraw")
+    assert confirm.status_code == 200 and f"Withdraw reference {acme_id}?" in confirm.text
+    assert "new pending reference" in confirm.text
+    assert world.statuses()[acme_id] == "pending"  # asking changes nothing
+    done = client.post(
+        f"/references/{acme_id}/withdraw",
+        data={"csrf_token": csrf_of(confirm.text), "reason": "wrong shot"},
+        follow_redirects=False,
+    )
+    assert done.headers["location"] == f"/references?withdrawn={acme_id}"
+    notice = client.get(done.headers["location"])
+    assert f"Reference {acme_id}" in notice.text and 'id="undo"' in notice.text
+    assert "wrong shot" in notice.text
+    undone = client.post(
+        f"/references/{acme_id}/restore", data={"csrf_token": csrf_of(notice.text)}, follow_redirects=False
+    )
+    new_id = int(undone.headers["location"].rsplit("=", 1)[1])
+    assert world.statuses()[acme_id] == "withdrawn" and world.statuses()[new_id] == "pending"
+    assert f"Restored as reference {new_id}" in client.get(undone.headers["location"]).text
+    # a guessed id in the notice's query string shows nothing
+    assert "Restored as" not in client.get("/references?restored=10000").text
+
+
+# -- the references list: paging, search, brand filter -------------------------------------------------
+
+
+def test_references_list_pages_and_searches(tmp_path):
+    world = World(tmp_path, "portal.page_size=2")
+    try:
+        for number, product in enumerate(["Body Lotion", "Body Lotion", "Face Cream", "Hand Soap", "Serum"]):
+            world.upload(world.acme, (f"shot-{number}.jpg", jpeg(10 + number)), product=product)
+        world.upload(world.globex, ("g.jpg", jpeg(30)), product="Face Cream")
+        client = TestClient(world.app)
+        world.sign_in(client, world.acme)
+
+        def listed(query: str) -> tuple[list[str], str]:
+            page = client.get(f"/references?{query}")
+            assert page.status_code == 200, page.text
+            files = re.findall(r'<td class="file">([^<]*)</td>', page.text)
+            return files, re.search(r'id="page-info">([^<]*)<', page.text).group(1)
+
+        assert listed("") == (["shot-4.jpg", "shot-3.jpg"], "5 references · page 1 of 3")
+        assert listed("page=3") == (["shot-0.jpg"], "5 references · page 3 of 3")
+        assert listed("page=99")[1] == "5 references · page 3 of 3"  # clamped, not an empty page
+        assert listed("q=lotion") == (["shot-1.jpg", "shot-0.jpg"], "2 references · page 1 of 1")
+        assert listed("q=SHOT-3") == (["shot-3.jpg"], "1 reference · page 1 of 1")
+        assert listed("q=face")[0] == ["shot-2.jpg"]  # Globex's Face Cream is not Acme's to see
+        first = client.get("/references?q=o&status=pending")
+        assert 'href="/references?status=pending&amp;q=o&amp;page=2"' in first.text  # filters kept
+        assert "No reference matches" in client.get("/references?q=nothing").text
+        assert 'id="brand"' not in first.text  # brand users have one brand
+        assert client.get("/references?brand=Globex").status_code == 403
+
+        admin = TestClient(world.app)
+        world.sign_in(admin, world.admin)
+        page = admin.get("/references?brand=Globex")
+        assert '<option value="Globex" selected>' in page.text and '<option value="Acme" >' in page.text
+        assert re.findall(r'<td class="file">([^<]*)</td>', page.text) == ["g.jpg"]
+        assert "6 references" in admin.get("/references").text
+    finally:
+        world.portal.close()
+
+
+# -- products: pick an existing one, or name a new one ------------------------------------------------
+
+
+def test_a_typed_product_name_that_means_an_existing_product_is_filed_under_it(tmp_path):
+    world = World(tmp_path)
+    try:
+        kalvessa, _ = world.portal.tokens.create(name="kim", brand="Kalvessa", new_brand=True)
+        world.upload(kalvessa, ("a.jpg", jpeg(1)), product="kalvessa-body-lotion")
+        for number, typed in enumerate(["Body Lotion", "body lotion ", "Kalvessa Body-Lotion"], start=2):
+            answer = world.upload(kalvessa, (f"{number}.jpg", jpeg(number)), product=typed)
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["product"] == "kalvessa-body-lotion"
+        world.upload(kalvessa, ("new.jpg", jpeg(9)), product="Body Lotion Travel Size")
+        products = [ref.product for ref in world.portal.catalog.list_references(brand="Kalvessa")]
+        assert products == ["kalvessa-body-lotion"] * 4 + ["Body Lotion Travel Size"]
+        # another brand's product of the same name is not a match
+        world.upload(world.acme, ("acme.jpg", jpeg(20)), product="Body Lotion")
+        assert world.portal.catalog.list_references(brand="Acme")[0].product == "Body Lotion"
+    finally:
+        world.portal.close()
+
+
+def test_the_upload_form_offers_the_brands_products_and_a_new_product_choice(world):
+    world.upload(world.acme, ("a.jpg", jpeg(1)), product="Widget")
+    world.upload(world.globex, ("g.jpg", jpeg(2)), product="Gadget")
+    client = TestClient(world.app)
+    world.sign_in(client, world.acme)
+    form = client.get("/upload").text
+    options = re.findall(r'<option value="([^"]*)"', form.split('id="product"')[1].split("</select>")[0])
+    assert options == ["Widget", ""]  # the brand's own products, then "New product…"
+    files = [("files", ("b.jpg", jpeg(3), "image/jpeg"))]
+    picked = client.post(
+        "/upload", data={"csrf_token": csrf_of(form), "product": "Widget", "view": "logo"}, files=files
+    )
+    assert picked.status_code == 201 and '<strong id="filed-under">Widget</strong>' in picked.text
+    files = [("files", ("c.jpg", jpeg(4), "image/jpeg"))]
+    typed = client.post(
+        "/upload", data={"csrf_token": csrf_of(form), "product": "", "new_product": " widget"}, files=files
+    )
+    assert typed.status_code == 201 and '<strong id="filed-under">Widget</strong>' in typed.text
+    both = client.post(
+        "/upload",
+        data={"csrf_token": csrf_of(form), "product": "Widget", "new_product": "Gizmo"},
+        files=[("files", ("d.jpg", jpeg(5), "image/jpeg"))],
+    )
+    assert both.status_code == 422 and "&#39;Gizmo&#39;" in both.text
+    assert [r.product for r in world.portal.catalog.list_references(brand="Acme")] == ["Widget"] * 3

@@ -1,5 +1,7 @@
 """The portal end to end in real headless Chromium: uvicorn on a free loopback port, sign in with a token,
-upload photos through the form, see them listed with thumbnails; then an admin sees them in the review queue.
+upload photos through the form (naming a new product, which the picker then offers), see them listed with
+thumbnails, withdraw one through its confirmation page and undo that; then an admin sees them in the review
+queue.
 
 Set BRANDSENTRY_PORTAL_SCREENSHOT=docs/images/portal.png to keep a screenshot of the review queue.
 """
@@ -150,8 +152,8 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
     )
     app = create_app(cfg)
     portal = app.state.portal
-    brand_token, _ = portal.tokens.create(name="Ana (Velquora)", brand="Velquora")
-    other_token, _ = portal.tokens.create(name="Ben (Brisanth)", brand="Brisanth")
+    brand_token, _ = portal.tokens.create(name="Ana (Velquora)", brand="Velquora", new_brand=True)
+    other_token, _ = portal.tokens.create(name="Ben (Brisanth)", brand="Brisanth", new_brand=True)
     admin_token, _ = portal.tokens.create(name="Review desk", admin=True)
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -189,7 +191,8 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
             assert "No references yet" in driver.page_source
 
             driver.get(f"{base}/upload")
-            driver.find_element(By.ID, "product").send_keys("Night Repair Serum")
+            Select(driver.find_element(By.ID, "product")).select_by_visible_text("New product…")
+            driver.find_element(By.ID, "new_product").send_keys("Night Repair Serum")
             Select(driver.find_element(By.ID, "view")).select_by_value("packaging")
             driver.find_element(By.ID, "files").send_keys(f"{front}\n{side}")
             driver.find_element(By.ID, "upload").click()
@@ -208,6 +211,39 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
             assert len(thumbnails) == 2
             assert all(driver.execute_script("return arguments[0].naturalWidth", t) > 0 for t in thumbnails)
             driver.save_screenshot(str(tmp_path / "references.png"))
+
+            # the product picker now offers the new product
+            driver.get(f"{base}/upload")
+            picker = Select(driver.find_element(By.ID, "product"))
+            assert [o.text for o in picker.options] == ["Night Repair Serum", "New product…"]
+
+            # withdraw asks first, then offers Undo, which submits the photo again as a new pending reference
+            driver.get(f"{base}/references")
+            row = next(
+                r
+                for r in driver.find_elements(By.CSS_SELECTOR, "#references tbody tr")
+                if r.find_element(By.CSS_SELECTOR, "td.file").text == "serum-front.jpg"
+            )
+            front_id = row.get_attribute("data-reference-id")
+            link = row.find_element(By.LINK_TEXT, "Withdraw…")
+            submit_and_wait(driver, link, f"{base}/references/{front_id}/withdraw")
+            assert f"Withdraw reference {front_id}?" in driver.page_source
+            driver.find_element(By.ID, "reason").send_keys("blurry")
+            submit_and_wait(
+                driver,
+                driver.find_element(By.ID, "confirm-withdraw"),
+                f"{base}/references?withdrawn={front_id}",
+            )
+            assert f"Reference {front_id}" in driver.find_element(By.ID, "notice").text
+            driver.find_element(By.ID, "undo").click()
+            WebDriverWait(driver, 20).until(expected_conditions.url_contains("restored="))
+            restored_id = driver.current_url.rsplit("=", 1)[1]
+            assert f"Restored as reference {restored_id}" in driver.find_element(By.ID, "notice").text
+            statuses = {
+                r.get_attribute("data-reference-id"): r.find_element(By.CSS_SELECTOR, "span.status").text
+                for r in driver.find_elements(By.CSS_SELECTOR, "#references tbody tr")
+            }
+            assert statuses[front_id] == "withdrawn" and statuses[restored_id] == "pending"
 
             submit_and_wait(
                 driver, driver.find_element(By.CSS_SELECTOR, "form.signout button"), f"{base}/signin"

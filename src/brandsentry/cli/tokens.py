@@ -25,6 +25,11 @@ def register(subparsers) -> None:
         "--admin", action="store_true", help="an admin token: reviews every brand's submissions"
     )
     creator.add_argument("--name", required=True, help="who holds the token (shown in the audit log)")
+    creator.add_argument(
+        "--new-brand",
+        action="store_true",
+        help="--brand names a brand the workspace does not know yet (without it an unknown brand is refused)",
+    )
     creator.set_defaults(handler=create_command)
 
     lister = actions.add_parser("list", help="list tokens (never their secrets)")
@@ -54,7 +59,9 @@ def _actor() -> str:
 def create_command(args, overrides: list[str]) -> int:
     catalog, tokens, audit = _open(overrides)
     with catalog:
-        token, record = tokens.create(name=args.name, brand=args.brand, admin=args.admin)
+        token, record = tokens.create(
+            name=args.name, brand=args.brand, admin=args.admin, new_brand=args.new_brand
+        )
         audit.record(
             actor=_actor(),
             brand=record.brand,

@@ -60,9 +60,11 @@ def api_upload(
     product: Annotated[str, Form()],
     view: Annotated[str, Form(description="product, logo or packaging")] = "product",
 ) -> JSONResponse:
-    """Submit photos of one product and view; they start pending until an admin approves them."""
+    """Submit photos of one product and view; they start pending until an admin approves them. A product
+    name that means one of the brand's products (same slug, with or without the brand's) is filed under it."""
     outcomes = portal.upload(principal, read_uploads(portal, principal, files), product, view)
     body = UploadOut(
+        product=portal.resolve_product(principal, product),
         accepted=sum(o.status == "accepted" for o in outcomes),
         duplicate=sum(o.status == "duplicate" for o in outcomes),
         rejected=sum(o.status == "rejected" for o in outcomes),
@@ -98,6 +100,18 @@ def api_withdraw(
     withdrawn = portal.withdraw(principal, ref_id, body.reason if body else None)
     keep_index_current(portal, background, withdrawn)
     return ReferenceOut.of(withdrawn)
+
+
+@router.post(
+    "/references/{ref_id}/restore",
+    response_model=ReferenceOut,
+    status_code=201,
+    tags=["api"],
+    responses={409: {"description": "not withdrawn, or its photo is held again already"}},
+)
+def api_restore(principal: API, portal: Portal, ref_id: int) -> ReferenceOut:
+    """Undo a withdrawal: the same photo becomes a new pending reference (new id) that is reviewed again."""
+    return ReferenceOut.of(portal.restore(principal, ref_id))
 
 
 @router.get("/admin/pending", response_model=list[PendingOut], tags=["admin"])

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from brandsentry.portal import api, web
 from brandsentry.portal.auth import SessionSigner, load_or_create_secret
-from brandsentry.portal.deps import SESSION_COOKIE, WebSession
+from brandsentry.portal.deps import SESSION_COOKIE, web_session
 from brandsentry.portal.service import BrandPortal, PortalError
 
 __all__ = ["SESSION_COOKIE", "create_app"]
@@ -52,17 +55,47 @@ async def portal_error(request: Request, error: PortalError) -> Response:
     await run_in_threadpool(
         request.app.state.portal.refuse, principal, action, error, request.path_params.get("ref_id")
     )
-    if request.url.path.startswith("/api/"):
+    if is_api(request):
         headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
         return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
-    session = getattr(request.state, "session", None) or WebSession.signed_out()
-    return web.render(
-        request,
-        session,
-        "error.html",
-        {"status": error.status_code, "message": str(error)},
-        status_code=error.status_code,
+    return await error_page(request, error.status_code, str(error))
+
+
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+async def error_page(request: Request, status_code: int, message: str) -> Response:
+    """The HTML error page, in the caller's session (read from its cookie when no route dependency ran)."""
+    session = getattr(request.state, "session", None) or await run_in_threadpool(
+        web_session, request, request.app.state.portal
     )
+    return web.render(
+        request, session, "error.html", {"status": status_code, "message": message}, status_code=status_code
+    )
+
+
+async def http_error(request: Request, error: HTTPException) -> Response:
+    """Unknown URLs and methods: JSON under /api/ (FastAPI's own answer), the error page for browsers."""
+    if is_api(request):
+        return await http_exception_handler(request, error)
+    if error.status_code == 404:
+        return await error_page(request, 404, f"There is no page at {request.url.path}.")
+    return await error_page(request, error.status_code, str(error.detail))
+
+
+async def validation_error(request: Request, error: RequestValidationError) -> Response:
+    """A malformed path (e.g. /references/abc/withdraw) is a page that does not exist; a bad form or query
+    value is 422, naming the value."""
+    if is_api(request):
+        return await request_validation_exception_handler(request, error)
+    problems = error.errors()
+    if all(problem["loc"][:1] == ("path",) for problem in problems):
+        return await error_page(request, 404, f"There is no page at {request.url.path}.")
+    fields = "; ".join(
+        f"{problem['loc'][-1]}: {problem['msg']} (got {problem.get('input')!r})" for problem in problems
+    )
+    return await error_page(request, 422, f"The request is not what this page takes ({fields}).")
 
 
 def create_app(cfg) -> FastAPI:
@@ -86,6 +119,8 @@ def create_app(cfg) -> FastAPI:
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.middleware("http")(security_headers)
     app.add_exception_handler(PortalError, portal_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(api.router)
     app.include_router(web.router)
     return app

@@ -2,15 +2,17 @@
 
 Tokens look like `bst_<key id>_<secret>`. The key id (public, 12 hex digits) finds the row; only a salted
 SHA-256 of the 256-bit random secret is stored. A slow password hash would buy nothing for secrets of that
-entropy and would cost every API call. Sessions are a cookie signed with HMAC-SHA256 under a secret kept in
-the workspace; the cookie names the token's key id, so revoking a token ends its sessions at the next request.
-The tables live in the catalog database (`portal.tables`) so that a change and its audit row can share
-one transaction.
+entropy and would cost every API call. A browser session is a row of `portal_sessions` (only a hash of its
+random id is stored) named by a cookie signed with HMAC-SHA256 under a secret kept in the workspace: every
+request looks the row up, so signing out ends the session on the server (a copied cookie stops working) and
+revoking a token ends its sessions at the next request. The tables live in the catalog database
+(`portal.tables`) so that a change and its audit row can share one transaction.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
 import hmac
 import json
@@ -34,6 +36,28 @@ _AUDIT_COLUMNS = "id, at, actor, brand, action, target, outcome, detail"
 
 class TokenError(BrandsentryError, ValueError):
     """A token operation that cannot be done (unknown key id, empty name, brand token without a brand)."""
+
+
+class UnknownBrandError(TokenError):
+    """A brand token for a brand the workspace does not know, most likely a typo of one it does."""
+
+    def __init__(self, brand: str, known: list[str]):
+        self.brand = brand
+        self.suggestion = closest_brand(brand, known)
+        if self.suggestion:
+            hint = f"did you mean {self.suggestion!r}?"
+        elif known:
+            hint = f"known brands: {', '.join(known)}"
+        else:
+            hint = "the workspace knows no brands yet"
+        super().__init__(f"unknown brand {brand!r}: {hint} (pass --new-brand to create brand {brand!r})")
+
+
+def closest_brand(brand: str, known: list[str]) -> str | None:
+    """The known brand nearest to `brand`, ignoring case (difflib's ratio >= 0.6); None when none is close."""
+    by_folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(brand.casefold(), list(by_folded), n=1)
+    return by_folded[close[0]] if close else None
 
 
 @dataclass(frozen=True)
@@ -94,8 +118,14 @@ class TokenStore:
         self.catalog = catalog
         catalog.ensure_schema(PORTAL_TABLES)
 
-    def create(self, *, name: str, brand: str | None = None, admin: bool = False) -> tuple[str, TokenRecord]:
-        """A new token: the plaintext (shown once, never stored) and its record."""
+    def create(
+        self, *, name: str, brand: str | None = None, admin: bool = False, new_brand: bool = False
+    ) -> tuple[str, TokenRecord]:
+        """A new token: the plaintext (shown once, never stored) and its record.
+
+        A brand token's brand must be known (`known_brands`) unless `new_brand`: a typo would otherwise
+        start an empty brand whose uploads nobody reviews against the real one.
+        """
         name = (name or "").strip()
         brand = (brand or "").strip() or None
         if not name:
@@ -104,9 +134,13 @@ class TokenStore:
             raise TokenError(f"an admin token serves every brand; drop --brand {brand!r}")
         if not admin and not brand:
             raise TokenError("a brand token needs --brand (or pass --admin for an admin token)")
+        if new_brand and admin:
+            raise TokenError("--new-brand starts a brand for a brand token; an admin token has no brand")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_hex(32), secrets.token_hex(16)
         role = "admin" if admin else "brand"
         with self.catalog.write() as connection:
+            if brand and not new_brand and brand not in (known := self.known_brands()):
+                raise UnknownBrandError(brand, known)
             row = connection.execute(
                 f"""INSERT INTO portal_tokens (key_id, name, role, brand, salt, secret_hash, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}""",
@@ -133,14 +167,12 @@ class TokenStore:
             return None
         return Principal(key_id=key_id, name=name, role=role, brand=brand)
 
-    def principal(self, key_id: str) -> Principal | None:
-        """The principal of an unrevoked token by key id (a signed session names only the key id)."""
+    def known_brands(self) -> list[str]:
+        """Brands of the catalog and of every token ever created (a new brand has no references yet)."""
         cursor = self.catalog.connection().execute(
-            "SELECT name, role, brand FROM portal_tokens WHERE key_id = ? AND revoked_at IS NULL",
-            (key_id,),
+            "SELECT name FROM brands UNION SELECT brand FROM portal_tokens WHERE brand IS NOT NULL ORDER BY 1"
         )
-        row = cursor.fetchone()
-        return None if row is None else Principal(key_id, *row)
+        return [row[0] for row in cursor.fetchall()]
 
     def list(self, brand: str | None = None, include_revoked: bool = True) -> list[TokenRecord]:
         clauses, params = [], []
@@ -172,6 +204,54 @@ class TokenStore:
         if row is None:
             raise TokenError(f"unknown token key id {key_id!r}")
         return TokenRecord(*row)
+
+
+def _session_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class SessionStore:
+    """Server-side browser sessions: a session lives until sign-out, its expiry, or its token's revocation.
+
+    The cookie carries the random session id; the table holds only its SHA-256, so a copy of the database
+    does not sign anyone in.
+    """
+
+    def __init__(self, catalog: Catalog, max_age_s: int):
+        self.catalog = catalog
+        self.max_age_s = max_age_s
+        catalog.ensure_schema(PORTAL_TABLES)
+
+    def start(self, principal: Principal) -> str:
+        """A new session id for `principal`; sessions past their expiry are deleted on the way."""
+        session_id = secrets.token_urlsafe(32)
+        now = time.time()
+        with self.catalog.write() as connection:
+            connection.execute("DELETE FROM portal_sessions WHERE expires_at < ?", (now,))
+            connection.execute(
+                "INSERT INTO portal_sessions (id_hash, key_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (_session_hash(session_id), principal.key_id, utc_now(), now + self.max_age_s),
+            )
+        return session_id
+
+    def principal(self, session_id: str) -> Principal | None:
+        """Whose live session this is: not ended, not expired, and its token not revoked."""
+        cursor = self.catalog.connection().execute(
+            """SELECT t.key_id, t.name, t.role, t.brand FROM portal_sessions s
+               JOIN portal_tokens t ON t.key_id = s.key_id
+               WHERE s.id_hash = ? AND s.ended_at IS NULL AND s.expires_at > ? AND t.revoked_at IS NULL""",
+            (_session_hash(session_id), time.time()),
+        )
+        row = cursor.fetchone()
+        return None if row is None else Principal(*row)
+
+    def end(self, session_id: str) -> None:
+        """Sign-out: the session's cookie, or any copy of it, no longer signs anyone in."""
+        with self.catalog.write() as connection:
+            connection.execute(
+                "UPDATE portal_sessions SET ended_at = COALESCE(ended_at, ?) WHERE id_hash = ?",
+                (utc_now(), _session_hash(session_id)),
+            )
 
 
 class AuditLog:

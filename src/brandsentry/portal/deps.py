@@ -21,7 +21,8 @@ SESSION_COOKIE = "brandsentry_session"
 
 @dataclass
 class WebSession:
-    """The browser's session: `data` = {"key": token key id or None, "csrf": token}; `fresh` = cookie to set."""
+    """The browser's session: `data` = {"sid": server-side session id or None, "csrf": token};
+    `fresh` = cookie to set."""
 
     data: dict
     principal: Principal | None
@@ -30,7 +31,7 @@ class WebSession:
     @classmethod
     def signed_out(cls) -> WebSession:
         """A new session with a new CSRF token, whose cookie the response sets."""
-        return cls({"key": None, "csrf": new_csrf_token()}, None, True)
+        return cls({"sid": None, "csrf": new_csrf_token()}, None, True)
 
     @property
     def csrf(self) -> str:
@@ -57,15 +58,15 @@ def api_principal(
 
 
 def web_session(request: Request, portal: Portal) -> WebSession:
-    """The browser's session from its signed cookie; a missing, forged or expired cookie starts a fresh one."""
+    """The browser's session from its signed cookie; a missing, forged or expired cookie starts a fresh one,
+    and so does one whose server-side session ended (signed out, expired, token revoked)."""
     data = request.app.state.signer.loads(request.cookies.get(SESSION_COOKIE))
     if not (isinstance(data, dict) and isinstance(data.get("csrf"), str)):
         session = WebSession.signed_out()
-    elif not data.get("key"):
+    elif not data.get("sid"):
         session = WebSession(data, None, False)
     else:
-        principal = portal.tokens.principal(data["key"])
-        # a token revoked since sign-in ends the session
+        principal = portal.sessions.principal(str(data["sid"]))
         session = WebSession(data, principal, False) if principal else WebSession.signed_out()
     request.state.session = session
     request.state.principal = session.principal

@@ -54,6 +54,7 @@ class OutcomeOut(BaseModel):
 
 
 class UploadOut(BaseModel):
+    product: str  # the product the photos are filed under: an existing one when the name means it
     accepted: int
     duplicate: int
     rejected: int

@@ -22,10 +22,18 @@ from brandsentry.catalog import STATUSES, VIEWS, Catalog, CatalogError, Referenc
 from brandsentry.config import Workspace, require
 from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, open_image
-from brandsentry.ingest import ImageStore, IngestOutcome, IngestSettings, guarded_ingest, safe_source_name
-from brandsentry.portal.auth import AuditEntry, AuditLog, Principal, TokenStore
+from brandsentry.ingest import (
+    ImageStore,
+    IngestOutcome,
+    IngestSettings,
+    guarded_ingest,
+    ingest_reference,
+    safe_source_name,
+)
+from brandsentry.portal.auth import AuditEntry, AuditLog, Principal, SessionStore, TokenStore
 from brandsentry.portal.checks import CheckResult, CheckSettings, ReferenceChecker, checks_for, record_checks
 from brandsentry.settings import load_settings
+from brandsentry.synth.brands import slugify
 
 if TYPE_CHECKING:
     from brandsentry.embed import Embedder
@@ -75,6 +83,7 @@ class PortalSettings:
     max_files: int  # photos per upload request (413 beyond)
     max_pixels: int  # declared width x height per photo (422 beyond)
     thumbnail_side: int
+    page_size: int  # references per page of the references list
     update_index: bool  # approvals and withdrawals update the index at once
     checks: CheckSettings
 
@@ -83,7 +92,7 @@ class PortalSettings:
         return load_settings(cls, portal_cfg, "portal")
 
     def __post_init__(self) -> None:
-        for name in ("max_file_bytes", "max_files", "max_pixels", "thumbnail_side"):
+        for name in ("max_file_bytes", "max_files", "max_pixels", "thumbnail_side", "page_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"portal.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -99,6 +108,16 @@ class UploadedFile:
 
     filename: str | None
     data: bytes
+
+
+@dataclass(frozen=True)
+class ReferencePage:
+    """One page of a references listing: `items` of the `total` that match, page `number` of `pages`."""
+
+    items: list[Reference]
+    total: int
+    number: int
+    pages: int
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,7 @@ class BrandPortal:
         self.catalog = Catalog.open(self.workspace)
         self.store = ImageStore(self.workspace.image_store)
         self.tokens = TokenStore(self.catalog)
+        self.sessions = SessionStore(self.catalog, self.settings.session_max_age_s)
         self.audit = AuditLog(self.catalog)
         base = IngestSettings.from_config(cfg, approve=False)
         self.limits = DecodeLimits(
@@ -185,6 +205,19 @@ class BrandPortal:
         if principal is None:
             raise Unauthenticated("missing, invalid or revoked token")
         return principal
+
+    def start_session(self, principal: Principal) -> str:
+        """A browser session for a verified token, its audit row in the same transaction."""
+        with self.catalog.write():
+            session_id = self.sessions.start(principal)
+            self.audit.record(actor=principal.actor, brand=principal.brand, action="signin", outcome="ok")
+        return session_id
+
+    def end_session(self, principal: Principal, session_id: str) -> None:
+        """Sign-out ends the session on the server, so a copy of its cookie signs nobody in."""
+        with self.catalog.write():
+            self.sessions.end(session_id)
+            self.audit.record(actor=principal.actor, brand=principal.brand, action="signout", outcome="ok")
 
     def refuse(self, principal: Principal | None, action: str, error: PortalError, target=None) -> None:
         """Record a refused request in the audit log."""
@@ -228,6 +261,63 @@ class BrandPortal:
                 raise Forbidden(f"this token reads brand {principal.brand!r} only")
             brand = principal.brand
         return self.catalog.list_references(brand=brand, status=status, view=view)[::-1]
+
+    def reference_page(
+        self,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        brand: str | None = None,
+        search: str = "",
+        page: int = 1,
+    ) -> ReferencePage:
+        """Page `page` (portal.page_size per page; clamped to the pages there are) of `references`, narrowed
+        by `search`: a reference id (`12` or `#12`), or part of a product or file name, in any case."""
+        found = self.references(principal, status=status, brand=brand)
+        needle = search.strip().casefold()
+        if needle:
+            found = [
+                r
+                for r in found
+                if needle.removeprefix("#") == str(r.id)
+                or needle in r.product.casefold()
+                or needle in (r.source_name or "").casefold()
+            ]
+        size = self.settings.page_size
+        pages = max(1, -(-len(found) // size))
+        number = min(max(page, 1), pages)
+        return ReferencePage(found[(number - 1) * size : number * size], len(found), number, pages)
+
+    def brands(self, principal: Principal) -> list[str]:
+        """The brands an admin can filter the references list by."""
+        self.require_admin(principal)
+        return self.catalog.brands()
+
+    def products(self, principal: Principal) -> list[str]:
+        """The caller's brand's products so far, by name (what the upload form offers to pick from)."""
+        if principal.brand is None:
+            return []
+        return sorted(
+            {r.product for r in self.catalog.list_references(brand=principal.brand)}, key=str.casefold
+        )
+
+    def resolve_product(self, principal: Principal, typed: str) -> str:
+        """The existing product that a typed name means, else the name itself (a new product).
+
+        Names are compared as slugs, with and without the brand's slug in front, because product ids are
+        `<brand slug>-<product slug>`: "Body Lotion" of Kalvessa is `kalvessa-body-lotion`. An exact slug
+        match wins over one found by dropping the prefix.
+        """
+        typed = (typed or "").strip()
+        if not slugify(typed) or principal.brand is None:
+            return typed
+        prefix = slugify(principal.brand) + "-"
+        existing = self.products(principal)
+        for key in (slugify, lambda name: slugify(name).removeprefix(prefix)):
+            for product in existing:
+                if key(product) == key(typed):
+                    return product
+        return typed
 
     def thumbnail(self, principal: Principal, ref_id: int) -> bytes:
         """A small JPEG of the reference's stored photo."""
@@ -297,10 +387,12 @@ class BrandPortal:
         """Ingest photos of one product and view for the caller's brand; one outcome per file, in order.
 
         The photos go through the same validation and dedupe as `brandsentry refs add` and start pending;
-        accepted ones get their quality checks for the admin.
+        accepted ones get their quality checks for the admin. A product name that means an existing product
+        (`resolve_product`) is filed under it rather than starting a second one.
         """
         self.admit_upload(principal, [(upload.filename, len(upload.data)) for upload in files])
         self.check_pixels(files)
+        product = self.resolve_product(principal, product)
         outcomes = []
         for upload in files:
             outcome = guarded_ingest(
@@ -388,6 +480,45 @@ class BrandPortal:
             expected=("pending", "approved", "indexed"),
             reason=f"withdrawn by {principal.actor}" + (f": {reason}" if reason else ""),
         )
+
+    def restore(self, principal: Principal, ref_id: int) -> Reference:
+        """Undo a withdrawal (or a rejection). Withdrawn is final in the catalog's life cycle, so the stored
+        photo is submitted again as a new pending reference (a new id) that goes through the duplicate
+        checks, the submission checks and an admin's review once more, just as a re-upload would."""
+        with self.catalog.write():
+            withdrawn = self.reference(principal, ref_id)
+            if withdrawn.status != "withdrawn":
+                raise Conflict(
+                    f"reference {ref_id} is {withdrawn.status!r}; only a withdrawn one can be restored"
+                )
+            outcome = ingest_reference(
+                self.catalog,
+                self.store,
+                self.store.path_of(withdrawn.stored_path),
+                brand=withdrawn.brand,
+                product=withdrawn.product,
+                view=withdrawn.view,
+                submitted_by=principal.actor,
+                source_name=withdrawn.source_name or f"reference-{ref_id}",
+                **self.ingest_settings.as_kwargs(),
+            )
+            outcome = self._redact(principal, outcome)
+            if outcome.status == "duplicate":
+                raise Conflict(f"reference {ref_id} cannot be restored: {outcome.detail}")
+            if outcome.status == "rejected":
+                raise Unprocessable(
+                    f"reference {ref_id} cannot be restored: {outcome.reason} {outcome.detail}"
+                )
+            self.audit.record(
+                actor=principal.actor,
+                brand=withdrawn.brand,
+                action="restore",
+                target=outcome.reference_id,
+                outcome="ok",
+                detail={"restored_from": ref_id},
+            )
+        self._run_checks([outcome])
+        return self.catalog.get(outcome.reference_id)
 
     def approve(self, principal: Principal, ref_id: int) -> Reference:
         self.require_admin(principal)

@@ -1,4 +1,5 @@
-"""The portal's tables in the workspace database: API tokens, the audit log, submission quality checks.
+"""The portal's tables in the workspace database: API tokens, browser sessions, the audit log, submission
+quality checks.
 
 They live in the catalog's file so that a change and its audit row share one transaction, but they are the
 portal's: `TokenStore`, `AuditLog` and the check records create them on first use (`ensure_schema`).
@@ -18,6 +19,13 @@ CREATE TABLE IF NOT EXISTS portal_tokens (
     created_at TEXT NOT NULL,
     revoked_at TEXT,
     CHECK ((role = 'brand') = (brand IS NOT NULL))
+);
+CREATE TABLE IF NOT EXISTS portal_sessions (
+    id_hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL REFERENCES portal_tokens(key_id),
+    created_at TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    ended_at TEXT
 );
 CREATE TABLE IF NOT EXISTS audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,5 +1,5 @@
-"""The server-rendered pages: a signed session cookie says who is signed in, and every form post must carry
-its session's CSRF token (`Post`). Thin calls into `BrandPortal`, like the API."""
+"""The server-rendered pages: a signed cookie names a server-side session (which sign-out ends), and every
+form post must carry its session's CSRF token (`Post`). Thin calls into `BrandPortal`, like the API."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from brandsentry.portal.auth import new_csrf_token
+from brandsentry.catalog import Reference
+from brandsentry.portal.auth import Principal, new_csrf_token
 from brandsentry.portal.deps import (
     SESSION_COOKIE,
     Page,
@@ -22,7 +23,7 @@ from brandsentry.portal.deps import (
     signed_in,
     upload_outcome_status,
 )
-from brandsentry.portal.service import BrandPortal
+from brandsentry.portal.service import BrandPortal, NotFound, Unprocessable
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -56,9 +57,24 @@ def render(
     return response
 
 
-def upload_form(portal: BrandPortal) -> dict:
-    """What the upload page shows besides a submission's outcomes: the views to pick and the limits."""
-    return {"views": list(portal.ingest_settings.views), "limits": portal.settings}
+def upload_form(portal: BrandPortal, principal: Principal) -> dict:
+    """What the upload page shows besides a submission's outcomes: the brand's products and the views to
+    pick, and the limits."""
+    return {
+        "products": portal.products(principal),
+        "views": list(portal.ingest_settings.views),
+        "limits": portal.settings,
+    }
+
+
+def notice_about(portal: BrandPortal, principal: Principal, ref_id: int | None) -> Reference | None:
+    """The reference a notice after a withdrawal or a restore names, if the caller may see it."""
+    if ref_id is None:
+        return None
+    try:
+        return portal.reference(principal, ref_id)
+    except NotFound:  # a guessed id in the query string shows no notice
+        return None
 
 
 @router.get("/")
@@ -85,36 +101,58 @@ def signin(request: Request, session: Post, portal: Portal, token: Annotated[str
             {"error": "That token is not valid (or was revoked)."},
             status_code=401,
         )
-    portal.audit.record(actor=principal.actor, brand=principal.brand, action="signin", outcome="ok")
+    session_id = portal.start_session(principal)
     response = RedirectResponse("/admin/pending" if principal.is_admin else "/references", status_code=303)
-    set_session_cookie(request, response, {"key": principal.key_id, "csrf": new_csrf_token()})  # rotate
+    set_session_cookie(request, response, {"sid": session_id, "csrf": new_csrf_token()})  # rotate
     return response
 
 
 @router.post("/signout")
 def signout(request: Request, session: Post, portal: Portal) -> Response:
     if session.principal:
-        portal.audit.record(
-            actor=session.principal.actor, brand=session.principal.brand, action="signout", outcome="ok"
-        )
+        portal.end_session(session.principal, session.data["sid"])
     response = RedirectResponse("/signin", status_code=303)
     set_session_cookie(request, response, WebSession.signed_out().data)
     return response
 
 
 @router.get("/references")
-def references_page(request: Request, session: Page, portal: Portal, status: str | None = None) -> Response:
+def references_page(
+    request: Request,
+    session: Page,
+    portal: Portal,
+    status: str = "",
+    brand: str = "",
+    q: str = "",
+    page: int = 1,
+    withdrawn: int | None = None,
+    restored: int | None = None,
+) -> Response:
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
-    found = portal.references(session.principal, status=status or None)
-    return render(request, session, "references.html", {"references": found, "status": status or ""})
+    principal = session.principal
+    listing = portal.reference_page(
+        principal, status=status or None, brand=brand or None, search=q, page=page
+    )
+    filters = {name: value for name, value in (("status", status), ("brand", brand), ("q", q)) if value}
+    context = {
+        "listing": listing,
+        "filters": filters,
+        "status": status,
+        "brand": brand,
+        "q": q,
+        "brands": portal.brands(principal) if principal.is_admin else [],
+        "withdrawn": notice_about(portal, principal, withdrawn),
+        "restored": notice_about(portal, principal, restored),
+    }
+    return render(request, session, "references.html", context)
 
 
 @router.get("/upload")
 def upload_page(request: Request, session: Page, portal: Portal) -> Response:
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
-    return render(request, session, "upload.html", upload_form(portal))
+    return render(request, session, "upload.html", upload_form(portal, session.principal))
 
 
 @router.post("/upload")
@@ -124,17 +162,34 @@ def upload(
     portal: Portal,
     files: Annotated[list[UploadFile], File()],
     product: Annotated[str, Form()] = "",
+    new_product: Annotated[str, Form()] = "",
     view: Annotated[str, Form()] = "product",
 ) -> HTMLResponse:
+    """`product` is the picked product ("" = a new one, named by `new_product`)."""
     principal = signed_in(session)
-    outcomes = portal.upload(principal, read_uploads(portal, principal, files), product, view)
+    if product.strip() and new_product.strip():
+        raise Unprocessable(
+            f"pick product {product!r} or type the new product {new_product!r}, not both "
+            '(choose "New product…" to type one)'
+        )
+    outcomes = portal.upload(
+        principal, read_uploads(portal, principal, files), product.strip() or new_product, view
+    )
+    filed_under = portal.resolve_product(principal, product.strip() or new_product)
     return render(
         request,
         session,
         "upload.html",
-        {**upload_form(portal), "outcomes": outcomes, "product": product, "view": view},
+        {**upload_form(portal, principal), "outcomes": outcomes, "product": filed_under, "view": view},
         status_code=upload_outcome_status(outcomes),
     )
+
+
+@router.get("/references/{ref_id}/withdraw")
+def withdraw_page(request: Request, session: Page, portal: Portal, ref_id: int) -> Response:
+    """The confirmation step before a withdrawal: what goes, and what Restore can and cannot bring back."""
+    reference = portal.reference(signed_in(session), ref_id)
+    return render(request, session, "withdraw.html", {"ref": reference})
 
 
 @router.post("/references/{ref_id}/withdraw")
@@ -146,7 +201,13 @@ def withdraw(
     reason: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
     keep_index_current(portal, background, portal.withdraw(signed_in(session), ref_id, reason))
-    return RedirectResponse("/references", status_code=303)
+    return RedirectResponse(f"/references?withdrawn={ref_id}", status_code=303)
+
+
+@router.post("/references/{ref_id}/restore")
+def restore(session: Post, portal: Portal, ref_id: int) -> RedirectResponse:
+    restored = portal.restore(signed_in(session), ref_id)
+    return RedirectResponse(f"/references?restored={restored.id}", status_code=303)
 
 
 @router.get("/thumbnails/{ref_id}")
