@@ -456,6 +456,32 @@ def test_ocr_flags_a_misspelled_wordmark_and_not_the_real_one(assets):
     assert any("KORVALIZ" in line["text"] for line in fake.evidence["ocr"])
 
 
+def test_ocr_models_run_by_openvino_give_onnx_runtimes_outputs_from_several_threads():
+    """The text cue compiles RapidOCR's models with OpenVINO (half the time): the same detector map and line
+    scores as RapidOCR's own ONNX Runtime sessions, also when two cue workers call one model at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rapidocr_onnxruntime import RapidOCR
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    own, ours = RapidOCR(intra_op_num_threads=1), ocr_engine(CFG.text.threads)
+    assert type(ours.text_det.infer).__name__ == "OpenVinoSession"
+    listing = cv2.cvtColor(ocr_listing("KORVALIS"), cv2.COLOR_RGB2BGR)
+    detector = ours.text_det
+    batch = DetPreProcess(max(listing.shape[:2]), "max", detector.mean, detector.std)(listing)
+    expected = own.text_det.infer(batch)[0]
+    with ThreadPoolExecutor(2) as pool:
+        maps = list(pool.map(lambda _: ours.text_det.infer(batch)[0], range(4)))
+    assert all(np.abs(found - expected).max() < 1e-4 for found in maps)
+    assert expected.max() > 0.9  # the map marks the wordmark: a map of zeros would match anything
+    for session, own_session, width in (
+        (ours.text_rec.session, own.text_rec.session, 320),
+        (ours.text_cls.infer, own.text_cls.infer, 192),
+    ):
+        line = np.random.default_rng(width).random((2, 3, 48, width), dtype=np.float32)
+        assert np.abs(session(line)[0] - own_session(line)[0]).max() < 1e-4
+
+
 # --- the whole listing -----------------------------------------------------------------------------------
 
 

@@ -54,8 +54,10 @@ class Int8Settings:
             raise ConfigError(f"embedder.int8.min_cosine must be in [-1, 1], got {self.min_cosine}")
 
 
-class OpenVinoBackbone:
-    """A compiled OpenVINO model: (n, 3, S, S) float32 -> (n, dim) pooled features (ONNX or IR file)."""
+class OpenVinoSession:
+    """A model file compiled for the CPU, called like a one-input ONNX Runtime session: `session(x)` -> its
+    outputs, in the model's order. Each calling thread gets an infer request of its own (a request serves
+    one call at a time; the cue workers call one model from several threads)."""
 
     def __init__(self, path: Path, threads: int | None):
         self.path = Path(path)
@@ -68,13 +70,27 @@ class OpenVinoBackbone:
         if threads:  # 0/None = OpenVINO's own choice (all cores); scoring passes 1 per lane on CPU
             config["INFERENCE_NUM_THREADS"] = int(threads)
         with signal_stack_kept():
-            compiled = _core().compile_model(str(self.path), "CPU", config)
-            self._request = compiled.create_infer_request()
+            self._compiled = _core().compile_model(str(self.path), "CPU", config)
+        self._requests = threading.local()
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        # share_outputs=False: the result outlives the next call (the request reuses its output buffers)
+        outputs = request.infer([np.ascontiguousarray(batch, dtype=np.float32)], share_outputs=False)
+        return list(outputs.values())
+
+
+class OpenVinoBackbone:
+    """A compiled OpenVINO model: (n, 3, S, S) float32 -> (n, dim) pooled features (ONNX or IR file)."""
+
+    def __init__(self, path: Path, threads: int | None):
+        self.path = Path(path)
+        self._session = OpenVinoSession(self.path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        # share_outputs=False: the result outlives the next call (the request reuses its output buffer)
-        outputs = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)], share_outputs=False)
-        return next(iter(outputs.values()))
+        return self._session(batch)[0]
 
 
 def int8_sha256(xml: Path) -> str:

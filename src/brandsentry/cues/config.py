@@ -93,7 +93,7 @@ class TextParams:
     min_score: float  # OCR lines below this recognition confidence are ignored
     near_miss_max_distance: int
     near_miss_chars_per_edit: int  # a wordmark of n chars tolerates min(max_distance, n // this) edits
-    threads: int  # ONNX Runtime intra-op threads; 0 = library default
+    threads: int  # OCR models' inference threads (OpenVINO); 0 = library default
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,40 @@ FEATURES = ("text_chars", "text_wordmark_similarity", "text_exact", "text_near_m
 
 @functools.lru_cache(maxsize=2)
 def ocr_engine(threads: int):
-    """One RapidOCR engine per process (its ONNX models ship in the wheel; loading costs ~0.5 s).
+    """One RapidOCR engine per process (its ONNX models ship in the wheel; loading costs ~0.5 s), its three
+    models run by OpenVINO (`_compiled_with_openvino`).
 
     The text cue runs its parts one by one (`text_regions`, `detect_boxes`, `recognise`); `threads` are
-    each ONNX Runtime session's intra-op threads (0: the library's default, all cores).
+    each model's inference threads (0: the library's default, all cores).
     """
     from rapidocr_onnxruntime import RapidOCR
 
-    return RapidOCR(intra_op_num_threads=threads) if threads > 0 else RapidOCR()
+    engine = RapidOCR(intra_op_num_threads=threads) if threads > 0 else RapidOCR()
+    return _compiled_with_openvino(engine, threads)
+
+
+def _compiled_with_openvino(engine, threads: int):
+    """`engine` with its detector, line classifier and recogniser compiled by OpenVINO instead of ONNX
+    Runtime: the same outputs (within 4e-6) in about half the time on the 2-core box, one thread each
+    (detector at 640x480 79 -> 44 ms, at 992x736 229 -> 112 ms; recogniser on a 48x320 line 23.5 -> 11.9 ms).
+    The very model files RapidOCR's config names are compiled, so a RapidOCR upgrade brings its models."""
+    from pathlib import Path
+
+    import rapidocr_onnxruntime
+    from rapidocr_onnxruntime.utils import read_yaml
+
+    from brandsentry.embed_openvino import OpenVinoSession
+
+    package = Path(rapidocr_onnxruntime.__file__).parent
+    models = read_yaml(package / "config.yaml")
+
+    def compiled(part: str) -> OpenVinoSession:
+        return OpenVinoSession(package / models[part]["model_path"], threads)
+
+    engine.text_det.infer = compiled("Det")
+    engine.text_cls.infer = compiled("Cls")
+    engine.text_rec.session = compiled("Rec")
+    return engine
 
 
 @dataclass(frozen=True)
