@@ -1,7 +1,7 @@
 """Scoring-run folders shaped like `brandsentry score` output, for the review and feedback tests.
 
-They follow the results schema (one row per listing: manifest columns, score, decision, threshold,
-neighbours, every cue column, evidence JSON, scored_at), so these tests do not need a trained model.
+They follow the results schema (one row per listing: manifest columns, score, decision, threshold and
+review_threshold, neighbours, every cue column, evidence JSON, scored_at), so these tests do not need a trained model.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def make_results(
             "score": score,
             "decision": decision,
             "threshold": 0.7,
+            "review_threshold": 0.35,
         }
     )
     sims = np.clip(0.9 - 0.3 * score + rng.normal(0, 0.03, n), 0, 1)

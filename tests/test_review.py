@@ -23,16 +23,20 @@ from brandsentry.review import (
     ReviewError,
     ReviewSettings,
     compare_histograms,
-    cue_attributions,
+    cue_players,
     log_scoring_run,
     psi,
     run_histograms,
     run_metrics,
+    shapley_attributions,
     truth_table,
     utc_date,
 )
 from brandsentry.review.drift import histogram_counts
-from brandsentry.review.evidence import Panel, evidence_image
+from brandsentry.review.attribution import Player
+from brandsentry.review.evidence import Panel, evidence_image, queue_counts, select_for_evidence
+from brandsentry.review.export import export_run
+from brandsentry.run_folder import ScoringResultsError
 from brandsentry.review.rescan import decision_changes, rescan_manifest
 from brandsentry.review.runs import mlflow_client
 from brandsentry.settings import default_settings
@@ -108,14 +112,54 @@ def test_run_metrics_count_decisions_brands_errors_and_throughput():
     assert "brand.L_Oréal _ Co.listings" in odd
 
 
-def test_attributions_point_at_the_cues_that_raised_the_score():
-    def predict(frame):
-        return 1 / (1 + np.exp(-(3 * frame["a"] - 2 * frame["b"] + 0 * frame["c"])))
+def test_shapley_credits_the_cue_that_drives_the_score_through_an_interaction():
+    """A re-uploaded photo: high when the photo is reused OR every similarity cue is near 1 (a tree reads
+    either). Replacing one cue at a time changes nothing (each path alone keeps the score high), so it
+    credits no cue; Shapley gives the reuse flag the credit: it decides in every coalition but the one
+    where all three similarities are already in."""
+    sims = ["sim_top1", "sim_brand_top1", "sim_product_top1"]
 
-    rows = pd.DataFrame({"a": [2.0, 0.0], "b": [0.0, 2.0], "c": [5.0, 5.0]})
-    deltas = cue_attributions(predict, rows, pd.Series({"a": 0.0, "b": 0.0, "c": 0.0}))
-    assert deltas.loc[0, "a"] > 0.4 and deltas.loc[0, "b"] == 0 and deltas.loc[0, "c"] == 0
-    assert deltas.loc[1, "b"] < -0.4  # b pulled the second row's score down
+    def predict(frame):
+        similar = (frame[sims] > 0.9).all(axis=1)
+        return np.where((frame["copy_reused"] == 1) | similar, 0.9, 0.1)
+
+    rows = pd.DataFrame({"copy_reused": [1.0], **{s: [0.99] for s in sims}})
+    baseline = pd.Series({"copy_reused": 0.0, **{s: 0.5 for s in sims}})
+    for cue in baseline.index:  # what one-at-a-time replacement sees: nothing
+        assert predict(rows.assign(**{cue: baseline[cue]}))[0] == 0.9
+    players = [Player(cue, (cue,)) for cue in baseline.index]
+    credit, base = shapley_attributions(predict, rows, baseline, players)
+    assert base.iloc[0] == pytest.approx(0.1)
+    assert credit.loc[0, "copy_reused"] == pytest.approx(0.75 * 0.8)
+    assert credit.loc[0, sims].tolist() == pytest.approx([0.8 / 12] * 3)
+    assert credit.loc[0].sum() == pytest.approx(0.9 - 0.1)
+
+
+def test_shapley_contributions_sum_to_the_score_minus_the_baseline_score_on_a_fitted_tree_model():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    names = ["sim_top1", "sim_margin", "copy_reused", "quality_sharpness", "pack_banding"]
+    train = pd.DataFrame(rng.random((400, len(names))), columns=names)
+    label = ((train["sim_top1"] > 0.7) & (train["copy_reused"] > 0.5)) | (train["pack_banding"] > 0.9)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(train, label)
+
+    def predict(frame):
+        return model.predict_proba(frame[names])[:, 1]
+
+    rows = train.head(6)
+    baseline = train.median()
+    players = cue_players(names, max_players=4)  # 5 cues in 4 groups: similarity plays whole
+    assert [p.label for p in players] == [
+        "similarity: sim_top1, sim_margin", "copy_reused", "quality_sharpness", "pack_banding",
+    ]  # fmt: skip
+    credit, base = shapley_attributions(predict, rows, baseline, players)
+    expected = predict(rows) - predict(pd.DataFrame([baseline]))[0]
+    np.testing.assert_allclose(credit.sum(axis=1), expected, atol=1e-9)
+    assert base.tolist() == pytest.approx([predict(pd.DataFrame([baseline]))[0]] * 6)
+    assert [p.label for p in cue_players(names, max_players=5)] == names  # each cue its own player
+    with pytest.raises(ReviewError, match="4 cue groups, more than review.evidence.attribution_players=2"):
+        cue_players(names, max_players=2)
 
 
 def test_truth_table_precision_and_recall_per_kind():
@@ -208,8 +252,10 @@ def review_world(tmp_path_factory):
     day1 = make_results(
         n=240, seed=1, image_paths=paths, top_ref_ids=neighbours, scored_at="2026-11-01T06:00:00Z"
     )
-    best = int(day1["score"].idxmax())
+    reviews = day1[day1["decision"] == "review"]
+    best = int((reviews["threshold"] - reviews["score"]).idxmin())  # the head of the review queue
     day1.loc[best, "claimed_brand"] = "Acme"
+    day1.at[best, "top_ref_ids"] = [ids[1], ids[0], logo]  # the claimed brand's reference comes second
     day1.loc[best, "title"] = "<script>alert('x')</script> genuine ACME"
     day1.loc[best, "evidence"] = json.dumps(
         {
@@ -247,7 +293,10 @@ def review_world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def logged(review_world):
-    cfg = review_config(f"workspace={review_world['workspace'].root}", "review.evidence.top=5")
+    cfg = review_config(
+        f"workspace={review_world['workspace'].root}", "review.evidence.queue.review=3",
+        "review.evidence.queue.flag=2",
+    )  # fmt: skip
     first = log_scoring_run(cfg, review_world["day1"])
     second = log_scoring_run(cfg, review_world["day2"])
     return cfg, first, second
@@ -288,8 +337,12 @@ def test_evidence_page_shows_the_top_listing_with_its_logo_and_text(review_world
     _, first, _ = logged
     page = first.evidence
     assert [item.rank for item in page.items] == [1, 2, 3, 4, 5]
-    scores = [item.score for item in page.items]
-    assert scores == sorted(scores, reverse=True)
+    assert [item.decision for item in page.items] == ["review"] * 3 + ["flag"] * 2
+    gaps = [abs(item.score - item.threshold) for item in page.items]
+    assert gaps[:3] == sorted(gaps[:3]) and gaps[3:] == sorted(gaps[3:])  # closest to the threshold first
+    day1 = pd.read_parquet(review_world["day1"])
+    reviews, flags = ((day1["decision"] == d).sum() for d in ("review", "flag"))
+    assert page.queue == f"3 shown of {reviews} queued for review · 2 shown of {flags} flagged"
     top = page.items[0]
     assert top.listing_id == review_world["best"]
     assert top.wordmarks == ("ACME",) and top.ocr_lines == ("ACNE",) and top.near_misses == ("acne ≈ acme",)
@@ -298,6 +351,7 @@ def test_evidence_page_shows_the_top_listing_with_its_logo_and_text(review_world
     assert page.items[1].ocr_lines == () and page.items[1].ocr_note == "OCR not run"
     html = page.html.read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert page.queue in html and html.count('data-verdict="counterfeit"') == 5
     assert html.count("data:image/jpeg;base64,") == 5
     image = Image.open(page.directory / top.image_file)
     assert image.width > 2.5 * image.height  # logo template | listing | reference

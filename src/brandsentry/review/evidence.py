@@ -52,15 +52,15 @@ def parse_evidence(value) -> dict:
     return {"cues": dict(parsed.get("cues") or {}), "reasons": dict(parsed.get("reasons") or {})}
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
     """A list cell of the results (numpy array from Parquet, list, or missing)."""
     return [] if value is None or (isinstance(value, float) and math.isnan(value)) else list(value)
 
 
 def nearest_reference(row: Mapping, references: pd.DataFrame) -> tuple[int | None, float, str]:
     """(reference id, similarity, note) of the best neighbour of the claimed brand, else the best overall."""
-    ids = [int(i) for i in _as_list(row.get("top_ref_ids"))]
-    sims = [float(s) for s in _as_list(row.get("top_similarities"))]
+    ids = [int(i) for i in as_list(row.get("top_ref_ids"))]
+    sims = [float(s) for s in as_list(row.get("top_similarities"))]
     claimed = str(row.get("claimed_brand", "")).strip().casefold()
     known = [(i, s) for i, s in zip(ids, sims, strict=False) if i >= 0 and i in references.index]
     for ref_id, sim in known:
@@ -340,7 +340,9 @@ def _evidence_item(
          str(reasons.get(name, "")) if math.isnan(value) else "")
         for name, value in values.items()
     )  # fmt: skip
-    pushed = sorted(((n, float(d)) for n, d in contributions.items() if d > 1e-6), key=lambda p: (-p[1], p[0]))
+    pushed = sorted(
+        ((n, float(d)) for n, d in contributions.items() if d > 1e-6), key=lambda p: (-p[1], p[0])
+    )
     shown = {name for name, _ in pushed[:top]}
     match = cues.get("wordmark_match") or {}
     best = match.get("best")
@@ -369,7 +371,9 @@ def _evidence_item(
         cues=cue_rows,
         baseline_score=baseline_score,
         pushed_up=tuple(pushed[:top]),
-        others=float(sum(v for n, v in contributions.items() if n not in shown)) if contributions else math.nan,
+        others=float(sum(v for n, v in contributions.items() if n not in shown))
+        if contributions
+        else math.nan,
     )
 
 

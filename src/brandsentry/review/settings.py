@@ -22,10 +22,14 @@ class ReviewError(BrandsentryError, ValueError):
 
 @dataclass(frozen=True)
 class EvidenceSettings:
-    queue: dict[str, int]  # decision -> listings on the page, in this order (review before flag: what needs a human)
+    queue: dict[
+        str, int
+    ]  # decision -> listings on the page, in this order (review before flag: what needs a human)
     panel_side: int  # px: longest side of each picture on the evidence page
     attribution_top: int  # contributions listed under "why it scored high"
-    attribution_players: int  # exact Shapley enumerates 2**players coalitions: cues, or cue groups beyond this
+    attribution_players: (
+        int  # exact Shapley enumerates 2**players coalitions: cues, or cue groups beyond this
+    )
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.queue if d not in DECISIONS[:3]]
