@@ -6,7 +6,12 @@ import hashlib
 import io
 import json
 import math
+import re
 import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -32,13 +37,13 @@ from brandsentry.review import (
     truth_table,
     utc_date,
 )
-from brandsentry.review.drift import histogram_counts
 from brandsentry.review.attribution import Player
+from brandsentry.review.drift import histogram_counts
 from brandsentry.review.evidence import Panel, evidence_image, queue_counts, select_for_evidence
 from brandsentry.review.export import export_run
-from brandsentry.run_folder import ScoringResultsError
 from brandsentry.review.rescan import decision_changes, rescan_manifest
 from brandsentry.review.runs import mlflow_client
+from brandsentry.run_folder import ScoringResultsError
 from brandsentry.settings import default_settings
 from fake_runs import BRANDS, make_results, write_run
 
@@ -388,6 +393,23 @@ def test_cue_values_are_listed_with_the_reason_of_each_missing_one(logged):
     assert "no valid logo homography" in first.evidence.html.read_text()
 
 
+def test_the_queue_puts_reviews_closest_to_their_threshold_first_then_flags_with_ties_by_listing_id():
+    results = pd.DataFrame(
+        {
+            "listing_id": ["f2", "f1", "r3", "r1", "r2", "p1", "f3"],
+            "decision": ["flag", "flag", "review", "review", "review", "pass", "flag"],
+            "score": [1.0, 1.0, 0.5, 0.65, 0.65, 0.1, 0.95],
+            "threshold": [1.0, 1.0, 0.7, 0.7, 0.7, 0.7, 0.9],
+        }
+    )
+    settings = default_settings(ReviewSettings, "review")
+    settings = replace(settings, evidence=replace(settings.evidence, queue={"review": 2, "flag": 3}))
+    assert list(select_for_evidence(results, settings)["listing_id"]) == ["r1", "r2", "f1", "f2", "f3"]
+    assert queue_counts(results, settings) == "2 shown of 3 queued for review · 3 shown of 3 flagged"
+    with pytest.raises(ConfigError, match=r"unknown decision\(s\) \['escalate'\]"):
+        replace(settings.evidence, queue={"escalate": 3})
+
+
 # ---- rescan -------------------------------------------------------------------------------------------
 
 
@@ -436,6 +458,156 @@ def test_decision_changes_lists_what_moved():
     ]
     counts = {(r.decision_before, r.decision_after): r.listings for r in transitions.itertuples()}
     assert counts == {("pass", "pass"): 1, ("pass", "review"): 1, ("flag", "flag"): 1, ("review", "flag"): 1}
+
+
+# ---- exports ------------------------------------------------------------------------------------------
+
+
+def test_labelstudio_export_holds_every_listing_with_local_file_image_urls(review_world, tmp_path):
+    done = export_run(review_world["day1"], tmp_path / "ls", "labelstudio")
+    results = pd.read_parquet(review_world["day1"])
+    tasks = [task["data"] for task in json.loads((tmp_path / "ls" / "tasks.json").read_text())]
+    assert len(tasks) == done.listings == len(results) == 240
+    assert {t["decision"] for t in tasks} == {"flag", "review", "pass", "error"}  # the whole run
+    listing_dir = Path(results["image_path"][0]).parent
+    assert done.image_root == listing_dir
+    first, row = tasks[0], results.iloc[0]
+    assert first["image"] == f"/data/local-files/?d={Path(row['image_path']).name}"
+    assert first["image_path"] == row["image_path"]
+    assert first["listing_id"] == row["listing_id"] and first["score"] == pytest.approx(row["score"])
+    assert (first["threshold"], first["review_threshold"]) == (0.7, 0.35)
+    assert first["top_ref_ids"] == [int(i) for i in row["top_ref_ids"]]
+    assert (first["top_ref_brand"], first["claimed_product"]) == (
+        row["top_ref_brand"],
+        row["claimed_product"],
+    )
+    assert next(t for t in tasks if t["decision"] == "error")["score"] is None
+    xml = (tmp_path / "ls" / "labeling_config.xml").read_text()
+    view = ElementTree.fromstring(xml)
+    assert [c.get("value") for c in view.iter("Choice")] == ["counterfeit", "authentic", "unsure"]
+    assert set(re.findall(r"\$(\w+)", xml)) <= set(first)  # every variable the config shows is in a task
+    with pytest.raises(ReviewError, match="outside the document root"):
+        export_run(review_world["day1"], tmp_path / "elsewhere", "labelstudio", root=tmp_path / "ls")
+
+
+def test_fiftyone_export_is_a_fiftyone_dataset_folder_with_every_listing(review_world, tmp_path):
+    done = export_run(review_world["day2"], tmp_path / "fo", "fiftyone")
+    results = pd.read_parquet(review_world["day2"])
+    samples = json.loads((tmp_path / "fo" / "samples.json").read_text())["samples"]
+    metadata = json.loads((tmp_path / "fo" / "metadata.json").read_text())
+    # no "version": FiftyOne's FiftyOneDataset importer reads the folder with its plain-JSON (legacy) reader
+    assert "version" not in metadata and metadata["media_type"] == "image"
+    assert len(samples) == done.listings == len(results)
+    assert [s["listing_id"] for s in samples] == list(results["listing_id"])
+    assert all(Path(s["filepath"]).is_absolute() and Path(s["filepath"]).is_file() for s in samples)
+    assert [s["tags"] for s in samples] == [[d] for d in results["decision"]]
+    assert {"score", "threshold", "review_threshold", "top_ref_ids", "top_ref_product"} <= set(samples[0])
+    again = export_run(review_world["day2"], tmp_path / "fo", "fiftyone")  # an earlier export is replaced
+    assert again.listings == done.listings
+
+
+def test_exports_name_a_bad_format_a_folder_that_is_not_a_run_and_a_folder_they_would_clobber(
+    review_world, tmp_path
+):
+    with pytest.raises(
+        ReviewError, match="unknown export format 'csv': expected one of labelstudio, fiftyone"
+    ):
+        export_run(review_world["day1"], tmp_path / "x", "csv")
+    with pytest.raises(ScoringResultsError, match=f"scoring run directory {tmp_path / 'nothing'} does not"):
+        export_run(tmp_path / "nothing", tmp_path / "x", "fiftyone")
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(ReviewError, match="is not a labelstudio export"):
+        export_run(review_world["day1"], keep, "labelstudio")
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_review_export_command(review_world, tmp_path, capsys):
+    from brandsentry.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["review", "export", "--help"])
+    assert "example: brandsentry review export" in capsys.readouterr().out
+    assert (
+        main(["review", "export", str(review_world["day1"]), str(tmp_path / "fo"), "--format", "fiftyone"])
+        == 0
+    )
+    assert "Dataset.from_dir" in capsys.readouterr().out
+    assert main(["review", "export", str(review_world["day1"]), str(tmp_path / "y"), "--format", "xml"]) == 2
+    assert "unknown export format 'xml'" in capsys.readouterr().err
+
+
+# ---- answering from the page, in headless Chromium ------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (/usr/bin/chromium)"
+)
+def test_verdicts_given_on_the_page_download_as_a_csv_that_the_feedback_import_stores(
+    review_world, logged, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    from brandsentry.feedback import import_verdicts, read_verdicts
+    from test_portal_browser import chromium
+
+    _, first, _ = logged
+    page = first.evidence
+    items = {item.rank: item for item in page.items}
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with chromium(tmp_path / "profile") as driver:
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+        driver.get(page.html.as_uri())
+        sections = driver.find_elements(By.CSS_SELECTOR, "section.item")
+        assert [s.get_attribute("data-listing") for s in sections] == [i.listing_id for i in page.items]
+
+        def answer(rank: int, verdict: str, note: str = "") -> None:
+            section = sections[rank - 1]
+            section.find_element(By.CSS_SELECTOR, f'button[data-verdict="{verdict}"]').click()
+            if note:
+                section.find_element(By.CSS_SELECTOR, "input.note").send_keys(note)
+
+        answer(1, "counterfeit", 'misspelt "ACNE", logo ok')
+        answer(2, "authentic")  # a review: authentic
+        answer(3, "unsure", "ask the brand")  # the import knows no "unsure": stays on the page
+        answer(4, "authentic")  # a flag: a false positive
+        driver.find_element(By.ID, "download").click()
+        assert "Enter your name" in driver.find_element(By.ID, "storage").text
+        assert not list(downloads.iterdir())
+        driver.find_element(By.ID, "reviewer").send_keys("Ana")
+        assert driver.find_element(By.ID, "answered").text == "4 of 5 answered"
+        driver.find_element(By.ID, "download").click()
+        deadline = time.monotonic() + 20
+        while not list(downloads.glob("*.csv")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (csv_file,) = downloads.glob("*.csv")
+        assert csv_file.name == f"verdicts-{review_world['day1'].name}.csv"
+
+        driver.refresh()  # answers are kept in the browser
+        again = driver.find_elements(By.CSS_SELECTOR, "section.item")[0]
+        pressed = again.find_element(By.CSS_SELECTOR, 'button[aria-pressed="true"]')
+        assert pressed.get_attribute("data-verdict") == "counterfeit"
+        assert (
+            again.find_element(By.CSS_SELECTOR, "input.note").get_attribute("value")
+            == 'misspelt "ACNE", logo ok'
+        )
+        assert driver.find_element(By.ID, "reviewer").get_attribute("value") == "Ana"
+
+    assert items[4].decision == "flag" and items[2].decision == "review"
+    assert read_verdicts(csv_file) == [
+        {"listing_id": items[1].listing_id, "verdict": "confirmed_counterfeit", "reviewer": "Ana",
+         "note": 'misspelt "ACNE", logo ok'},
+        {"listing_id": items[2].listing_id, "verdict": "authentic", "reviewer": "Ana", "note": ""},
+        {"listing_id": items[4].listing_id, "verdict": "false_positive", "reviewer": "Ana", "note": ""},
+    ]  # fmt: skip
+    outcome = import_verdicts(review_world["workspace"], csv_file)
+    assert (outcome.imported, outcome.rejected) == (3, ())
+    assert outcome.by_verdict == {"confirmed_counterfeit": 1, "authentic": 1, "false_positive": 1}
 
 
 # ---- the loop on the tiny world, with the real scorer ------------------------------------------------
