@@ -408,6 +408,8 @@ def test_the_queue_puts_reviews_closest_to_their_threshold_first_then_flags_with
     assert queue_counts(results, settings) == "2 shown of 3 queued for review · 3 shown of 3 flagged"
     with pytest.raises(ConfigError, match=r"unknown decision\(s\) \['escalate'\]"):
         replace(settings.evidence, queue={"escalate": 3})
+    with pytest.raises(ConfigError, match="attribution_players must be in .1, 12.*got 20"):
+        replace(settings.evidence, attribution_players=20)
 
 
 # ---- rescan -------------------------------------------------------------------------------------------
@@ -640,7 +642,7 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
         score_run(cfg)
 
     cfg = review_config(
-        *base, "review.evidence.decisions=[flag,review]", "review.evidence.top=4", "review.drift.min_rows=20"
+        *base, "review.evidence.queue.review=3", "review.evidence.queue.flag=1", "review.drift.min_rows=20"
     )
     bundle = load_bundle_for(cfg, runs["a"])
     assert bundle is not None and str(bundle.version) == "brandsentry/1"
@@ -648,7 +650,11 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     second = log_scoring_run(cfg, runs["b"], bundle=bundle)
     assert first.model_version == "brandsentry/1"
     assert first.evidence.items
-    assert first.evidence.attribution.startswith("Δscore")  # the bundle replays the recorded scores
+    assert first.evidence.attribution.startswith("Shapley")  # the bundle replays the recorded scores
+    for item in first.evidence.items:  # score = baseline score + every contribution, on the real cascade
+        assert item.baseline_score + sum(d for _, d in item.pushed_up) + item.others == pytest.approx(
+            item.score
+        )
     assert second.drift.baseline_runs == (first.run_id,)
     assert {("*", "score"), ("*", "sim_top1")} <= {(c.scope, c.metric) for c in second.drift.checks}
 

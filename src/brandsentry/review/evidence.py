@@ -1,8 +1,9 @@
-"""Evidence pages: for each top flagged listing, what a reviewer needs to judge it in one look.
+"""Evidence pages: the run's review queue, then its flags, with what a reviewer needs to judge each in one look.
 
 The listing beside its nearest authentic reference of the claimed brand, the verified logo drawn (box and
 matched keypoints, joined to the logo template), OCR text against the brand's wordmarks, every cue value
-with the reason of each missing one, and the cues that pushed the score up. The page is one self-contained
+with the reason of each missing one, the cues that pushed the score up (Shapley values), and verdict buttons
+whose answers download as the CSV `brandsentry feedback import` reads. The page is one self-contained
 HTML file (images inlined as data URIs), because the MLflow UI shows HTML artifacts in a sandboxed frame
 where relative links do not resolve; every string that comes from a listing is escaped.
 """
@@ -507,7 +508,7 @@ review; unsure answers stay on this page only. Answers are kept in this browser.
  · logo box green when verified, dashed orange when not; red points: matched keypoints; blue boxes: OCR text.</p>
 <div class="cols"><div>
 <h3>Why it scored high</h3>
-{% if item.pushed_up %}<p>baseline score {{ item.baseline_score }} (every cue at the run's median)</p>
+{% if item.attributed %}<p>baseline score {{ item.baseline_score }} (every cue at the run's median), then</p>
 <ul>{% for name, delta in item.pushed_up %}<li><code>{{ name }}</code> +{{ delta }}</li>{% endfor %}
 <li>everything else {{ item.others }}</li></ul>
 {% else %}<p class="note">no cue attribution available</p>{% endif %}
@@ -559,6 +560,7 @@ def render_evidence_html(
                 "threshold": fmt_number(item.threshold),
                 "review_threshold": fmt_number(item.review_threshold),
                 "baseline_score": fmt_number(item.baseline_score),
+                "attributed": math.isfinite(item.baseline_score),
                 "others": f"{item.others:+.3f}" if math.isfinite(item.others) else "—",
                 "image_uri": f"data:image/jpeg;base64,{encoded}",
                 "reference": (

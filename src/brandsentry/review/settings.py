@@ -40,9 +40,9 @@ class EvidenceSettings:
         negative = {d: n for d, n in self.queue.items() if n < 0}
         if negative:
             raise ConfigError(f"review.evidence.queue counts must be >= 0, got {negative}")
-        if not 1 <= self.attribution_players <= 16:
+        if not 1 <= self.attribution_players <= 12:
             raise ConfigError(
-                f"review.evidence.attribution_players must be in [1, 16] (2**players model calls per listing), "
+                f"review.evidence.attribution_players must be in [1, 12] (2**players model calls per listing), "
                 f"got {self.attribution_players}"
             )
 

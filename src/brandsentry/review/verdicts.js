@@ -15,7 +15,7 @@
     // a sandboxed frame (the MLflow UI) has no storage: answers last until the page is closed
     storage = null;
     document.getElementById("storage").textContent =
-      "This view cannot keep answers: download them before leaving, or open RUN_DIR/_evidence/index.html itself.";
+      "This view cannot keep answers (and may block downloads): open RUN_DIR/_evidence/index.html itself.";
   }
   if (storage && storage.getItem(key)) {
     try {
