@@ -481,7 +481,8 @@ button[aria-pressed="true"] { background: #224; color: #fff; }
 </style></head><body data-run="{{ run }}">
 <h1>{{ title }}</h1>
 <p class="note" id="queue">{{ queue }}. Per decision, the listings closest to their flag threshold first (ties by
-listing id). {{ attribution }}.</p>
+listing id).</p>
+<p class="note">Attributions: {{ attribution }}.</p>
 <div id="answers">
 <label>reviewer <input id="reviewer" autocomplete="name" placeholder="your name"></label>
 <button type="button" id="download">Download CSV</button>
