@@ -157,9 +157,7 @@ def report_logged(logged) -> None:
             print(
                 f"drift: {len(logged.drift.checks)} check(s) against {len(logged.drift.baseline_runs)} run(s), none over the bound"
             )
-    print(
-        f"evidence page: {logged.evidence.html} ({logged.evidence.queue}); {logged.evidence.attribution}"
-    )
+    print(f"evidence page: {logged.evidence.html} ({logged.evidence.queue}); {logged.evidence.attribution}")
     print(f"open it from the run in the MLflow UI: mlflow ui --backend-store-uri {logged.tracking_uri}")
 
 
