@@ -344,7 +344,7 @@ def _evidence_item(
     pushed = sorted(
         ((n, float(d)) for n, d in contributions.items() if d > 1e-6), key=lambda p: (-p[1], p[0])
     )
-    shown = {name for name, _ in pushed[:top]}
+    rest = [value for name, value in contributions.items() if name not in {n for n, _ in pushed[:top]}]
     match = cues.get("wordmark_match") or {}
     best = match.get("best")
     return EvidenceItem(
@@ -372,9 +372,7 @@ def _evidence_item(
         cues=cue_rows,
         baseline_score=baseline_score,
         pushed_up=tuple(pushed[:top]),
-        others=float(sum(v for n, v in contributions.items() if n not in shown))
-        if contributions
-        else math.nan,
+        others=float(sum(rest)) if contributions else math.nan,
     )
 
 
@@ -438,7 +436,7 @@ def build_evidence_page(
             )
         queue = queue_counts(results, settings)
         (staging / "index.html").write_text(
-            render_evidence_html(items, staging, title, attribution, queue, out_dir.name), encoding="utf-8"
+            render_evidence_html(items, staging, title, attribution, queue, out_dir), encoding="utf-8"
         )
         (staging / "items.json").write_text(
             json.dumps([_item_json(item) for item in items], indent=1), encoding="utf-8"
@@ -475,10 +473,11 @@ img { max-width: 100%; border: 1px solid #eee; }
 table { border-collapse: collapse; font-size: 12.5px; } td, th { padding: 2px 8px; border-bottom: 1px solid #eee; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.up td { background: #ffecec; }
 code { background: #f1f1f1; padding: 0 3px; }
-#answers, .verdict { position: sticky; top: 0; background: #fff; padding: .5em; border: 1px solid #ddd; border-radius: 6px; }
-.verdict { position: static; margin: .6em 0; } .verdict input.note { width: 24em; }
+#answers { position: sticky; top: 0; z-index: 1; }
+#answers, .verdict { background: #fff; padding: .5em; border: 1px solid #ddd; border-radius: 6px; }
+.verdict { margin: .6em 0; } .verdict input.note { width: 24em; }
 button[aria-pressed="true"] { background: #224; color: #fff; }
-</style></head><body data-run="{{ run }}">
+</style></head><body data-run="{{ run }}" data-key="{{ key }}">
 <h1>{{ title }}</h1>
 <p class="note" id="queue">{{ queue }}. Per decision, the listings closest to their flag threshold first (ties by
 listing id).</p>
@@ -538,11 +537,12 @@ VERDICT_SCRIPT = Path(__file__).with_name("verdicts.js")
 
 
 def render_evidence_html(
-    items: Sequence[EvidenceItem], image_dir: Path, title: str, attribution: str, queue: str, run: str
+    items: Sequence[EvidenceItem], image_dir: Path, title: str, attribution: str, queue: str, run_dir: Path
 ) -> str:
     """The evidence page, every listing-supplied string escaped and every image inlined as a data URI.
 
-    `run` names the page's answers in the browser's storage and the downloaded CSV.
+    The run folder's path keys the page's answers in the browser's storage (two runs named day2 in
+    different folders keep theirs apart); its name names the downloaded CSV.
     """
     from jinja2 import Environment
     from markupsafe import Markup
@@ -588,6 +588,7 @@ def render_evidence_html(
         items=views,
         attribution=attribution.rstrip("."),
         queue=queue,
-        run=run,
+        run=Path(run_dir).name,
+        key=str(Path(run_dir).resolve()),
         script=Markup(VERDICT_SCRIPT.read_text(encoding="utf-8")),
     )

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var run = document.body.getAttribute("data-run") || "evidence";
-  var key = "brandsentry-verdicts:" + run;
+  var key = "brandsentry-verdicts:" + (document.body.getAttribute("data-key") || run);
   var items = Array.prototype.slice.call(document.querySelectorAll("section.item"));
   var state = { reviewer: "", answers: {} };
   var storage = null;
