@@ -488,6 +488,7 @@ def test_labelstudio_export_holds_every_listing_with_local_file_image_urls(revie
     view = ElementTree.fromstring(xml)
     assert [c.get("value") for c in view.iter("Choice")] == ["counterfeit", "authentic", "unsure"]
     assert set(re.findall(r"\$(\w+)", xml)) <= set(first)  # every variable the config shows is in a task
+    assert first["summary"].startswith(f"score {row['score']:.3f} ({row['decision']}; flag threshold 0.700")
     with pytest.raises(ReviewError, match="outside the document root"):
         export_run(review_world["day1"], tmp_path / "elsewhere", "labelstudio", root=tmp_path / "ls")
 

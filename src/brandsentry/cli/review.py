@@ -193,7 +193,7 @@ def run_export(args, overrides: list[str]) -> int:
 
     done = export_run(args.run_dir, args.out, args.fmt, args.root)
     print(f"{done.listings} listing(s) of {args.run_dir} -> {', '.join(str(f) for f in done.files)}")
-    if done.image_root is not None:
+    if done.format == "labelstudio":
         print(
             "Label Studio: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
             f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={done.image_root}, add Local Files storage for that folder, "

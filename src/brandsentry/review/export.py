@@ -21,12 +21,13 @@ import pandas as pd
 from brandsentry.files import atomic_folder
 from brandsentry.review.evidence import as_list
 from brandsentry.review.settings import ReviewError
+from brandsentry.review.tables import fmt_number
 from brandsentry.run_folder import read_results
 
-EXPORT_FORMATS = ("labelstudio", "fiftyone")
 VERDICT_CHOICES = ("counterfeit", "authentic", "unsure")  # as on the evidence page
 # The files that make a folder one of our exports (an existing folder without them is never replaced).
 EXPORT_FILES = {"labelstudio": "tasks.json", "fiftyone": "samples.json"}
+EXPORT_FORMATS = tuple(EXPORT_FILES)
 FIELDS = (
     "listing_id", "claimed_brand", "claimed_product", "title", "seller_id", "score", "decision", "threshold",
     "review_threshold", "top_ref_ids", "top_similarities", "top_ref_brand", "top_ref_product", "error",
@@ -69,11 +70,13 @@ def listing_records(results: pd.DataFrame) -> list[dict]:
 
 
 def labeling_config() -> str:
-    """Label Studio's labeling config: the image, what the model said, and the page's verdict choices."""
+    """Label Studio's labeling config: the image, what the model said, and the page's verdict choices.
+
+    Header and Text show one task field each (`headline`, `summary`: see `_task`)."""
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in VERDICT_CHOICES)
     return f"""<View>
-  <Header value="$listing_id: claims $claimed_brand / $claimed_product"/>
-  <Text name="model" value="score $score ($decision; flag threshold $threshold, review from $review_threshold); nearest reference $top_ref_brand / $top_ref_product"/>
+  <Header value="$headline"/>
+  <Text name="model" value="$summary"/>
   <Image name="image" value="$image" zoom="true"/>
   <Choices name="verdict" toName="image" choice="single" showInLine="true" required="true">
 {choices}
@@ -91,6 +94,21 @@ def _local_file_url(path: str | None, root: Path) -> str:
     if relative.startswith(".."):
         raise ReviewError(f"image {path} is outside the document root {root}: pass a root that holds it")
     return "/data/local-files/?d=" + quote(Path(relative).as_posix())
+
+
+def _task(record: dict, root: Path) -> dict:
+    """A Label Studio task: the record, its image as a local-file URL, and one-line texts for the config."""
+    return {
+        "data": {
+            **record,
+            "image": _local_file_url(record["image"], root),
+            "image_path": record["image"],
+            "headline": f"{record['listing_id']}: claims {record['claimed_brand']} / {record['claimed_product']}",
+            "summary": f"score {fmt_number(record['score'])} ({record['decision']}; flag threshold {fmt_number(record['threshold'])}, "
+            f"review from {fmt_number(record['review_threshold'])}); nearest reference {record['top_ref_brand']} / "
+            f"{record['top_ref_product']}",
+        }
+    }
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str, root: str | Path | None = None) -> Export:
@@ -115,10 +133,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str, root: str | Path 
             image_root = Path(root).resolve() if root else Path(os.path.commonpath(images) if images else "/")
             if image_root.is_file() or len(set(images)) == 1:  # one image: its folder
                 image_root = image_root.parent
-            tasks = [
-                {"data": {**r, "image": _local_file_url(r["image"], image_root), "image_path": r["image"]}}
-                for r in records
-            ]
+            tasks = [_task(r, image_root) for r in records]
             (staging / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
             (staging / "labeling_config.xml").write_text(labeling_config(), encoding="utf-8")
             names = ("tasks.json", "labeling_config.xml")
