@@ -96,6 +96,15 @@ def _local_file_url(path: str | None, root: Path) -> str:
     return "/data/local-files/?d=" + quote(Path(relative).as_posix())
 
 
+def _image_folder(records: list[dict]) -> Path:
+    """The deepest folder holding every listing image (the default Label Studio document root)."""
+    images = sorted({r["image"] for r in records if r["image"]})
+    if not images:
+        return Path("/")
+    common = Path(os.path.commonpath(images))
+    return common.parent if len(images) == 1 else common
+
+
 def _task(record: dict, root: Path) -> dict:
     """A Label Studio task: the record, its image as a local-file URL, and one-line texts for the config."""
     return {
@@ -103,10 +112,15 @@ def _task(record: dict, root: Path) -> dict:
             **record,
             "image": _local_file_url(record["image"], root),
             "image_path": record["image"],
-            "headline": f"{record['listing_id']}: claims {record['claimed_brand']} / {record['claimed_product']}",
-            "summary": f"score {fmt_number(record['score'])} ({record['decision']}; flag threshold {fmt_number(record['threshold'])}, "
-            f"review from {fmt_number(record['review_threshold'])}); nearest reference {record['top_ref_brand']} / "
-            f"{record['top_ref_product']}",
+            "headline": "{listing_id}: claims {claimed_brand} / {claimed_product}".format(**record),
+            "summary": "score {} ({}; flag threshold {}, review from {}); nearest reference {} / {}".format(
+                fmt_number(record["score"]),
+                record["decision"],
+                fmt_number(record["threshold"]),
+                fmt_number(record["review_threshold"]),
+                record["top_ref_brand"],
+                record["top_ref_product"],
+            ),
         }
     }
 
@@ -129,10 +143,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str, root: str | Path 
     image_root = None
     with atomic_folder(out, mode=0o755) as staging:
         if fmt == "labelstudio":
-            images = [r["image"] for r in records if r["image"]]
-            image_root = Path(root).resolve() if root else Path(os.path.commonpath(images) if images else "/")
-            if image_root.is_file() or len(set(images)) == 1:  # one image: its folder
-                image_root = image_root.parent
+            image_root = Path(root).resolve() if root is not None else _image_folder(records)
             tasks = [_task(r, image_root) for r in records]
             (staging / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
             (staging / "labeling_config.xml").write_text(labeling_config(), encoding="utf-8")
