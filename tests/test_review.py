@@ -489,6 +489,10 @@ def test_labelstudio_export_holds_every_listing_with_local_file_image_urls(revie
     assert [c.get("value") for c in view.iter("Choice")] == ["counterfeit", "authentic", "unsure"]
     assert set(re.findall(r"\$(\w+)", xml)) <= set(first)  # every variable the config shows is in a task
     assert first["summary"].startswith(f"score {row['score']:.3f} ({row['decision']}; flag threshold 0.700")
+    above = export_run(review_world["day1"], tmp_path / "ls-root", "labelstudio", root=listing_dir.parent)
+    task = json.loads((tmp_path / "ls-root" / "tasks.json").read_text())[0]["data"]
+    assert above.image_root == listing_dir.parent
+    assert task["image"] == f"/data/local-files/?d={listing_dir.name}/{Path(row['image_path']).name}"
     with pytest.raises(ReviewError, match="outside the document root"):
         export_run(review_world["day1"], tmp_path / "elsewhere", "labelstudio", root=tmp_path / "ls")
 
