@@ -161,6 +161,6 @@ def page_attributions(
     text = (
         "Shapley contributions: score = baseline score (every cue at the run's median) + the sum of the "
         "contributions, each a cue's average effect over all combinations of the other cues, by the model "
-        f"that scored the listing; beyond {max_players} cues a cue group counts as one"
+        f"that scored the listing; past {max_players} cues the largest cue groups play as one each"
     )
     return contributions, base, text
