@@ -1,7 +1,7 @@
 """Scoring-run folders shaped like `brandsentry score` output, for the review and feedback tests.
 
-They follow the results schema (one row per listing: manifest columns, score, decision, threshold,
-neighbours, every cue column, evidence JSON, scored_at), so these tests do not need a trained model.
+They follow the results schema (one row per listing: manifest columns, score, decision, threshold and
+review_threshold, neighbours, every cue column, evidence JSON, scored_at), so these tests do not need a trained model.
 """
 
 from __future__ import annotations
@@ -51,11 +51,14 @@ def make_results(
             "score": score,
             "decision": decision,
             "threshold": 0.7,
+            "review_threshold": 0.35,
         }
     )
     sims = np.clip(0.9 - 0.3 * score + rng.normal(0, 0.03, n), 0, 1)
     frame["top_ref_ids"] = top_ref_ids or [[1, 2, 3] for _ in range(n)]
     frame["top_similarities"] = [[float(s), float(s) - 0.05, float(s) - 0.1] for s in sims]
+    frame["top_ref_brand"] = [brands[(i + 1) % len(brands)] for i in range(n)]
+    frame["top_ref_product"] = [f"{brands[(i + 1) % len(brands)].lower()}-p0" for i in range(n)]
     for j, name in enumerate(CUE_COLUMNS):
         frame[name] = rng.normal(j % 5, 1.0, n)
     frame["sim_top1"] = sims

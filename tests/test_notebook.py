@@ -44,7 +44,7 @@ def test_notebook_explores_a_scoring_run(tmp_path, monkeypatch):
     page = build_evidence_page(
         results,
         run,
-        replace(settings, evidence=replace(settings.evidence, top=3)),
+        replace(settings, evidence=replace(settings.evidence, queue={"review": 2, "flag": 1})),
         references=pd.DataFrame(
             columns=["brand", "product", "view", "stored_path"], index=pd.Index([], name="id")
         ),

@@ -6,7 +6,12 @@ import hashlib
 import io
 import json
 import math
+import re
 import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -23,18 +28,22 @@ from brandsentry.review import (
     ReviewError,
     ReviewSettings,
     compare_histograms,
-    cue_attributions,
+    cue_players,
     log_scoring_run,
     psi,
     run_histograms,
     run_metrics,
+    shapley_attributions,
     truth_table,
     utc_date,
 )
+from brandsentry.review.attribution import Player
 from brandsentry.review.drift import histogram_counts
-from brandsentry.review.evidence import Panel, evidence_image
+from brandsentry.review.evidence import Panel, evidence_image, queue_counts, select_for_evidence
+from brandsentry.review.export import export_run
 from brandsentry.review.rescan import decision_changes, rescan_manifest
 from brandsentry.review.runs import mlflow_client
+from brandsentry.run_folder import ScoringResultsError
 from brandsentry.settings import default_settings
 from fake_runs import BRANDS, make_results, write_run
 
@@ -108,14 +117,54 @@ def test_run_metrics_count_decisions_brands_errors_and_throughput():
     assert "brand.L_Oréal _ Co.listings" in odd
 
 
-def test_attributions_point_at_the_cues_that_raised_the_score():
-    def predict(frame):
-        return 1 / (1 + np.exp(-(3 * frame["a"] - 2 * frame["b"] + 0 * frame["c"])))
+def test_shapley_credits_the_cue_that_drives_the_score_through_an_interaction():
+    """A re-uploaded photo: high when the photo is reused OR every similarity cue is near 1 (a tree reads
+    either). Replacing one cue at a time changes nothing (each path alone keeps the score high), so it
+    credits no cue; Shapley gives the reuse flag the credit: it decides in every coalition but the one
+    where all three similarities are already in."""
+    sims = ["sim_top1", "sim_brand_top1", "sim_product_top1"]
 
-    rows = pd.DataFrame({"a": [2.0, 0.0], "b": [0.0, 2.0], "c": [5.0, 5.0]})
-    deltas = cue_attributions(predict, rows, pd.Series({"a": 0.0, "b": 0.0, "c": 0.0}))
-    assert deltas.loc[0, "a"] > 0.4 and deltas.loc[0, "b"] == 0 and deltas.loc[0, "c"] == 0
-    assert deltas.loc[1, "b"] < -0.4  # b pulled the second row's score down
+    def predict(frame):
+        similar = (frame[sims] > 0.9).all(axis=1)
+        return np.where((frame["copy_reused"] == 1) | similar, 0.9, 0.1)
+
+    rows = pd.DataFrame({"copy_reused": [1.0], **{s: [0.99] for s in sims}})
+    baseline = pd.Series({"copy_reused": 0.0, **{s: 0.5 for s in sims}})
+    for cue in baseline.index:  # what one-at-a-time replacement sees: nothing
+        assert predict(rows.assign(**{cue: baseline[cue]}))[0] == 0.9
+    players = [Player(cue, (cue,)) for cue in baseline.index]
+    credit, base = shapley_attributions(predict, rows, baseline, players)
+    assert base.iloc[0] == pytest.approx(0.1)
+    assert credit.loc[0, "copy_reused"] == pytest.approx(0.75 * 0.8)
+    assert credit.loc[0, sims].tolist() == pytest.approx([0.8 / 12] * 3)
+    assert credit.loc[0].sum() == pytest.approx(0.9 - 0.1)
+
+
+def test_shapley_contributions_sum_to_the_score_minus_the_baseline_score_on_a_fitted_tree_model():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    names = ["sim_top1", "sim_margin", "copy_reused", "quality_sharpness", "pack_banding"]
+    train = pd.DataFrame(rng.random((400, len(names))), columns=names)
+    label = ((train["sim_top1"] > 0.7) & (train["copy_reused"] > 0.5)) | (train["pack_banding"] > 0.9)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(train, label)
+
+    def predict(frame):
+        return model.predict_proba(frame[names])[:, 1]
+
+    rows = train.head(6)
+    baseline = train.median()
+    players = cue_players(names, max_players=4)  # 5 cues in 4 groups: similarity plays whole
+    assert [p.label for p in players] == [
+        "similarity: sim_top1, sim_margin", "copy_reused", "quality_sharpness", "pack_banding",
+    ]  # fmt: skip
+    credit, base = shapley_attributions(predict, rows, baseline, players)
+    expected = predict(rows) - predict(pd.DataFrame([baseline]))[0]
+    np.testing.assert_allclose(credit.sum(axis=1), expected, atol=1e-9)
+    assert base.tolist() == pytest.approx([predict(pd.DataFrame([baseline]))[0]] * 6)
+    assert [p.label for p in cue_players(names, max_players=5)] == names  # each cue its own player
+    with pytest.raises(ReviewError, match="4 cue groups, more than review.evidence.attribution_players=2"):
+        cue_players(names, max_players=2)
 
 
 def test_truth_table_precision_and_recall_per_kind():
@@ -208,8 +257,10 @@ def review_world(tmp_path_factory):
     day1 = make_results(
         n=240, seed=1, image_paths=paths, top_ref_ids=neighbours, scored_at="2026-11-01T06:00:00Z"
     )
-    best = int(day1["score"].idxmax())
+    reviews = day1[day1["decision"] == "review"]
+    best = int((reviews["threshold"] - reviews["score"]).idxmin())  # the head of the review queue
     day1.loc[best, "claimed_brand"] = "Acme"
+    day1.at[best, "top_ref_ids"] = [ids[1], ids[0], logo]  # the claimed brand's reference comes second
     day1.loc[best, "title"] = "<script>alert('x')</script> genuine ACME"
     day1.loc[best, "evidence"] = json.dumps(
         {
@@ -247,7 +298,10 @@ def review_world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def logged(review_world):
-    cfg = review_config(f"workspace={review_world['workspace'].root}", "review.evidence.top=5")
+    cfg = review_config(
+        f"workspace={review_world['workspace'].root}", "review.evidence.queue.review=3",
+        "review.evidence.queue.flag=2",
+    )  # fmt: skip
     first = log_scoring_run(cfg, review_world["day1"])
     second = log_scoring_run(cfg, review_world["day2"])
     return cfg, first, second
@@ -288,8 +342,12 @@ def test_evidence_page_shows_the_top_listing_with_its_logo_and_text(review_world
     _, first, _ = logged
     page = first.evidence
     assert [item.rank for item in page.items] == [1, 2, 3, 4, 5]
-    scores = [item.score for item in page.items]
-    assert scores == sorted(scores, reverse=True)
+    assert [item.decision for item in page.items] == ["review"] * 3 + ["flag"] * 2
+    gaps = [abs(item.score - item.threshold) for item in page.items]
+    assert gaps[:3] == sorted(gaps[:3]) and gaps[3:] == sorted(gaps[3:])  # closest to the threshold first
+    day1 = pd.read_parquet(review_world["day1"])
+    reviews, flags = ((day1["decision"] == d).sum() for d in ("review", "flag"))
+    assert page.queue == f"3 shown of {reviews} queued for review · 2 shown of {flags} flagged"
     top = page.items[0]
     assert top.listing_id == review_world["best"]
     assert top.wordmarks == ("ACME",) and top.ocr_lines == ("ACNE",) and top.near_misses == ("acne ≈ acme",)
@@ -298,6 +356,7 @@ def test_evidence_page_shows_the_top_listing_with_its_logo_and_text(review_world
     assert page.items[1].ocr_lines == () and page.items[1].ocr_note == "OCR not run"
     html = page.html.read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert page.queue in html and html.count('data-verdict="counterfeit"') == 5
     assert html.count("data:image/jpeg;base64,") == 5
     image = Image.open(page.directory / top.image_file)
     assert image.width > 2.5 * image.height  # logo template | listing | reference
@@ -332,6 +391,25 @@ def test_cue_values_are_listed_with_the_reason_of_each_missing_one(logged):
     value, reason = cues["logo_reproj_error"]
     assert math.isnan(value) and reason == "no valid logo homography"
     assert "no valid logo homography" in first.evidence.html.read_text()
+
+
+def test_the_queue_puts_reviews_closest_to_their_threshold_first_then_flags_with_ties_by_listing_id():
+    results = pd.DataFrame(
+        {
+            "listing_id": ["f2", "f1", "r3", "r1", "r2", "p1", "f3"],
+            "decision": ["flag", "flag", "review", "review", "review", "pass", "flag"],
+            "score": [1.0, 1.0, 0.5, 0.65, 0.65, 0.1, 0.95],
+            "threshold": [1.0, 1.0, 0.7, 0.7, 0.7, 0.7, 0.9],
+        }
+    )
+    settings = default_settings(ReviewSettings, "review")
+    settings = replace(settings, evidence=replace(settings.evidence, queue={"review": 2, "flag": 3}))
+    assert list(select_for_evidence(results, settings)["listing_id"]) == ["r1", "r2", "f1", "f2", "f3"]
+    assert queue_counts(results, settings) == "2 shown of 3 queued for review · 3 shown of 3 flagged"
+    with pytest.raises(ConfigError, match=r"unknown decision\(s\) \['escalate'\]"):
+        replace(settings.evidence, queue={"escalate": 3})
+    with pytest.raises(ConfigError, match="attribution_players must be in .1, 12.*got 20"):
+        replace(settings.evidence, attribution_players=20)
 
 
 # ---- rescan -------------------------------------------------------------------------------------------
@@ -384,6 +462,161 @@ def test_decision_changes_lists_what_moved():
     assert counts == {("pass", "pass"): 1, ("pass", "review"): 1, ("flag", "flag"): 1, ("review", "flag"): 1}
 
 
+# ---- exports ------------------------------------------------------------------------------------------
+
+
+def test_labelstudio_export_holds_every_listing_with_local_file_image_urls(review_world, tmp_path):
+    done = export_run(review_world["day1"], tmp_path / "ls", "labelstudio")
+    results = pd.read_parquet(review_world["day1"])
+    tasks = [task["data"] for task in json.loads((tmp_path / "ls" / "tasks.json").read_text())]
+    assert len(tasks) == done.listings == len(results) == 240
+    assert {t["decision"] for t in tasks} == {"flag", "review", "pass", "error"}  # the whole run
+    listing_dir = Path(results["image_path"][0]).parent
+    assert done.image_root == listing_dir
+    first, row = tasks[0], results.iloc[0]
+    assert first["image"] == f"/data/local-files/?d={Path(row['image_path']).name}"
+    assert first["image_path"] == row["image_path"]
+    assert first["listing_id"] == row["listing_id"] and first["score"] == pytest.approx(row["score"])
+    assert (first["threshold"], first["review_threshold"]) == (0.7, 0.35)
+    assert first["top_ref_ids"] == [int(i) for i in row["top_ref_ids"]]
+    assert (first["top_ref_brand"], first["claimed_product"]) == (
+        row["top_ref_brand"],
+        row["claimed_product"],
+    )
+    assert next(t for t in tasks if t["decision"] == "error")["score"] is None
+    xml = (tmp_path / "ls" / "labeling_config.xml").read_text()
+    view = ElementTree.fromstring(xml)
+    assert [c.get("value") for c in view.iter("Choice")] == ["counterfeit", "authentic", "unsure"]
+    assert set(re.findall(r"\$(\w+)", xml)) <= set(first)  # every variable the config shows is in a task
+    assert first["summary"].startswith(f"score {row['score']:.3f} ({row['decision']}; flag threshold 0.700")
+    above = export_run(review_world["day1"], tmp_path / "ls-root", "labelstudio", root=listing_dir.parent)
+    task = json.loads((tmp_path / "ls-root" / "tasks.json").read_text())[0]["data"]
+    assert above.image_root == listing_dir.parent
+    assert task["image"] == f"/data/local-files/?d={listing_dir.name}/{Path(row['image_path']).name}"
+    with pytest.raises(ReviewError, match="outside the document root"):
+        export_run(review_world["day1"], tmp_path / "elsewhere", "labelstudio", root=tmp_path / "ls")
+
+
+def test_fiftyone_export_is_a_fiftyone_dataset_folder_with_every_listing(review_world, tmp_path):
+    done = export_run(review_world["day2"], tmp_path / "fo", "fiftyone")
+    results = pd.read_parquet(review_world["day2"])
+    samples = json.loads((tmp_path / "fo" / "samples.json").read_text())["samples"]
+    metadata = json.loads((tmp_path / "fo" / "metadata.json").read_text())
+    # no "version": FiftyOne's FiftyOneDataset importer reads the folder with its plain-JSON (legacy) reader
+    assert "version" not in metadata and metadata["media_type"] == "image"
+    assert len(samples) == done.listings == len(results)
+    assert [s["listing_id"] for s in samples] == list(results["listing_id"])
+    assert all(Path(s["filepath"]).is_absolute() and Path(s["filepath"]).is_file() for s in samples)
+    assert [s["tags"] for s in samples] == [[d] for d in results["decision"]]
+    assert {"score", "threshold", "review_threshold", "top_ref_ids", "top_ref_product"} <= set(samples[0])
+    again = export_run(review_world["day2"], tmp_path / "fo", "fiftyone")  # an earlier export is replaced
+    assert again.listings == done.listings
+
+
+def test_exports_name_a_bad_format_a_folder_that_is_not_a_run_and_a_folder_they_would_clobber(
+    review_world, tmp_path
+):
+    with pytest.raises(
+        ReviewError, match="unknown export format 'csv': expected one of labelstudio, fiftyone"
+    ):
+        export_run(review_world["day1"], tmp_path / "x", "csv")
+    with pytest.raises(ScoringResultsError, match=f"scoring run directory {tmp_path / 'nothing'} does not"):
+        export_run(tmp_path / "nothing", tmp_path / "x", "fiftyone")
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(ReviewError, match="is not a labelstudio export"):
+        export_run(review_world["day1"], keep, "labelstudio")
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_review_export_command(review_world, tmp_path, capsys):
+    from brandsentry.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["review", "export", "--help"])
+    assert "example: brandsentry review export" in capsys.readouterr().out
+    assert (
+        main(["review", "export", str(review_world["day1"]), str(tmp_path / "fo"), "--format", "fiftyone"])
+        == 0
+    )
+    assert "Dataset.from_dir" in capsys.readouterr().out
+    assert main(["review", "export", str(review_world["day1"]), str(tmp_path / "y"), "--format", "xml"]) == 2
+    assert "unknown export format 'xml'" in capsys.readouterr().err
+
+
+# ---- answering from the page, in headless Chromium ------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (/usr/bin/chromium)"
+)
+def test_verdicts_given_on_the_page_download_as_a_csv_that_the_feedback_import_stores(
+    review_world, logged, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    from brandsentry.feedback import import_verdicts, read_verdicts
+    from test_portal_browser import chromium
+
+    _, first, _ = logged
+    page = first.evidence
+    items = {item.rank: item for item in page.items}
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with chromium(tmp_path / "profile") as driver:
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+        driver.get(page.html.as_uri())
+        sections = driver.find_elements(By.CSS_SELECTOR, "section.item")
+        assert [s.get_attribute("data-listing") for s in sections] == [i.listing_id for i in page.items]
+
+        def answer(rank: int, verdict: str, note: str = "") -> None:
+            section = sections[rank - 1]
+            section.find_element(By.CSS_SELECTOR, f'button[data-verdict="{verdict}"]').click()
+            if note:
+                section.find_element(By.CSS_SELECTOR, "input.note").send_keys(note)
+
+        answer(1, "counterfeit", 'misspelt "ACNE", logo ok')
+        answer(2, "authentic")  # a review: authentic
+        answer(3, "unsure", "ask the brand")  # the import knows no "unsure": stays on the page
+        answer(4, "authentic")  # a flag: a false positive
+        driver.find_element(By.ID, "download").click()
+        assert "Enter your name" in driver.find_element(By.ID, "storage").text
+        assert not list(downloads.iterdir())
+        driver.find_element(By.ID, "reviewer").send_keys("Ana")
+        assert driver.find_element(By.ID, "answered").text == "4 of 5 answered"
+        driver.find_element(By.ID, "download").click()
+        deadline = time.monotonic() + 20
+        while not list(downloads.glob("*.csv")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (csv_file,) = downloads.glob("*.csv")
+        assert csv_file.name == f"verdicts-{review_world['day1'].name}.csv"
+
+        driver.refresh()  # answers are kept in the browser
+        again = driver.find_elements(By.CSS_SELECTOR, "section.item")[0]
+        pressed = again.find_element(By.CSS_SELECTOR, 'button[aria-pressed="true"]')
+        assert pressed.get_attribute("data-verdict") == "counterfeit"
+        assert (
+            again.find_element(By.CSS_SELECTOR, "input.note").get_attribute("value")
+            == 'misspelt "ACNE", logo ok'
+        )
+        assert driver.find_element(By.ID, "reviewer").get_attribute("value") == "Ana"
+
+    assert items[4].decision == "flag" and items[2].decision == "review"
+    assert read_verdicts(csv_file) == [
+        {"listing_id": items[1].listing_id, "verdict": "confirmed_counterfeit", "reviewer": "Ana",
+         "note": 'misspelt "ACNE", logo ok'},
+        {"listing_id": items[2].listing_id, "verdict": "authentic", "reviewer": "Ana", "note": ""},
+        {"listing_id": items[4].listing_id, "verdict": "false_positive", "reviewer": "Ana", "note": ""},
+    ]  # fmt: skip
+    outcome = import_verdicts(review_world["workspace"], csv_file)
+    assert (outcome.imported, outcome.rejected) == (3, ())
+    assert outcome.by_verdict == {"confirmed_counterfeit": 1, "authentic": 1, "false_positive": 1}
+
+
 # ---- the loop on the tiny world, with the real scorer ------------------------------------------------
 
 
@@ -414,7 +647,7 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
         score_run(cfg)
 
     cfg = review_config(
-        *base, "review.evidence.decisions=[flag,review]", "review.evidence.top=4", "review.drift.min_rows=20"
+        *base, "review.evidence.queue.review=3", "review.evidence.queue.flag=1", "review.drift.min_rows=20"
     )
     bundle = load_bundle_for(cfg, runs["a"])
     assert bundle is not None and str(bundle.version) == "brandsentry/1"
@@ -422,7 +655,11 @@ def test_the_review_loop_on_the_tiny_world(tiny_trained, tmp_path):
     second = log_scoring_run(cfg, runs["b"], bundle=bundle)
     assert first.model_version == "brandsentry/1"
     assert first.evidence.items
-    assert first.evidence.attribution.startswith("Δscore")  # the bundle replays the recorded scores
+    assert first.evidence.attribution.startswith("Shapley")  # the bundle replays the recorded scores
+    for item in first.evidence.items:  # score = baseline score + every contribution, on the real cascade
+        assert item.baseline_score + sum(d for _, d in item.pushed_up) + item.others == pytest.approx(
+            item.score
+        )
     assert second.drift.baseline_runs == (first.run_id,)
     assert {("*", "score"), ("*", "sim_top1")} <= {(c.scope, c.metric) for c in second.drift.checks}
 

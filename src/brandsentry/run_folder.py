@@ -8,7 +8,7 @@
       _summary.json              counts read back from the written parts (status, decisions, errors, cue failures)
       _SUCCESS                   every shard is written and the run stayed within its error budget
       _verdicts.csv              a (simulated) reviewer's verdicts, `brandsentry feedback simulate`'s default
-      _evidence/                 the evidence page of the run's flagged listings (written by review)
+      _evidence/                 the evidence page: review queue, then flags (written by review)
       .lock                      one writing process at a time
 
 Everything but the parts is `_`- or `.`-prefixed, which dataset readers skip. The scorer writes the folder;

@@ -1,4 +1,5 @@
-"""`brandsentry review log|record|summary`, `brandsentry feedback import|simulate`, `brandsentry rescan`."""
+"""`brandsentry review log|record|summary|models|export`, `brandsentry feedback import|simulate`,
+`brandsentry rescan`."""
 
 from __future__ import annotations
 
@@ -42,6 +43,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--name", default="brandsentry", help="registered model name (default brandsentry)")
     models.set_defaults(handler=run_models)
+    export = actions.add_parser(
+        "export",
+        help="every listing of a scoring run as Label Studio tasks or a FiftyOne dataset folder",
+        description="Writes OUT/ with every listing of RUN_DIR (all decisions, errors too): score, decision, "
+        "flag and review thresholds, claimed brand and product, nearest references and the image path. "
+        "labelstudio: tasks.json + labeling_config.xml (verdict choices counterfeit/authentic/unsure), images "
+        "as local-file URLs under --root. fiftyone: samples.json + metadata.json, loaded by "
+        "fiftyone.Dataset.from_dir(OUT, dataset_type=fiftyone.types.FiftyOneDataset). See docs/review.md.",
+        epilog="example: brandsentry review export data/workspace/runs/score/day2 exports/day2-ls --format labelstudio",
+    )
+    export.add_argument("run_dir", type=Path, help="a finished scoring run folder")
+    export.add_argument("out", type=Path, help="folder to write (new, empty, or an earlier export)")
+    export.add_argument("--format", required=True, dest="fmt", help="labelstudio or fiftyone")
+    export.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="labelstudio: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT the image URLs are relative to "
+        "(default: the deepest folder holding every image)",
+    )
+    export.set_defaults(handler=run_export)
 
     feedback = commands.add_parser("feedback", help="reviewer verdicts: import them, or simulate a reviewer")
     feedback_actions = feedback.add_subparsers(dest="action", required=True)
@@ -135,9 +157,7 @@ def report_logged(logged) -> None:
             print(
                 f"drift: {len(logged.drift.checks)} check(s) against {len(logged.drift.baseline_runs)} run(s), none over the bound"
             )
-    print(
-        f"evidence page: {logged.evidence.html} ({len(logged.evidence.items)} listing(s)); {logged.evidence.attribution}"
-    )
+    print(f"evidence page: {logged.evidence.html} ({logged.evidence.queue}); {logged.evidence.attribution}")
     print(f"open it from the run in the MLflow UI: mlflow ui --backend-store-uri {logged.tracking_uri}")
 
 
@@ -165,6 +185,24 @@ def run_models(args, overrides: list[str]) -> int:
     uri = ReviewSettings.from_config(cfg).tracking_uri or Workspace.from_config(cfg).mlflow_uri
     table = model_versions(uri, args.name)
     print(format_table(table) if len(table) else f"no registered versions of {args.name!r} in {uri}")
+    return 0
+
+
+def run_export(args, overrides: list[str]) -> int:
+    from brandsentry.review.export import export_run
+
+    done = export_run(args.run_dir, args.out, args.fmt, args.root)
+    print(f"{done.listings} listing(s) of {args.run_dir} -> {', '.join(str(f) for f in done.files)}")
+    if done.format == "labelstudio":
+        print(
+            "Label Studio: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={done.image_root}, add Local Files storage for that folder, "
+            f"paste labeling_config.xml as the labeling interface and import tasks.json"
+        )
+    else:
+        print(
+            f"FiftyOne: fiftyone.Dataset.from_dir('{done.out}', dataset_type=fiftyone.types.FiftyOneDataset)"
+        )
     return 0
 
 

@@ -2,8 +2,9 @@
 
 - `runs`: `log_scoring_run` makes a finished scoring run an MLflow run of the `scoring` experiment.
 - `drift`: PSI of the score and top-1 similarity against the trailing daily runs, overall and per brand.
-- `evidence`: the evidence page of the top flagged listings, with cue attributions from the bundle.
-- `attribution`: which cues moved a listing's score, replayed on the bundle's cascade.
+- `evidence`: the evidence page of the review queue and the flags, with attributions and verdict buttons.
+- `export`: every listing of a scoring run as Label Studio tasks or a FiftyOne dataset folder.
+- `attribution`: which cues moved a listing's score (exact Shapley values), replayed on the bundle's cascade.
 - `rescan`: re-score a brand's recent listings against its current references; report changed decisions.
 - `tables`: decisions against ground truth per counterfeit kind (labelled days, the demo).
 
@@ -11,7 +12,7 @@ The ledger of scored listings (`brandsentry.ledger`) and reviewer verdicts (`bra
 earlier in the stage order, so that training can use them.
 """
 
-from brandsentry.review.attribution import CascadePredictor, cue_attributions
+from brandsentry.review.attribution import CascadePredictor, cue_players, shapley_attributions
 from brandsentry.review.drift import DriftCheck, DriftReport, compare_histograms, psi, run_histograms
 from brandsentry.review.evidence import EvidenceItem, EvidencePage, build_evidence_page
 from brandsentry.review.rescan import RescanReport, rescan, utc_date
@@ -32,7 +33,7 @@ __all__ = [
     "ScoringRunLog",
     "build_evidence_page",
     "compare_histograms",
-    "cue_attributions",
+    "cue_players",
     "format_table",
     "load_bundle_for",
     "log_scoring_run",
@@ -40,6 +41,7 @@ __all__ = [
     "rescan",
     "run_histograms",
     "run_metrics",
+    "shapley_attributions",
     "truth_table",
     "utc_date",
 ]

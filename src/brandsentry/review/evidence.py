@@ -1,8 +1,9 @@
-"""Evidence pages: for each top flagged listing, what a reviewer needs to judge it in one look.
+"""Evidence pages: the run's review queue, then its flags, with what a reviewer needs to judge each in one look.
 
 The listing beside its nearest authentic reference of the claimed brand, the verified logo drawn (box and
 matched keypoints, joined to the logo template), OCR text against the brand's wordmarks, every cue value
-with the reason of each missing one, and the cues that pushed the score up. The page is one self-contained
+with the reason of each missing one, the cues that pushed the score up (Shapley values), and verdict buttons
+whose answers download as the CSV `brandsentry feedback import` reads. The page is one self-contained
 HTML file (images inlined as data URIs), because the MLflow UI shows HTML artifacts in a sandboxed frame
 where relative links do not resolve; every string that comes from a listing is escaped.
 """
@@ -52,15 +53,15 @@ def parse_evidence(value) -> dict:
     return {"cues": dict(parsed.get("cues") or {}), "reasons": dict(parsed.get("reasons") or {})}
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
     """A list cell of the results (numpy array from Parquet, list, or missing)."""
     return [] if value is None or (isinstance(value, float) and math.isnan(value)) else list(value)
 
 
 def nearest_reference(row: Mapping, references: pd.DataFrame) -> tuple[int | None, float, str]:
     """(reference id, similarity, note) of the best neighbour of the claimed brand, else the best overall."""
-    ids = [int(i) for i in _as_list(row.get("top_ref_ids"))]
-    sims = [float(s) for s in _as_list(row.get("top_similarities"))]
+    ids = [int(i) for i in as_list(row.get("top_ref_ids"))]
+    sims = [float(s) for s in as_list(row.get("top_similarities"))]
     claimed = str(row.get("claimed_brand", "")).strip().casefold()
     known = [(i, s) for i, s in zip(ids, sims, strict=False) if i >= 0 and i in references.index]
     for ref_id, sim in known:
@@ -159,6 +160,7 @@ class EvidenceItem:
     decision: str
     score: float
     threshold: float
+    review_threshold: float
     reference_id: int | None
     reference_similarity: float
     reference_note: str
@@ -170,8 +172,10 @@ class EvidenceItem:
     wordmark_best: tuple[str, str] | None
     near_misses: tuple[str, ...]
     logo: str  # one line: verified or not, inliers, why not
-    cues: tuple[tuple[str, float, float, float, str], ...]  # name, value, baseline, score delta, NaN reason
-    pushed_up: tuple[tuple[str, float], ...]  # the cues that raised the score most, with their deltas
+    cues: tuple[tuple[str, float, float, float, str], ...]  # name, value, baseline, Shapley value, NaN reason
+    baseline_score: float  # the score with every cue at the run's median (NaN without attributions)
+    pushed_up: tuple[tuple[str, float], ...]  # the players (cues, cue groups) that raised the score most
+    others: float  # the sum of the contributions not among pushed_up (score = baseline + pushed_up + others)
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ class EvidencePage:
     directory: Path
     html: Path
     items: tuple[EvidenceItem, ...]
-    attribution: str  # how the cue deltas were computed, or why there are none
+    attribution: str  # how the contributions were computed, or why there are none
+    queue: str  # "N shown of M queued for review · ...", per decision of the queue
 
 
 def reference_table(catalog) -> pd.DataFrame:
@@ -194,10 +199,34 @@ def reference_table(catalog) -> pd.DataFrame:
     ).set_index("id")
 
 
+QUEUE_NAMES = {"review": "queued for review", "flag": "flagged", "pass": "passed"}
+
+
 def select_for_evidence(results: pd.DataFrame, settings: ReviewSettings) -> pd.DataFrame:
-    """The top `evidence.top` listings by score among the chosen decisions (flag by default)."""
-    chosen = results[results["decision"].astype(str).isin(settings.evidence.decisions)]
-    return chosen.sort_values("score", ascending=False, kind="stable").head(settings.evidence.top)
+    """The page's listings: `evidence.queue[d]` of each decision d in the queue's order (review first).
+
+    Within a decision the listings closest to their flag threshold come first (the hardest calls: a review
+    just under the cut-off, a flag just over it), ties broken by listing_id so the order is reproducible.
+    """
+    decisions = results["decision"].astype(str)
+    picked = []
+    for decision, count in settings.evidence.queue.items():
+        rows = results[decisions == decision]
+        distance = (rows["score"].astype(np.float64) - rows["threshold"].astype(np.float64)).abs()
+        order = pd.DataFrame(
+            {"distance": distance.fillna(np.inf), "listing_id": rows["listing_id"].astype(str)}
+        ).sort_values(["distance", "listing_id"], kind="stable")
+        picked.append(rows.loc[order.index[:count]])
+    return pd.concat(picked) if picked else results.iloc[:0]
+
+
+def queue_counts(results: pd.DataFrame, settings: ReviewSettings) -> str:
+    """'N shown of M queued for review · ...': how much of each decision's queue the page holds."""
+    decisions = results["decision"].astype(str)
+    return " · ".join(
+        f"{min(count, int((decisions == d).sum()))} shown of {int((decisions == d).sum())} {QUEUE_NAMES[d]}"
+        for d, count in settings.evidence.queue.items()
+    )
 
 
 def file_slug(text: str) -> str:
@@ -299,7 +328,8 @@ def _evidence_item(
     references: pd.DataFrame,
     wordmarks: tuple[str, ...],
     medians: pd.Series,
-    deltas: Mapping[str, float],
+    contributions: Mapping[str, float],
+    baseline_score: float,
     top: int,
 ) -> EvidenceItem:
     evidence = parse_evidence(row.get("evidence"))
@@ -307,11 +337,14 @@ def _evidence_item(
     ref_id, ref_sim, ref_note = nearest_reference(row, references)
     values = {name: float(row[name]) for name in medians.index}
     cue_rows = tuple(
-        (name, value, float(medians[name]), float(deltas.get(name, math.nan)),
+        (name, value, float(medians[name]), float(contributions.get(name, math.nan)),
          str(reasons.get(name, "")) if math.isnan(value) else "")
         for name, value in values.items()
     )  # fmt: skip
-    pushed = sorted(((n, float(d)) for n, d in deltas.items() if d > 1e-6), key=lambda pair: -pair[1])
+    pushed = sorted(
+        ((n, float(d)) for n, d in contributions.items() if d > 1e-6), key=lambda p: (-p[1], p[0])
+    )
+    rest = [value for name, value in contributions.items() if name not in {n for n, _ in pushed[:top]}]
     match = cues.get("wordmark_match") or {}
     best = match.get("best")
     return EvidenceItem(
@@ -323,7 +356,8 @@ def _evidence_item(
         seller_id=_text(row.get("seller_id")),
         decision=str(row["decision"]),
         score=float(row["score"]),
-        threshold=float(row.get("threshold", math.nan)),
+        threshold=_number(row.get("threshold")),
+        review_threshold=_number(row.get("review_threshold")),
         reference_id=ref_id,
         reference_similarity=ref_sim,
         reference_note=ref_note,
@@ -336,7 +370,9 @@ def _evidence_item(
         near_misses=tuple(f"{m['text']} ≈ {m['wordmark']}" for m in match.get("near_misses", [])),
         logo=_logo_line(cues, reasons, values),
         cues=cue_rows,
+        baseline_score=baseline_score,
         pushed_up=tuple(pushed[:top]),
+        others=float(sum(rest)) if contributions else math.nan,
     )
 
 
@@ -354,16 +390,19 @@ def build_evidence_page(
     """Write `out_dir/_evidence/` (index.html, one JPEG per listing, items.json) and return what it holds.
 
     `references` is `reference_table(catalog)`; `predictor` (`CascadePredictor.from_bundle`) enables the
-    cue attributions, measured against the run's median cue values. Written to a temporary folder first
-    and swapped in, so a half-written page never replaces a complete one.
+    cue attributions (Shapley values against the run's median cue values). Written to a temporary folder
+    first and swapped in, so a half-written page never replaces a complete one.
     """
     chosen = select_for_evidence(results, settings)
     ok = results[results["decision"].astype(str) != "error"]
-    deltas, attribution = None, "no scoring model given: cue values without attributions"
+    contributions, base_scores = None, None
+    attribution = "no scoring model given: cue values without attributions"
     if chosen.empty:
         attribution = f"no listing with decision {' or '.join(settings.evidence.decisions)}"
     elif predictor is not None:
-        deltas, attribution = page_attributions(predictor, results, chosen, ok)
+        contributions, base_scores, attribution = page_attributions(
+            predictor, results, chosen, ok, settings.evidence.attribution_players
+        )
     cue_names = [c for c in CUE_COLUMNS if c in results.columns]
     medians = ok[cue_names].astype(np.float64).median(skipna=True)
     wordmarks_of = {str(b).strip().casefold(): tuple(w) for b, w in wordmarks.items()}
@@ -378,7 +417,9 @@ def build_evidence_page(
             image_file = f"{rank:03d}-{file_slug(str(row['listing_id']))}.jpg"
             (staging / image_file).write_bytes(evidence_image(panels, settings.evidence.panel_side, links))
             brand_wordmarks = wordmarks_of.get(_text(row.get("claimed_brand")).strip().casefold(), ())
-            row_deltas = deltas.loc[index].dropna().to_dict() if deltas is not None else {}
+            found = contributions is not None
+            row_contributions = contributions.loc[index].dropna().to_dict() if found else {}
+            base_score = float(base_scores.loc[index]) if found else math.nan
             items.append(
                 _evidence_item(
                     rank,
@@ -388,18 +429,20 @@ def build_evidence_page(
                     references,
                     brand_wordmarks,
                     medians,
-                    row_deltas,
+                    row_contributions,
+                    base_score,
                     settings.evidence.attribution_top,
                 )  # fmt: skip
             )
+        queue = queue_counts(results, settings)
         (staging / "index.html").write_text(
-            render_evidence_html(items, staging, title, attribution), encoding="utf-8"
+            render_evidence_html(items, staging, title, attribution, queue, out_dir), encoding="utf-8"
         )
         (staging / "items.json").write_text(
             json.dumps([_item_json(item) for item in items], indent=1), encoding="utf-8"
         )
     final = out_dir / EVIDENCE_DIR
-    return EvidencePage(final, final / "index.html", tuple(items), attribution)
+    return EvidencePage(final, final / "index.html", tuple(items), attribution, queue)
 
 
 def _item_json(item: EvidenceItem) -> dict:
@@ -430,22 +473,44 @@ img { max-width: 100%; border: 1px solid #eee; }
 table { border-collapse: collapse; font-size: 12.5px; } td, th { padding: 2px 8px; border-bottom: 1px solid #eee; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.up td { background: #ffecec; }
 code { background: #f1f1f1; padding: 0 3px; }
-</style></head><body>
+#answers { position: sticky; top: 0; z-index: 1; }
+#answers, .verdict { background: #fff; padding: .5em; border: 1px solid #ddd; border-radius: 6px; }
+.verdict { margin: .6em 0; } .verdict input.note { width: 24em; }
+button[aria-pressed="true"] { background: #224; color: #fff; }
+</style></head><body data-run="{{ run }}" data-key="{{ key }}">
 <h1>{{ title }}</h1>
-<p class="note">{{ items|length }} listing(s), highest score first. {{ attribution }}.</p>
+<p class="note" id="queue">{{ queue }}. Per decision, the listings closest to their flag threshold first (ties by
+listing id).</p>
+<p class="note">Attributions: {{ attribution }}.</p>
+<div id="answers">
+<label>reviewer <input id="reviewer" autocomplete="name" placeholder="your name"></label>
+<button type="button" id="download">Download CSV</button>
+<span id="answered"></span> <span class="note" id="storage"></span>
+<p class="note">The CSV is what <code>brandsentry feedback import FILE</code> reads: counterfeit →
+<code>confirmed_counterfeit</code>; authentic → <code>false_positive</code> for a flag, <code>authentic</code> for a
+review; unsure answers stay on this page only. Answers are kept in this browser.</p>
+</div>
 {% for item in items %}
-<section id="{{ item.anchor }}">
+<section id="{{ item.anchor }}" class="item" data-listing="{{ item.listing_id }}" data-decision="{{ item.decision }}">
 <h2>#{{ item.rank }} · {{ item.listing_id }} · <span class="{{ item.decision }}">{{ item.decision }}</span>
- · score <span class="score">{{ item.score }}</span> (threshold {{ item.threshold }})</h2>
+ · score <span class="score">{{ item.score }}</span> (flag threshold {{ item.threshold }}, review from {{ item.review_threshold }})</h2>
 <p>claims <b>{{ item.claimed_brand }}</b>{% if item.claimed_product %} / {{ item.claimed_product }}{% endif %}
 {% if item.seller_id %} · seller {{ item.seller_id }}{% endif %}{% if item.title %} · “{{ item.title }}”{% endif %}</p>
+<div class="verdict">verdict:
+<button type="button" data-verdict="counterfeit" aria-pressed="false">counterfeit</button>
+<button type="button" data-verdict="authentic" aria-pressed="false">authentic</button>
+<button type="button" data-verdict="unsure" aria-pressed="false">unsure</button>
+<input class="note" type="text" placeholder="note (optional)" aria-label="note on {{ item.listing_id }}">
+</div>
 {% if item.image_problem %}<p class="note">{{ item.image_problem }}</p>{% endif %}
 <img src="{{ item.image_uri }}" alt="evidence for {{ item.listing_id }}">
 <p class="note">nearest reference: {{ item.reference }}{% if item.reference_note %} ({{ item.reference_note }}){% endif %}
  · logo box green when verified, dashed orange when not; red points: matched keypoints; blue boxes: OCR text.</p>
 <div class="cols"><div>
 <h3>Why it scored high</h3>
-{% if item.pushed_up %}<ul>{% for name, delta in item.pushed_up %}<li><code>{{ name }}</code> +{{ delta }}</li>{% endfor %}</ul>
+{% if item.attributed %}<p>baseline score {{ item.baseline_score }} (every cue at the run's median), then</p>
+<ul>{% for name, delta in item.pushed_up %}<li><code>{{ name }}</code> +{{ delta }}</li>{% endfor %}
+<li>everything else {{ item.others }}</li></ul>
 {% else %}<p class="note">no cue attribution available</p>{% endif %}
 <h3>Logo</h3><p>{{ item.logo }}</p>
 <h3>Text (OCR) vs. wordmark</h3>
@@ -455,7 +520,7 @@ code { background: #f1f1f1; padding: 0 3px; }
 {% if item.near_misses %}<p><b>near-miss spellings:</b> {% for m in item.near_misses %}<code>{{ m }}</code> {% endfor %}</p>{% endif %}
 </div><div>
 <h3>Cues</h3>
-<table><tr><th>cue</th><th>value</th><th>run median</th><th>Δscore</th><th></th></tr>
+<table><tr><th>cue</th><th>value</th><th>run median</th><th>Shapley</th><th></th></tr>
 {% for cue in item.cues %}<tr{% if cue.up %} class="up"{% endif %}><td><code>{{ cue.name }}</code></td>
 <td class="num">{{ cue.value }}</td><td class="num">{{ cue.median }}</td><td class="num">{{ cue.delta }}</td>
 <td class="note">{{ cue.reason }}</td></tr>
@@ -463,13 +528,24 @@ code { background: #f1f1f1; padding: 0 3px; }
 </div></div>
 </section>
 {% endfor %}
+<script>
+{{ script }}
+</script>
 </body></html>
 """
+VERDICT_SCRIPT = Path(__file__).with_name("verdicts.js")
 
 
-def render_evidence_html(items: Sequence[EvidenceItem], image_dir: Path, title: str, attribution: str) -> str:
-    """The evidence page, every listing-supplied string escaped and every image inlined as a data URI."""
+def render_evidence_html(
+    items: Sequence[EvidenceItem], image_dir: Path, title: str, attribution: str, queue: str, run_dir: Path
+) -> str:
+    """The evidence page, every listing-supplied string escaped and every image inlined as a data URI.
+
+    The run folder's path keys the page's answers in the browser's storage (two runs named day2 in
+    different folders keep theirs apart); its name names the downloaded CSV.
+    """
     from jinja2 import Environment
+    from markupsafe import Markup
 
     environment = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     template = environment.from_string(_PAGE_TEMPLATE)
@@ -483,6 +559,10 @@ def render_evidence_html(items: Sequence[EvidenceItem], image_dir: Path, title: 
                 "anchor": f"item-{item.rank}",
                 "score": fmt_number(item.score),
                 "threshold": fmt_number(item.threshold),
+                "review_threshold": fmt_number(item.review_threshold),
+                "baseline_score": fmt_number(item.baseline_score),
+                "attributed": math.isfinite(item.baseline_score),
+                "others": f"{item.others:+.3f}" if math.isfinite(item.others) else "—",
                 "image_uri": f"data:image/jpeg;base64,{encoded}",
                 "reference": (
                     f"#{item.reference_id} (similarity {fmt_number(item.reference_similarity)})"
@@ -503,4 +583,12 @@ def render_evidence_html(items: Sequence[EvidenceItem], image_dir: Path, title: 
                 ],
             }
         )
-    return template.render(title=title or "Evidence", items=views, attribution=attribution.rstrip("."))
+    return template.render(
+        title=title or "Evidence",
+        items=views,
+        attribution=attribution.rstrip("."),
+        queue=queue,
+        run=Path(run_dir).name,
+        key=str(Path(run_dir).resolve()),
+        script=Markup(VERDICT_SCRIPT.read_text(encoding="utf-8")),
+    )

@@ -22,15 +22,38 @@ class ReviewError(BrandsentryError, ValueError):
 
 @dataclass(frozen=True)
 class EvidenceSettings:
-    top: int  # listings on the evidence page, highest score first
-    decisions: tuple[str, ...]  # which decisions earn a place on the page
+    queue: dict[
+        str, int
+    ]  # decision -> listings on the page, in this order (review before flag: what needs a human)
     panel_side: int  # px: longest side of each picture on the evidence page
-    attribution_top: int  # cues listed under "why it scored high"
+    attribution_top: int  # contributions listed under "why it scored high"
+    attribution_players: (
+        int  # exact Shapley enumerates 2**players coalitions: cues, or cue groups beyond this
+    )
 
     def __post_init__(self) -> None:
-        unknown = [d for d in self.decisions if d not in DECISIONS[:3]]
+        unknown = [d for d in self.queue if d not in DECISIONS[:3]]
         if unknown:
-            raise ConfigError(f"review.evidence.decisions has unknown decision(s) {unknown}")
+            raise ConfigError(
+                f"review.evidence.queue has unknown decision(s) {unknown} (expected {list(DECISIONS[:3])})"
+            )
+        negative = {d: n for d, n in self.queue.items() if n < 0}
+        if negative:
+            raise ConfigError(f"review.evidence.queue counts must be >= 0, got {negative}")
+        if not 1 <= self.attribution_players <= 12:
+            raise ConfigError(
+                f"review.evidence.attribution_players must be in [1, 12] (2**players model calls per listing), "
+                f"got {self.attribution_players}"
+            )
+
+    @property
+    def decisions(self) -> tuple[str, ...]:
+        return tuple(self.queue)
+
+    @property
+    def top(self) -> int:
+        """Listings on the page at most."""
+        return sum(self.queue.values())
 
 
 @dataclass(frozen=True)
