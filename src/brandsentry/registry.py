@@ -66,6 +66,14 @@ def mlflow_store(uri: str | None) -> Iterator[None]:
         mlflow.set_registry_uri(previous[1])
 
 
+UI_PORT = 5000  # `make ui`'s default PORT
+
+
+def run_url(experiment_id: str, run_id: str, port: int = UI_PORT) -> str:
+    """Where a run opens in the MLflow UI that `make ui` serves (127.0.0.1:PORT)."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 # ---- what a training run logs ------------------------------------------------------------------------------
 def experiment_id(client, name: str, workspace: Workspace) -> str:
     found = client.get_experiment_by_name(name)
