@@ -22,6 +22,7 @@ from brandsentry.cli import main
 from brandsentry.config import Workspace, load_config
 from brandsentry.features import ScoringContext, read_listings
 from brandsentry.registry import auto_promotion
+from brandsentry.review.runs import logged_model_id
 from brandsentry.train import assign_splits, labelled_set, rows_digest, thresholds_below_target
 from conftest import copy_workspace
 
@@ -142,6 +143,9 @@ def test_the_training_run_reads_well_in_the_mlflow_ui(tiny_trained, client, tmp_
     assert version.description == description
     assert version.tags["promotion_decision"] == "promoted to @champion"
     assert version.tags["dataset_digest"] == run.data.tags["dataset_digest"]
+    # the headline metrics are the logged model's too, so the model version page shows them
+    logged_model = {m.key: m.value for m in client.get_logged_model(logged_model_id(version)).metrics}
+    assert logged_model["test.roc_auc"] == metrics["test.roc_auc"] and len(logged_model) == len(metrics)
     assert "@champion" in client.get_registered_model("brandsentry").description
     promotion = download_table(client, result.run_id, "promotion.json", tmp_path)
     assert promotion.to_dict("records") == [
