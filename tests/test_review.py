@@ -542,10 +542,17 @@ def test_the_score_command_logs_its_run_and_exits_4_when_logging_fails(
 
     out = tmp_path / "runs" / "day"
     assert main(["score", f"listings={manifest}", f"out={out}", *base]) == 0
-    assert "MLflow run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     cfg = review_config(*base)
     client, experiment_id = mlflow_client(Workspace(workspace), ReviewSettings.from_config(cfg))
     (run,) = client.search_runs([experiment_id])
+    assert (
+        f"MLflow run: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run.info.run_id}" in printed
+    )
+    assert run.info.run_name == "score-day" and run.data.tags["model_version_uri"] == "models:/brandsentry/1"
+    # timed by the scoring, which _summary.json's elapsed_s measured
+    elapsed_ms = 1000 * json.loads((out / "_summary.json").read_text())["elapsed_s"]
+    assert run.info.end_time - run.info.start_time == pytest.approx(elapsed_ms, abs=1000)
     assert (
         run.data.tags["run_dir"] == str(out.resolve()) and run.data.tags["model_version"] == "brandsentry/1"
     )

@@ -205,6 +205,7 @@ def test_a_sweep_runs_one_job_per_value_and_reuses_features(tiny_trained, tmp_pa
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("-> brandsentry/") == 2  # versions 2 and 3 beside the copied brandsentry/1
+    assert out.count("  MLflow run: http://127.0.0.1:5000/#/experiments/") == 2
     runs_dir = workspace.path / "runs" / "train"
     sweeps = [p for p in runs_dir.iterdir() if p.name.startswith("sweep-")]
     assert len(sweeps) == 1 and sorted(p.name for p in sweeps[0].iterdir() if p.is_dir()) == ["0", "1"]
