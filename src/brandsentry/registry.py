@@ -3,7 +3,7 @@
 Everything brandsentry says to MLflow lives here, downstream of the bundle, so that the bundle format, the
 scorer's local path and the classifier never import MLflow (which costs seconds per process):
 
-- where the store is (`tracking_uri`, `mlflow_store`) and what a training run logs beside its metrics
+- where the store is (`tracking_uri`, `mlflow_store`; a run's UI address: `run_url`) and what a training run logs beside its metrics
   (`flat_params`, `thresholds_table`, `log_test_plots`);
 - the bundle as a models-from-code pyfunc (`write_pyfunc_code`, `pyfunc_signature`, `BundlePythonModel`);
 - the registry: `promote`, `auto_promotion`, and `open_bundle`/`load_bundle`, which resolve

@@ -496,7 +496,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
         mlflow.start_run(
             experiment_id=experiment,
             run_name=run_name(manifest, settings.kind),
-            description=f"Training `{settings.kind}` on `{manifest}`: in progress.",
+            description=f"Training `{settings.kind}` on `{manifest}` (completed when the job ends).",
         ) as run,
     ):
         run_id = run.info.run_id
