@@ -23,7 +23,8 @@ from brandsentry.config import Workspace, load_config
 from brandsentry.features import ScoringContext, read_listings
 from brandsentry.registry import auto_promotion
 from brandsentry.review.runs import logged_model_id
-from brandsentry.train import assign_splits, labelled_set, rows_digest, thresholds_below_target
+from brandsentry.train import thresholds_below_target
+from brandsentry.train.data import assign_splits, labelled_set, rows_digest
 from conftest import copy_workspace
 
 
