@@ -247,6 +247,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
             experiment_id=experiment,
             run_name=run_name(manifest, settings.kind),
             description=f"Training `{settings.kind}` on `{manifest}` (completed when the job ends).",
+            tags={"listings": str(cfg.listings), "run_dir": str(run_dir)},
         ) as run,
     ):
         run_id = run.info.run_id
@@ -264,8 +265,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
             {
                 "dataset_digest": data.dataset_digest,
                 "validation_digest": data.validation_digest,
-                "listings": str(cfg.listings),
-                "run_dir": str(run_dir),
                 "embedder": context.embedder.identity.key(),
                 "index_version": str(context.index.version),
                 "cascade_band": evaluation.model.band.reason,
