@@ -172,6 +172,9 @@ def test_thresholds_that_reach_no_target_precision_are_reported(tiny_trained, cl
     assert run.data.tags["thresholds_below_target"] == (", ".join(result.below_target) or "none")
     table = download_table(client, result.run_id, "thresholds_table.json", tmp_path)
     assert set(table.loc[~table["reaches_target"], "brand"]) == never_flag
+    description = run.data.tags["mlflow.note.content"]
+    for brand, best in result.below_target.items():
+        assert f"{'global' if brand == '*' else brand} (best {best:.2f})" in description
 
 
 def test_a_brand_whose_threshold_reaches_no_target_precision_is_warned_about(caplog):

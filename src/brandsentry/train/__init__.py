@@ -464,7 +464,7 @@ def training_description(
     thresholds = (
         f"{len(below)} threshold(s) (of {brands} brand(s) and the global one) reach no precision "
         f"{target_precision:.2f} on validation and never flag: "
-        + ", ".join(f"{b} (best {p:.2f})" for b, p in below.items())
+        + ", ".join(f"{'global' if b == '*' else b} (best {p:.2f})" for b, p in below.items())
         if below
         else f"every threshold reaches precision {target_precision:.2f} on validation"
     )
