@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/demo
 WORKSPACE ?= data/workspace
 DEMO_WORKSPACE ?= data/demo-workspace
+# `make ui PORT=5001 WORKSPACE=data/demo-workspace`: the MLflow UI of a workspace's store, on this machine only.
+PORT ?= 5000
+HOST ?= 127.0.0.1
 # Every third-party package pinned with ==: what setup installs, so CI tests exactly what users get.
 LOCK := requirements.lock
 TORCH := torch==2.14.1 torchvision==0.29.1
@@ -53,7 +56,7 @@ demo: setup
 	bash scripts/demo.sh $(DEMO_DIR) $(DEMO_WORKSPACE)
 
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(WORKSPACE))/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(WORKSPACE))/mlflow.db --host $(HOST) --port $(PORT)
 
 # JupyterLab (the `notebook` extra, through the lock) on the notebook that explores the demo's day-2 run.
 notebook: setup

@@ -51,14 +51,19 @@ def child_reference(spec: dict) -> dict:
 
     from brandsentry.config import load_config
     from brandsentry.embed import Embedder
-    from brandsentry.images import DecodeLimits, decode_image
+    from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
     from brandsentry.settings import default_settings
 
     embedder = Embedder.from_config(load_config(list(REFERENCE)).embedder)
     limits = default_settings(DecodeLimits, "images")
     preprocess = embedder.preprocessing
     paths = json.loads(Path(spec["paths"]).read_text())
-    tensors = [preprocess(decode_image(path, limits, target_size=preprocess.resize_size)) for path in paths]
+    tensors = []
+    for path in paths:  # the day's undecodable listings are error rows for the scorer: none here
+        try:
+            tensors.append(preprocess(decode_image(path, limits, target_size=preprocess.resize_size)))
+        except ImageDecodeError:
+            continue
     batches = [torch.stack(tensors[i : i + 32]) for i in range(0, len(tensors), 32)]
     embedder.embed_batch(batches[0])  # warm-up
     started = time.perf_counter()

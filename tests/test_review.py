@@ -23,6 +23,7 @@ from brandsentry.catalog import Catalog
 from brandsentry.config import Workspace, load_config
 from brandsentry.errors import ConfigError
 from brandsentry.ledger import record_scoring_run
+from brandsentry.registry import mlflow_store
 from brandsentry.review import (
     DriftSettings,
     ReviewError,
@@ -326,6 +327,67 @@ def test_scoring_runs_are_logged_with_counts_tags_and_artifacts(review_world, lo
     with Catalog.open(review_world["workspace"]) as catalog:
         ledger = catalog.connection().execute("SELECT count(*) FROM scored_listings").fetchone()[0]
     assert ledger == 480
+
+
+def download_table(client, run_id: str, path: str, tmp_path) -> pd.DataFrame:
+    """A table `log_table` wrote, as a DataFrame."""
+    logged = json.loads(Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text())
+    return pd.DataFrame(logged["data"], columns=logged["columns"])
+
+
+def test_a_scoring_run_is_named_timed_and_described_by_the_scoring(review_world, logged, tmp_path):
+    """The run spans the scoring (day 1, 06:00, 240 listings at 12.5/s), not the logging that came later."""
+    cfg, first, _ = logged
+    client, _ = mlflow_client(review_world["workspace"], ReviewSettings.from_config(cfg))
+    run = client.get_run(first.run_id)
+    assert run.info.run_name == "score-day1"
+    scored = int(pd.Timestamp("2026-11-01T06:00:00Z").timestamp() * 1000)
+    assert run.info.end_time == scored and run.info.start_time == scored - 19_200
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith("Scored 240 listings of the results in") and "model `1`" in description
+    assert f": flag {int(first.metrics['decisions.flag'])}, review" in description
+    assert "evidence page: `evidence/index.html` (5 listing(s))" in description
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "scoring"
+    assert json.loads(dataset_input.dataset.source) == {"uri": str(Path(review_world["day1"]).resolve())}
+    assert json.loads(dataset_input.dataset.profile)["num_rows"] == 240
+    assert (
+        not run.inputs.model_inputs and "model_version_uri" not in run.data.tags
+    )  # "1" is no registered version
+    # per-brand figures are one table, not three charts per brand
+    assert not [key for key in run.data.metrics if key.startswith("brand.")]
+    table = download_table(client, first.run_id, "decisions_by_brand.json", tmp_path).set_index("brand")
+    assert sorted(table.index) == sorted(BRANDS)
+    assert table.loc["Acme", "flag_rate"] == pytest.approx(first.metrics["brand.Acme.flag_rate"])
+
+
+def test_a_scoring_run_links_the_registered_model_version_it_used(review_world, logged, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg, _, _ = logged
+    shutil.copytree(review_world["workspace"].root, tmp_path / "ws")
+    workspace = Workspace(tmp_path / "ws")
+    client = MlflowClient(tracking_uri=workspace.mlflow_uri, registry_uri=workspace.mlflow_uri)
+    training = client.create_experiment("training")
+    training_run = client.create_run(training).info.run_id
+    model = client.create_logged_model(training, name="model", source_run_id=training_run)
+    client.create_registered_model("brandsentry")
+    with mlflow_store(workspace.mlflow_uri):  # registering resolves the logged model through the global store
+        client.create_model_version("brandsentry", model.model_uri, training_run, model_id=model.model_id)
+    day3 = make_results(
+        n=60, seed=3, day=3, scored_at="2026-11-03T06:00:00Z", model_version="brandsentry/1+index.v2"
+    )
+    run_dir = write_run(tmp_path / "runs" / "day3", day3)
+    cfg = review_config(f"workspace={workspace.root}", "review.evidence.top=2")
+    linked = log_scoring_run(cfg, run_dir, kind="rescan")
+    run = client.get_run(linked.run_id)
+    assert run.info.run_name == "rescan-day3"
+    assert run.data.tags["model_version_uri"] == "models:/brandsentry/1"
+    assert run.data.tags["model_run_id"] == training_run
+    assert [m.model_id for m in run.inputs.model_inputs] == [model.model_id]
+    assert "`models:/brandsentry/1` (`brandsentry/1+index.v2`" in run.data.tags["mlflow.note.content"]
+    version = client.get_model_version("brandsentry", "1")
+    assert version.tags["last_logged_scoring_run"] == linked.run_id
 
 
 def test_the_shifted_day_raises_a_drift_warning(review_world, logged):
@@ -716,10 +778,17 @@ def test_the_score_command_logs_its_run_and_exits_4_when_logging_fails(
 
     out = tmp_path / "runs" / "day"
     assert main(["score", f"listings={manifest}", f"out={out}", *base]) == 0
-    assert "MLflow run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     cfg = review_config(*base)
     client, experiment_id = mlflow_client(Workspace(workspace), ReviewSettings.from_config(cfg))
     (run,) = client.search_runs([experiment_id])
+    assert (
+        f"MLflow run: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run.info.run_id}" in printed
+    )
+    assert run.info.run_name == "score-day" and run.data.tags["model_version_uri"] == "models:/brandsentry/1"
+    # timed by the scoring, which _summary.json's elapsed_s measured
+    elapsed_ms = 1000 * json.loads((out / "_summary.json").read_text())["elapsed_s"]
+    assert run.info.end_time - run.info.start_time == pytest.approx(elapsed_ms, abs=1000)
     assert (
         run.data.tags["run_dir"] == str(out.resolve()) and run.data.tags["model_version"] == "brandsentry/1"
     )

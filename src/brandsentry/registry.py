@@ -3,7 +3,7 @@
 Everything brandsentry says to MLflow lives here, downstream of the bundle, so that the bundle format, the
 scorer's local path and the classifier never import MLflow (which costs seconds per process):
 
-- where the store is (`tracking_uri`, `mlflow_store`) and what a training run logs beside its metrics
+- where the store is (`tracking_uri`, `mlflow_store`; a run's UI address: `run_url`) and what a training run logs beside its metrics
   (`flat_params`, `thresholds_table`, `log_test_plots`);
 - the bundle as a models-from-code pyfunc (`write_pyfunc_code`, `pyfunc_signature`, `BundlePythonModel`);
 - the registry: `promote`, `auto_promotion`, and `open_bundle`/`load_bundle`, which resolve
@@ -64,6 +64,14 @@ def mlflow_store(uri: str | None) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+UI_PORT = 5000  # `make ui`'s default PORT
+
+
+def run_url(experiment_id: str, run_id: str, port: int = UI_PORT) -> str:
+    """Where a run opens in the MLflow UI that `make ui` serves (127.0.0.1:PORT)."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 # ---- what a training run logs ------------------------------------------------------------------------------

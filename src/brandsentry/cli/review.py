@@ -145,6 +145,8 @@ def run_log(args, overrides: list[str]) -> int:
 
 def report_logged(logged) -> None:
     """What `review log` (and `score`, which logs its run) print about a `ScoringRunLog`."""
+    from brandsentry.registry import run_url
+
     metrics = logged.metrics
     counts = ", ".join(
         f"{d} {int(metrics.get(f'decisions.{d}', 0))}" for d in ("flag", "review", "pass", "error")
@@ -158,7 +160,10 @@ def report_logged(logged) -> None:
                 f"drift: {len(logged.drift.checks)} check(s) against {len(logged.drift.baseline_runs)} run(s), none over the bound"
             )
     print(f"evidence page: {logged.evidence.html} ({logged.evidence.queue}); {logged.evidence.attribution}")
-    print(f"open it from the run in the MLflow UI: mlflow ui --backend-store-uri {logged.tracking_uri}")
+    print(
+        f"MLflow run: {run_url(logged.experiment_id, logged.run_id)} (served by `make ui`, or: "
+        f"mlflow ui --backend-store-uri {logged.tracking_uri})"
+    )
 
 
 def run_summary(args, overrides: list[str]) -> int:

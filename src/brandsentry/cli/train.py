@@ -22,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args, overrides: list[str]) -> int:
+    from brandsentry.registry import run_url
     from brandsentry.train import run_hydra_train
 
     results = run_hydra_train(overrides, multirun=args.multirun)
@@ -41,7 +42,16 @@ def run_train(args, overrides: list[str]) -> int:
         print(
             "  validation ROC-AUC by model kind: " + ", ".join(f"{k} {v:.3f}" for k, v in candidates.items())
         )
+        if result.below_target:
+            print(
+                f"  WARNING: {len(result.below_target)} flag threshold(s) reach no target precision on "
+                "validation, so never flag: "
+                + ", ".join(
+                    f"{'global' if b == '*' else b} (best {p:.2f})" for b, p in result.below_target.items()
+                )
+            )
         print(f"  bundle {result.bundle_dir}; promotion: {result.promotion_note}")
+        print(f"  MLflow run: {run_url(result.experiment_id, result.run_id)} (served by `make ui`)")
     return 0
 
 

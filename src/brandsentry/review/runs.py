@@ -1,9 +1,13 @@
 """A finished scoring run as an MLflow run of the `scoring` experiment.
 
-Counts by decision, per-brand flag and review rates, errors by reason, score statistics and throughput as
-metrics; the score histogram and decisions by brand as plots; drift against the trailing daily runs (tags
-`drift_warning`, `drift_offenders`); the evidence page under `evidence/`. The run is also recorded in the
-catalog's ledger (what rescans and verdict imports read).
+The run is named `score-<run folder>` (`rescan-<run folder>`), timed from the scoring's own timestamps,
+described in words, and has the scored listings as its dataset input and, for a registered model version,
+that version's logged model as its model input (tags `model_version_uri`, `model_run_id`; the version's
+tag `last_logged_scoring_run` points back). Counts by decision, errors by reason, score statistics, drift
+over all brands and throughput are metrics; per-brand rates and drift are the `decisions_by_brand.json`
+table; the score histogram and decisions by brand are plots; drift against the trailing daily runs also
+sets tags `drift_warning`, `drift_offenders`; the evidence page is under `evidence/`. The run is also
+recorded in the catalog's ledger (what rescans and verdict imports read).
 """
 
 from __future__ import annotations
@@ -83,6 +87,24 @@ def run_metrics(results: pd.DataFrame, summary: Mapping | None = None) -> dict[s
         metrics["throughput.images_per_s"] = float(summary["images_per_s"])  # a resumed run's own speed
         metrics["throughput.elapsed_s"] = float(summary.get("elapsed_s", math.nan))
     return metrics
+
+
+def split_brand_metrics(metrics: Mapping[str, float]) -> tuple[dict[str, float], pd.DataFrame]:
+    """(run metrics, one row per brand): per-brand rates and drift read better as tables than as a few
+    hundred single-point charts in the MLflow UI; drift over all brands stays a metric."""
+    headline: dict[str, float] = {}
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        brand = re.fullmatch(r"brand\.(?P<brand>.+)\.(?P<metric>\w+)", key)
+        drift = re.fullmatch(r"drift\.(?P<brand>.+)\.(?P<metric>\w+)\.psi", key)
+        if brand is not None:
+            rows.setdefault(brand["brand"], {})[brand["metric"]] = value
+        elif drift is not None and drift["brand"] != "all":
+            rows.setdefault(drift["brand"], {})[f"drift_{drift['metric']}_psi"] = value
+        else:
+            headline[key] = value
+    table = pd.DataFrame([{"brand": brand, **row} for brand, row in sorted(rows.items())])
+    return headline, table
 
 
 # ---- MLflow --------------------------------------------------------------------------------------------
@@ -220,7 +242,8 @@ def log_scoring_run(
             f"scoring run {out_dir} is already logged as MLflow run {earlier[0].info.run_id} "
             "(use --force to replace it)"
         )
-    scored_at = record_scoring_run(workspace, out_dir).first_scored_at
+    recorded = record_scoring_run(workspace, out_dir)
+    scored_at = recorded.first_scored_at
     versions = {str(v).strip() for v in results.get("model_version", pd.Series(dtype=str)).dropna()}
     model_version = ",".join(sorted(versions - {""})) or "unknown"
 
@@ -255,13 +278,25 @@ def log_scoring_run(
         "drift_window": str(settings.drift.window),
         **{key: str(summary[key])[:6000] for key in ("manifest", "model_uri", "listings") if key in summary},
     }
-    run_id = client.create_run(experiment_id, tags=tags, run_name=f"{kind} {out_dir.name}").info.run_id
+    registered = registered_version(client, model_version)
+    model = f"`{model_version}`"
+    if registered is not None:
+        uri = f"models:/{registered.name}/{registered.version}"
+        tags.update(model_version_uri=uri, model_run_id=registered.run_id)
+        model = f"`{uri}` (`{model_version}`, training run `{registered.run_id}`)"
+    tags["mlflow.note.content"] = scoring_description(out_dir, summary, metrics, model, drift, page)
+    start, end = scoring_window(recorded.first_scored_at, recorded.last_scored_at, summary)
+    name = f"{'score' if kind == 'daily' else kind}-{out_dir.name}"
+    run_id = client.create_run(experiment_id, start_time=start, tags=tags, run_name=name).info.run_id
     try:
         _log_contents(client, run_id, metrics, params, results, histograms, drift, summary, page)
-        client.set_terminated(run_id, "FINISHED")
+        _log_inputs(client, run_id, results, summary, out_dir, registered)
+        client.set_terminated(run_id, "FINISHED", end_time=end)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
+    if registered is not None:
+        client.set_model_version_tag(registered.name, registered.version, "last_logged_scoring_run", run_id)
     for stale in earlier:
         client.delete_run(stale.info.run_id)
     return ScoringRunLog(
@@ -275,6 +310,83 @@ def log_scoring_run(
         evidence=page,
         tracking_uri=settings.tracking_uri or workspace.mlflow_uri,
     )
+
+
+def registered_version(client, model_version: str):
+    """The registered `ModelVersion` a run was scored with ("NAME/N", "NAME/N+index.vK"), None if not one.
+
+    A run scored with a bundle folder, or with several versions, names no single registered version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    match = re.fullmatch(r"(?P<name>[^/@+,]+)/(?P<version>\d+)(\+[^,]*)?", model_version)
+    if match is None:
+        return None
+    try:
+        return client.get_model_version(match["name"], match["version"])
+    except MlflowException:
+        log.info(
+            "model version %s is not registered in this MLflow store: the run is not linked", model_version
+        )
+        return None
+
+
+def logged_model_id(version) -> str | None:
+    """The logged model behind a registered version: a SQL registry keeps it only as the `models:/m-...`
+    source that `log_model(registered_model_name=...)` registers."""
+    if version.model_id:
+        return version.model_id
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", str(version.source))
+    return match[1] if match else None
+
+
+def scoring_window(first_scored_at: str, last_scored_at: str, summary: Mapping) -> tuple[int, int]:
+    """(start, end) of the scoring itself in epoch ms, for the run's timestamps: logging comes after it
+    (`review log` maybe days later). The start reaches back over the invocation's `elapsed_s` (model
+    loading, the first batch); a resumed run keeps the start of its earlier shards."""
+    end = pd.Timestamp(last_scored_at)
+    start = pd.Timestamp(first_scored_at)
+    elapsed = summary.get("elapsed_s")
+    if isinstance(elapsed, int | float) and math.isfinite(elapsed):
+        start = min(start, end - pd.Timedelta(seconds=float(elapsed)))
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def scoring_description(out_dir, summary, metrics, model: str, drift, page) -> str:
+    """The run's description (mlflow.note.content): what was scored, with what, and what came out."""
+    counts = ", ".join(f"{d} {int(metrics.get(f'decisions.{d}', 0))}" for d in DECISIONS)
+    source = f"`{summary['manifest']}`" if "manifest" in summary else f"the results in `{out_dir}`"
+    lines = [
+        f"Scored {int(metrics['listings'])} listings of {source} with model {model}: {counts}.",
+        "",
+        f"- results: `{out_dir}`",
+        f"- evidence page: `{EVIDENCE_ARTIFACT}/index.html` ({len(page.items)} listing(s))",
+    ]
+    if drift is not None:
+        state = f"WARNING: {drift.describe()}" if drift.warnings else "no check over the bound"
+        lines.append(f"- drift against {len(drift.baseline_runs)} earlier daily run(s): {state}")
+    return "\n".join(lines) + "\n"
+
+
+def _log_inputs(client, run_id, results, summary, out_dir, registered) -> None:
+    """The scored listings as the run's dataset input (context `scoring`), and the logged model it used."""
+    import mlflow.data
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+    columns = [
+        c
+        for c in ("listing_id", "image_path", "claimed_brand", "claimed_product", "seller_id")
+        if c in results
+    ]
+    source = str(summary.get("manifest") or out_dir)
+    dataset = mlflow.data.from_pandas(
+        results[columns].astype(str), source=LocalArtifactDatasetSource(source), name=Path(source).stem
+    )
+    context = InputTag("mlflow.data.context", "scoring")
+    model_id = logged_model_id(registered) if registered is not None else None
+    models = [LoggedModelInput(model_id)] if model_id else None
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [context])], models=models)
 
 
 def _evidence_page(cfg, workspace, results, out_dir, settings, bundle, model_version) -> EvidencePage:
@@ -313,10 +425,13 @@ def _log_contents(client, run_id, metrics, params, results, histograms, drift, s
     from brandsentry.plots import score_histogram
 
     now = int(time.time() * 1000)
-    metric_list = [Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)]
+    headline, by_brand = split_brand_metrics(metrics)
+    metric_list = [Metric(k, float(v), now, 0) for k, v in headline.items() if np.isfinite(v)]
     for start in range(0, len(metric_list), 900):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metric_list[start : start + 900])
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    if len(by_brand):
+        client.log_table(run_id, by_brand, "decisions_by_brand.json")
     scores = pd.to_numeric(results["score"], errors="coerce").dropna().to_numpy()
     for figure, name in (
         (score_histogram(scores), "plots/score_histogram.png"),

@@ -1,7 +1,7 @@
 """Training: labelled listings → cue features → cascaded classifier → thresholds → MLflow run + bundle.
 
 `brandsentry train listings=MANIFEST` is a Hydra app over configs/train.yaml (`-m` sweeps run one job per
-combination). Each job:
+combination). Each job (steps 1-2 are `brandsentry.train.data`):
 
 1. reads the manifest, sets aside error-path rows (`data.exclude_kinds`) and splits by the `split` column,
    or by product when there is none (a product never straddles two splits);
@@ -11,21 +11,24 @@ combination). Each job:
 3. fits the cheap and the full model on train (calibrated on held-out train products), picks per-brand
    thresholds on validation for the target precision using the cascaded score the scorer will produce,
    and reports on test;
-4. logs config, digests, metrics, thresholds and plots to MLflow (experiment `logger.experiment`), writes
-   the scoring bundle and registers it as a pyfunc model version; with `logger.auto_promote` the version
-   becomes `champion` when there is none, or when it beats the champion's stored `logger.promote_metric`
-   on a validation set with the same digest (no re-scoring: the metric and the digest are stored per run).
+4. logs to one MLflow run of experiment `logger.experiment`, opened before step 1 (so its duration is the
+   job's) and named `train-<world>-<manifest>-<kind>-<date>`: the manifest as a dataset input, config,
+   digests, headline metrics, per-brand and per-kind tables, thresholds (with the brands whose threshold
+   reaches no target precision, also warned in the log), plots and a description; writes the scoring
+   bundle and registers it as a pyfunc model version with that description; with `logger.auto_promote` the
+   version becomes `champion` when there is none, or when it beats the champion's stored
+   `logger.promote_metric` on a validation set with the same digest (no re-scoring: the metric and the
+   digest are stored per run). The decision is a run and model-version tag and `promotion.json`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import pickle
+import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,18 +40,16 @@ from brandsentry.bundle import BundleMetadata, write_bundle
 from brandsentry.classify import (
     CascadeClassifier,
     ClassifierSettings,
-    TrainingDataError,
     classification_metrics,
     decision_metrics,
-    encode_labels,
 )
 from brandsentry.config import Workspace, config_dir, require
 from brandsentry.errors import ConfigError
-from brandsentry.features import FeatureTable, ScoringContext, format_cue_failures, read_listings
-from brandsentry.files import atomic_write
+from brandsentry.features import ScoringContext
 from brandsentry.model_choice import choose_model
 from brandsentry.registry import (
     BUNDLE_ARTIFACT,
+    CHAMPION,
     auto_promotion,
     experiment_id,
     flat_params,
@@ -61,24 +62,9 @@ from brandsentry.registry import (
     tracking_uri,
     write_pyfunc_code,
 )
+from brandsentry.train.data import SPLITS, LabelledSet, labelled_set, require_both_classes
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class LabelledSet:
-    """Featurised labelled listings, one row per usable listing, and what was set aside and why."""
-
-    rows: pd.DataFrame  # listing_id, brand (canonical), split, y, kind, group
-    features: pd.DataFrame  # every feature column, row-aligned with `rows`
-    timings_ms: pd.DataFrame  # ms per cue group, row-aligned with `rows`
-    excluded: dict[str, int]  # reason -> listings
-    feedback_rows: int  # reviewed listings appended to the training split
-    dataset_digest: str
-    validation_digest: str
-    cue_failures: dict[str, dict[str, int]]  # cue group -> exception type -> listings (featurised here)
 
 
 @dataclass(frozen=True)
@@ -86,233 +72,14 @@ class TrainingResult:
     """What one training job produced."""
 
     run_id: str
+    experiment_id: str
     run_dir: Path
     bundle_dir: Path
     model_version: str | None  # "NAME/N" when registered
     promoted: bool
     promotion_note: str
     metrics: dict[str, float]
-
-
-# ---- data ---------------------------------------------------------------------------------------------
-def rows_digest(frame: pd.DataFrame, base: Path) -> str:
-    """sha256 of manifest rows, independent of row order and of where the manifest folder lives."""
-    rows = frame.copy()
-    rows["image_path"] = [_relative(path, base) for path in rows["image_path"]]
-    rows = rows[sorted(rows.columns)].sort_values("listing_id", kind="stable")
-    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
-
-
-def _relative(path: str, base: Path) -> str:
-    try:
-        return Path(path).relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def assign_splits(frame: pd.DataFrame, data_cfg: DictConfig, seed: int) -> np.ndarray:
-    """The manifest's split column when present, else a split by group (product) with the configured fractions."""
-    column = str(data_cfg.split_column)
-    if column in frame.columns and (frame[column].astype(str).str.strip() != "").all():
-        splits = frame[column].astype(str).str.strip().str.lower().to_numpy(dtype=object)
-        unknown = sorted(set(splits) - set(SPLITS))
-        if unknown:
-            raise TrainingDataError(
-                f"unknown value(s) {unknown} in split column {column!r}; expected {SPLITS}"
-            )
-        return splits
-    groups = _groups(frame, data_cfg)
-    unique = np.array(sorted(set(groups)))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    n_test = max(1, round(len(unique) * float(data_cfg.test_fraction)))
-    n_val = max(1, round(len(unique) * float(data_cfg.validation_fraction)))
-    if len(unique) < n_test + n_val + 1:
-        raise TrainingDataError(
-            f"{len(unique)} product group(s) cannot make train, validation and test splits"
-        )
-    split_of = {g: "test" for g in unique[order[:n_test]]}
-    split_of.update({g: "validation" for g in unique[order[n_test : n_test + n_val]]})
-    return np.array([split_of.get(g, "train") for g in groups], dtype=object)
-
-
-def _groups(frame: pd.DataFrame, data_cfg: DictConfig) -> np.ndarray:
-    column = str(data_cfg.group_column)
-    if column not in frame.columns:
-        return frame["listing_id"].astype(str).to_numpy(dtype=object)
-    values = frame[column].astype(str).str.strip()
-    # a listing without a product is its own group
-    return np.where(values == "", "listing:" + frame["listing_id"].astype(str), values).astype(object)
-
-
-def feature_cache_key(context: ScoringContext, cfg: DictConfig, dataset_digest: str) -> str:
-    """Everything that shapes a feature row: data, embedder, index version, references, assets, cue settings."""
-    parts = {
-        "dataset": dataset_digest,
-        "embedder": context.embedder.identity.to_dict(),
-        "index": [context.index.version, context.index.factory, len(context.index)],
-        "references": hashlib.sha256(context.references.to_csv().encode()).hexdigest(),
-        "wordmarks": sorted((b, sorted(w)) for b, w in context.wordmarks.items()),
-        "sellers": sorted((b, sorted(s)) for b, s in context.sellers.items()),
-        # the cascade bounds decide which cues the scorer runs, not what a cue computes
-        "cues": {k: v for k, v in OmegaConf.to_container(cfg.cues, resolve=True).items() if k != "cascade"},
-        "config": OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["images", "index"]), resolve=True),
-        "features": context.feature_names,
-        "table": [f.name for f in fields(FeatureTable)],  # a cached table of another shape is not reused
-    }
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-
-
-def cached_features(
-    context: ScoringContext, listings: pd.DataFrame, cache_dir: Path, key: str, progress: bool
-) -> FeatureTable:
-    """`context.featurize_all(listings, expensive=True)`, read from / written to `cache_dir/key.pkl`."""
-    path = cache_dir / f"{key}.pkl"
-    if path.is_file():
-        with open(path, "rb") as handle:
-            table = pickle.load(handle)
-        if list(table.listing_ids) == listings["listing_id"].astype(str).tolist():
-            log.info("features of %d listings read from cache %s", len(listings), path)
-            return table
-    table = context.featurize_all(listings, expensive=True, progress=progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda handle: pickle.dump(table, handle, protocol=pickle.HIGHEST_PROTOCOL))
-    return table
-
-
-def feedback_rows(
-    cfg: DictConfig, workspace: Workspace, context: ScoringContext, labelled: pd.DataFrame
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Reviewed listings to append to the training split, and the reviewed listings held back, by reason.
-
-    Reviewed rows join training only (never validation or test, so that metrics and the validation digest
-    stay comparable between runs), and only where they cannot leak: a reviewed listing of a product that
-    the labelled manifest holds out for validation or test would let the model see that product, and a
-    reviewed listing that the manifest already labels would count twice. `labelled`: the manifest's usable
-    rows (`LabelledSet.rows` columns). Empty unless `data.include_feedback`; rows carry the columns of
-    `LabelledSet.rows` plus the cue values stored with the verdict (NaN where the scoring run did not
-    compute a cue, e.g. expensive cues the cascade skipped).
-    """
-    if not bool(cfg.data.include_feedback):
-        return pd.DataFrame(), {}
-    from brandsentry.feedback import feedback_training_rows
-
-    stored = feedback_training_rows(workspace)
-    if stored.empty:
-        return stored, {}
-    held_out = set(labelled.loc[labelled["split"] != "train", "group"])
-    products = stored[["listing_id"]].assign(
-        **{str(cfg.data.group_column): stored["claimed_product"].fillna("")}
-    )
-    groups = _groups(products, cfg.data)
-    in_manifest = stored["listing_id"].astype(str).isin(set(labelled["listing_id"])).to_numpy()
-    leaks = np.array([group in held_out for group in groups]) & ~in_manifest
-    excluded = {
-        key: int(n)
-        for key, n in (
-            ("feedback.listing_in_manifest", in_manifest.sum()),
-            ("feedback.product_in_validation_or_test", leaks.sum()),
-        )
-        if n
-    }
-    keep = ~(in_manifest | leaks)
-    stored = stored[keep].reset_index(drop=True)
-    if stored.empty:
-        return stored, excluded
-    rows = pd.DataFrame(
-        {
-            "listing_id": "feedback:" + stored["listing_id"].astype(str),
-            "brand": [context.canonical_brand(b) or str(b) for b in stored["claimed_brand"]],
-            "split": "train",
-            "y": encode_labels(stored["label"]),
-            "kind": "",
-            "group": groups[keep],
-        }
-    )
-    return pd.concat([rows, stored.reindex(columns=context.feature_names)], axis=1), excluded
-
-
-def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = False) -> LabelledSet:
-    """Read, split and featurise the labelled manifest; rows that cannot be used are counted, not dropped silently."""
-    data_cfg = cfg.data
-    manifest = Path(str(require(cfg, "listings")))
-    listings = read_listings(manifest)
-    label_column = str(data_cfg.label_column)
-    if label_column not in listings.columns:
-        raise TrainingDataError(f"listings manifest {manifest} has no label column {label_column!r}")
-    base = manifest.resolve().parent
-    dataset_digest = rows_digest(listings, base)
-    splits = assign_splits(listings, data_cfg, int(cfg.seed))
-    kind_column = str(data_cfg.kind_column)
-    kinds = (
-        listings[kind_column].fillna("").astype(str).str.strip().to_numpy(dtype=object)
-        if kind_column in listings.columns
-        else np.full(len(listings), "", dtype=object)
-    )
-    excluded_kinds = {str(k) for k in data_cfg.exclude_kinds}
-    excluded: dict[str, int] = {}
-    keep = np.array([kind not in excluded_kinds for kind in kinds])
-    for kind in kinds[~keep]:
-        excluded[f"kind.{kind}"] = excluded.get(f"kind.{kind}", 0) + 1
-    listings, splits, kinds = listings[keep].reset_index(drop=True), splits[keep], kinds[keep]
-    y = encode_labels(listings[label_column])
-    for split in SPLITS:  # before hours of cue computation, not after
-        require_both_classes(split, y[splits == split])
-    require_calibration_rows(y[splits == "train"], int(cfg.classifier.calibration_folds))
-    validation_digest = rows_digest(listings[splits == "validation"], base)
-
-    workspace = Workspace.from_config(cfg)
-    key = feature_cache_key(context, cfg, dataset_digest)
-    table = cached_features(context, listings, workspace.runs_dir / "features", key, progress)
-    ok = table.ok
-    cue_failures = table.cue_failure_counts()
-    log.info(
-        "cue failures while featurising %d listings: %s", len(listings), format_cue_failures(cue_failures)
-    )
-    for reason in table.errors[~ok]:
-        excluded[f"error.{reason}"] = excluded.get(f"error.{reason}", 0) + 1
-    rows = pd.DataFrame(
-        {
-            "listing_id": listings["listing_id"].astype(str),
-            "brand": [context.canonical_brand(b) or str(b) for b in listings["claimed_brand"]],
-            "split": splits,
-            "y": y,
-            "kind": kinds,
-            "group": _groups(listings, data_cfg),
-        }
-    )[ok].reset_index(drop=True)
-    features = table.features[ok].reset_index(drop=True)
-    timings = table.timings_ms[ok].reset_index(drop=True)
-    extra, held_back = feedback_rows(cfg, workspace, context, rows)
-    excluded.update(held_back)
-    if not extra.empty:
-        rows = pd.concat([rows, extra[rows.columns]], ignore_index=True)
-        features = pd.concat([features, extra[context.feature_names]], ignore_index=True)
-        timings = timings.reindex(range(len(rows)))  # no cue was computed for them here
-    return LabelledSet(
-        rows, features, timings, excluded, len(extra), dataset_digest, validation_digest, cue_failures
-    )
-
-
-def require_both_classes(split: str, y: np.ndarray) -> None:
-    present = sorted({"counterfeit" if v else "authentic" for v in y})
-    if len(present) != 2:
-        raise TrainingDataError(
-            f"the {split} split needs authentic and counterfeit listings; its {len(y)} "
-            f"usable listing(s) are {', '.join(present) or 'none'}"
-        )
-
-
-def require_calibration_rows(y_train: np.ndarray, folds: int) -> None:
-    """Each class needs a listing in every calibration fold of the train split (at least 2 in all)."""
-    minimum = max(2, folds)
-    counts = {"authentic": int((y_train == 0).sum()), "counterfeit": int((y_train == 1).sum())}
-    short = {label: n for label, n in counts.items() if n < minimum}
-    if short:
-        raise TrainingDataError(
-            f"the train split has {counts['authentic']} authentic and {counts['counterfeit']} counterfeit "
-            f"listing(s); calibrating over classifier.calibration_folds={folds} folds needs at least "
-            f"{minimum} of each (label more listings, or lower classifier.calibration_folds)"
-        )
+    below_target: dict[str, float]  # brand ("*": the global fallback) -> best validation precision reachable
 
 
 # ---- fitting and evaluation ------------------------------------------------------------------------------
@@ -326,6 +93,8 @@ class Evaluation:
     test_decisions: np.ndarray
     importance: pd.Series  # permutation importance of the full model's features on validation (ROC-AUC drop)
     model_choice: str  # which kind ships and why (model_choice.choose_model)
+    kind: str  # the kind that ships
+    below_target: dict[str, float]  # see `thresholds_below_target`
 
 
 def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: ClassifierSettings) -> Evaluation:
@@ -350,6 +119,7 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
     model = choice.model
     scored = {split: model.cascaded_scores(part, cascade.enabled) for split, part in parts.items()}
     model.choose_thresholds(scored["validation"][0], y[validation], brands[validation])
+    below = thresholds_below_target(model, scored["validation"][0], y[validation], brands[validation])
     metrics: dict[str, float] = {}
     decisions = {}
     for split, prefix in (("validation", "val"), ("test", "test")):
@@ -382,8 +152,41 @@ def fit_and_evaluate(data: LabelledSet, context: ScoringContext, settings: Class
     metrics.update({f"val.candidate.{kind}.roc_auc": auc for kind, auc in choice.validation_roc_auc.items()})
     metrics["features.used"] = float(len(model.feature_names))
     metrics["features.dropped"] = float(len(model.dropped_features))
+    metrics["thresholds.below_target"] = float(len(below))
     importance = permutation_importance(model, parts["validation"], y[validation])
-    return Evaluation(model, metrics, scored["test"][0], decisions["test"], importance, choice.reason)
+    return Evaluation(
+        model, metrics, scored["test"][0], decisions["test"], importance, choice.reason, choice.kind, below
+    )
+
+
+def thresholds_below_target(
+    model: CascadeClassifier, scores: np.ndarray, y: np.ndarray, brands: np.ndarray
+) -> dict[str, float]:
+    """Brands whose flag threshold reaches no target precision on validation, with the best one reachable.
+
+    Such a threshold sits above 1.0, so the brand is never flagged (its listings can still go to review);
+    "*" stands for the global threshold that brands without their own use. Training says so plainly
+    instead of leaving a threshold of 1.000 to be decoded.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    rule = model.thresholds()
+    masks = {"*": np.ones(len(y), dtype=bool)} | {brand: brands == brand for brand in rule["brands"]}
+    chosen = {"*": rule["global"], **rule["brands"]}
+    below = {}
+    for brand, mask in masks.items():
+        if chosen[brand] > 1.0 and y[mask].any():
+            precision, _, _ = precision_recall_curve(y[mask], scores[mask])
+            below[brand] = float(precision[:-1].max())
+    for brand, best in below.items():
+        log.warning(
+            "%s: no flag threshold reaches precision %.2f on validation (best reachable %.2f): "
+            "never flagged, at most reviewed",
+            "global threshold" if brand == "*" else f"brand {brand}",
+            rule["target_precision"],
+            best,
+        )
+    return below
 
 
 def cue_costs(timings: pd.DataFrame, escalation_rate: float) -> dict[str, float]:
@@ -420,49 +223,68 @@ def permutation_importance(model: CascadeClassifier, features: pd.DataFrame, y) 
 
 # ---- the job ---------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) -> TrainingResult:
-    """One training job for a composed train config (see the module docstring)."""
+    """One training job for a composed train config (see the module docstring).
+
+    The MLflow run opens before any work, so that its duration is the job's and a job that fails shows as
+    a FAILED run named after its manifest.
+    """
     import mlflow
     from mlflow import MlflowClient
 
     require(cfg, "listings")
     settings = ClassifierSettings.from_config(cfg.classifier)
-    workspace = Workspace.from_config(cfg)
+    workspace = Workspace.from_config(cfg).ensure()
     run_dir = Path(run_dir or str(cfg.paths.run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    context = ScoringContext.from_config(cfg)
-    started = time.perf_counter()
-    data = labelled_set(cfg, context, progress=progress)
-    featurised_s = time.perf_counter() - started
-    evaluation = fit_and_evaluate(data, context, settings)
-    metrics = {**evaluation.metrics, "time.features_s": featurised_s}
-    metrics["time.total_s"] = time.perf_counter() - started
-
     uri = tracking_uri(cfg)
-    workspace.ensure()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = experiment_id(client, str(cfg.logger.experiment), workspace)
     model_name = str(cfg.logger.model_name)
-    with mlflow_store(uri), mlflow.start_run(experiment_id=experiment) as run:
+    manifest = Path(str(cfg.listings))
+    with (
+        mlflow_store(uri),
+        mlflow.start_run(
+            experiment_id=experiment,
+            run_name=run_name(manifest, settings.kind),
+            description=f"Training `{settings.kind}` on `{manifest}` (completed when the job ends).",
+            tags={"listings": str(cfg.listings), "run_dir": str(run_dir)},
+        ) as run,
+    ):
         run_id = run.info.run_id
+        started = time.perf_counter()
+        context = ScoringContext.from_config(cfg)
+        data = labelled_set(cfg, context, progress=progress)
+        featurised_s = time.perf_counter() - started
+        mlflow.log_input(manifest_dataset(data, manifest, str(cfg.data.label_column)), context="training")
+        evaluation = fit_and_evaluate(data, context, settings)
+        metrics = {**evaluation.metrics, "time.features_s": featurised_s}
+        metrics["time.total_s"] = time.perf_counter() - started
+        if evaluation.kind != settings.kind:
+            client.update_run(run_id, name=run_name(manifest, evaluation.kind))
         mlflow.set_tags(
             {
                 "dataset_digest": data.dataset_digest,
                 "validation_digest": data.validation_digest,
-                "listings": str(cfg.listings),
-                "run_dir": str(run_dir),
                 "embedder": context.embedder.identity.key(),
                 "index_version": str(context.index.version),
                 "cascade_band": evaluation.model.band.reason,
                 "model_choice": evaluation.model_choice,
+                "thresholds_below_target": ", ".join(evaluation.below_target) or "none",
             }
         )
         mlflow.log_params(flat_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        mlflow.log_metrics(
-            {metric_key(k): float(v) for k, v in metrics.items()}
-        )  # NaN: undefined, e.g. no flag
+        headline, breakdowns = split_breakdowns(metrics)
+        for by, table in breakdowns.items():
+            mlflow.log_table(table, f"metrics_by_{by}.json")
         mlflow.log_dict(evaluation.model.thresholds(), "thresholds.json")
-        mlflow.log_table(thresholds_table(evaluation.model), "thresholds_table.json")
+        mlflow.log_table(
+            thresholds_table(evaluation.model).assign(
+                best_validation_precision=lambda t: t["brand"].map(evaluation.below_target),
+                reaches_target=lambda t: ~t["brand"].isin(list(evaluation.below_target)),
+            ),
+            "thresholds_table.json",
+        )
         mlflow.log_dict({k: float(v) for k, v in evaluation.importance.items()}, "feature_importance.json")
         mlflow.log_dict(
             {"used": evaluation.model.feature_names, "dropped": evaluation.model.dropped_features},
@@ -514,6 +336,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
                 pip_requirements=[_requirement()],
                 registered_model_name=model_name if register else None,
             )
+        # linked to the logged model too, so that the model (version) page shows them
+        mlflow.log_metrics(
+            {metric_key(k): float(v) for k, v in headline.items()}, model_id=info.model_id
+        )  # NaN: undefined, e.g. no flag
         version = info.registered_model_version if register else None
         promoted, note = False, "not registered (logger.register=false)"
         if version is not None:
@@ -527,15 +353,151 @@ def train(cfg: DictConfig, run_dir: Path | None = None, progress: bool = False) 
                 )
                 if promoted:
                     promote(uri, model_name, version)
-            mlflow.set_tag("promotion", note)
+        decision = promotion_decision(version, promoted)
+        mlflow.set_tags({"promotion": note, "promotion_decision": decision})
+        mlflow.log_table(
+            pd.DataFrame(
+                [
+                    {
+                        "model_version": f"{model_name}/{version}" if version is not None else "",
+                        "decision": decision,
+                        "reason": note,
+                        "metric": str(cfg.logger.promote_metric),
+                        "value": metrics.get(str(cfg.logger.promote_metric), float("nan")),
+                    }
+                ]
+            ),
+            "promotion.json",
+        )
+        description = training_description(
+            manifest, data, evaluation, metrics, settings.target_precision, f"{decision}: {note}"
+        )
+        mlflow.set_tag("mlflow.note.content", description)
+        if version is not None:
+            describe_version(client, model_name, str(version), description, decision, note, data)
     return TrainingResult(
         run_id=run_id,
+        experiment_id=experiment,
         run_dir=run_dir,
         bundle_dir=bundle_dir,
         model_version=f"{model_name}/{version}" if version is not None else None,
         promoted=promoted,
         promotion_note=note,
         metrics=metrics,
+        below_target=evaluation.below_target,
+    )
+
+
+def run_name(manifest: Path, kind: str) -> str:
+    """`train-<world>-<manifest>-<kind>-<date>`: what a run list needs to tell runs apart at a glance."""
+    return f"train-{manifest.resolve().parent.name}-{manifest.stem}-{kind}-{datetime.now(UTC):%Y-%m-%d}"
+
+
+def manifest_dataset(data: LabelledSet, manifest: Path, label_column: str):
+    """The manifest as an MLflow dataset: source its path, digest the start of `rows_digest` (as tagged)."""
+    import mlflow.data
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    return mlflow.data.from_pandas(
+        data.manifest,
+        source=LocalArtifactDatasetSource(str(manifest.resolve())),
+        targets=label_column,
+        name=manifest.stem,
+        digest=data.dataset_digest[:16],
+    )
+
+
+_BREAKDOWN = re.compile(r"^(?P<split>val|test)\.(?P<by>brand|kind)\.(?P<value>.+)\.(?P<metric>\w+)$")
+
+
+def split_breakdowns(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """(headline metrics, {"brand"|"kind": table}): per-brand and per-kind figures as one table each.
+
+    As scalar metrics they made a hundred single-point charts in the MLflow UI that buried test.roc_auc;
+    a table row per split and brand (or kind) reads better. `TrainingResult.metrics` keeps every key.
+    """
+    headline: dict[str, float] = {}
+    cells: dict[str, dict[tuple[str, str], dict[str, float]]] = {"brand": {}, "kind": {}}
+    for key, value in metrics.items():
+        match = _BREAKDOWN.match(key)
+        if match is None:
+            headline[key] = value
+        else:
+            row = cells[match["by"]].setdefault((match["split"], match["value"]), {})
+            row[match["metric"]] = value
+    tables = {
+        by: pd.DataFrame([{"split": split, by: value, **row} for (split, value), row in sorted(rows.items())])
+        for by, rows in cells.items()
+        if rows
+    }
+    return headline, tables
+
+
+def promotion_decision(version, promoted: bool) -> str:
+    if version is None:
+        return "not registered"
+    return f"promoted to @{CHAMPION}" if promoted else "not promoted"
+
+
+def training_description(
+    manifest: Path,
+    data: LabelledSet,
+    evaluation: Evaluation,
+    metrics: dict[str, float],
+    target_precision: float,
+    promotion: str,
+) -> str:
+    """The run's (and model version's) description: what it was trained on, how it did, what became of it."""
+    rows = ", ".join(f"{split} {int(metrics[f'rows.{split}'])}" for split in SPLITS)
+    figures = ", ".join(
+        f"{label} {metrics[key]:.3f}"
+        for label, key in (
+            ("ROC-AUC", "test.roc_auc"),
+            ("PR-AUC", "test.pr_auc"),
+            ("recall@p95", "test.recall_at_p95"),
+            ("flag precision", "test.flag_precision"),
+            ("flag recall", "test.flag_recall"),
+        )
+    )
+    below = evaluation.below_target
+    brands = len(evaluation.model.thresholds()["brands"])
+    thresholds = (
+        f"{len(below)} threshold(s) (of {brands} brand(s) and the global one) reach no precision "
+        f"{target_precision:.2f} on validation and never flag: "
+        + ", ".join(f"{'global' if b == '*' else b} (best {p:.2f})" for b, p in below.items())
+        if below
+        else f"every threshold reaches precision {target_precision:.2f} on validation"
+    )
+    return (
+        f"Trained `{evaluation.kind}` on `{manifest}` ({len(data.manifest)} rows; usable: {rows}; "
+        f"dataset digest {data.dataset_digest[:16]}).\n\n"
+        f"- model choice: {evaluation.model_choice}\n"
+        f"- test: {figures}\n"
+        f"- thresholds: {thresholds}\n"
+        f"- promotion: {promotion}\n"
+    )
+
+
+def describe_version(
+    client, model_name: str, version: str, description: str, decision: str, note: str, data: LabelledSet
+) -> None:
+    """Description and tags of the new model version, and the registered model's description."""
+    client.update_model_version(model_name, version, description=description)
+    for key, value in {
+        "promotion_decision": decision,
+        "promotion": note,
+        "dataset_digest": data.dataset_digest,
+        "validation_digest": data.validation_digest,
+    }.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    client.update_registered_model(
+        model_name,
+        description=(
+            "brandsentry scoring bundles (cue features, cascaded classifier, per-brand thresholds), one "
+            f"version per training run; `@{CHAMPION}` is the version `brandsentry score` uses by default. "
+            "Each version's description says what it was trained on, its test metrics and whether it "
+            "was promoted."
+        ),
     )
 
 
