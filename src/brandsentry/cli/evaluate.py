@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     parser.add_argument("suite", choices=SUITES, metavar="SUITE", help=", ".join(SUITES))
-    parser.add_argument("data_dir", type=Path, help="the suite's data set (read only)")
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the suite's data set (read only)")
     parser.set_defaults(handler=run_evaluate)
 
 

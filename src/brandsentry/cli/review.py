@@ -131,8 +131,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
     )
     rescan.add_argument("--brand", required=True, help="the brand whose listings are re-scored")
-    rescan.add_argument("--since", required=True, help="ISO date or timestamp (UTC when no zone is given)")
-    rescan.add_argument("--model", default=None, help="model URI or bundle folder (default: score.model)")
+    rescan.add_argument(
+        "--since", required=True, metavar="DATE", help="ISO date or timestamp (UTC when no zone is given)"
+    )
+    rescan.add_argument(
+        "--model", default=None, metavar="URI|PATH", help="model URI or bundle folder (default: score.model)"
+    )
     rescan.add_argument(
         "--show", type=int, default=20, help="changed listings printed (all are in changes.csv)"
     )
