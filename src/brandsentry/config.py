@@ -55,7 +55,7 @@ def hydra_errors_named(config_name: str, overrides: list[str]) -> Iterator[None]
     except MissingConfigException as exc:
         raise ConfigError(_missing_option(exc, overrides)) from None
     except OverrideParseException as exc:
-        raise ConfigError(f"cannot parse override: {exc}") from None
+        raise ConfigError(_unparsable(exc, overrides)) from None
     except ConfigCompositionException as exc:
         raise ConfigError(_composition_problem(exc, config_name, overrides)) from None
 
@@ -63,6 +63,19 @@ def hydra_errors_named(config_name: str, overrides: list[str]) -> Iterator[None]
 def group_options(group: str) -> list[str]:
     """The options of config group `group` (e.g. "embedder"): its YAML files' names."""
     return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+
+
+def _unparsable(exc: OverrideParseException, overrides: list[str]) -> str:
+    """`cannot parse override 'cues.logo.ratio=[': ...`: Hydra's reason names no override, only a token."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as found:
+            return f"cannot parse override {override!r}: {str(found).splitlines()[0]} (Hydra override syntax)"
+    return f"cannot parse overrides: {str(exc).splitlines()[0]}"
 
 
 def _missing_option(exc: MissingConfigException, overrides: list[str]) -> str:
