@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import argparse
 import functools
+import textwrap
 from collections.abc import Callable, Iterable
 
 OVERRIDES = "[key=value ...]"
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs as written; the usage line ends with the command's config values."""
+    """Descriptions and epilogs laid out as written; the usage line ends with the command's config values."""
 
     def __init__(self, prog: str, config_values: Callable[[], str] | None = None, **kwargs) -> None:
         super().__init__(prog, **kwargs)
         self.config_values = config_values
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """A one-line paragraph is wrapped to the terminal; one laid out in lines (examples, lists) is kept."""
+        return "\n\n".join(
+            textwrap.fill(part, width, initial_indent=indent, subsequent_indent=indent)
+            if "\n" not in part
+            else "".join(indent + line for line in part.splitlines(keepends=True))
+            for part in text.split("\n\n")
+        )
 
     def _format_usage(self, usage, actions, groups, prefix) -> str:
         text = super()._format_usage(usage, actions, groups, prefix)

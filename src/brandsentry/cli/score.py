@@ -46,8 +46,11 @@ def register(subparsers) -> None:
             "score listings=day2.parquet out=runs/day2 model=models:/brandsentry/3 engine=ray",
             "score listings=day2.csv force=true score.log_run=false",
         ),
-        epilog="exit codes: 0 complete, 2 bad manifest/config/output folder, 3 error budget exceeded, "
-        "4 scored but not logged to MLflow (score.log_run=false: never logs)",
+        epilog="exit status:\n"
+        "  0  complete\n"
+        "  2  nothing scored: bad config, manifest or output folder, or a model that cannot be loaded\n"
+        "  3  error budget exceeded (every shard is written)\n"
+        "  4  scored but not logged to MLflow (score.log_run=false: never logs)",
         config_values=lambda: f"listings=MANIFEST {OVERRIDES}",
     )
     parser.set_defaults(handler=run)
