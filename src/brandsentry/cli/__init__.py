@@ -1,6 +1,7 @@
 """`brandsentry <command> [options] [key=value ...]`: a thin edge over the pipeline stages.
 
-Each command group is a module of this package with `register(subparsers)`, found at start-up; heavy imports
+Each command group is a module of this package with `register(subparsers)`, found at start-up (`_parser`
+builds their parsers the same way: README "CLI conventions"); heavy imports
 (torch, faiss) happen inside the handlers so that `--help` stays fast. Tokens shaped like
 Hydra overrides (`key=value`, `+key=value`, `~key`) are split off before argparse sees the rest
 and are applied to the composed config.

@@ -76,10 +76,10 @@ def add_command(
     )
 
 
-def add_group(subparsers: argparse._SubParsersAction, name: str, **kwargs) -> tuple[CommandParser, object]:
-    """A command group (`index`, `refs`, ...) and the subparsers of its actions."""
+def add_group(subparsers: argparse._SubParsersAction, name: str, **kwargs) -> argparse._SubParsersAction:
+    """A command group (`index`, `refs`, ...): the subparsers its actions are added to."""
     group = add_command(subparsers, name, config_values=None, **kwargs)
-    return group, group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    return group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
 def required_values(config_name: str, metavars: dict[str, str]) -> Callable[[], str]:

@@ -16,7 +16,7 @@ class AssetFileError(BrandsentryError, ValueError):
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    _, brand_actions = add_group(
+    brand_actions = add_group(
         commands,
         "brands",
         help="brand assets the cues read (wordmarks)",
@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     brands_import.add_argument("file", type=Path, metavar="FILE", help="WORDMARKS.csv or brands.json")
     brands_import.set_defaults(handler=import_wordmarks)
 
-    _, seller_actions = add_group(
+    seller_actions = add_group(
         commands,
         "sellers",
         help="authorised sellers per brand",

@@ -9,7 +9,7 @@ from brandsentry.cli._parser import add_command, add_group
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    _, actions = add_group(
+    actions = add_group(
         commands,
         "index",
         help="build, update, inspect and query the reference index",

@@ -26,7 +26,7 @@ Withdrawn references leave the search index at its next update."""
 
 
 def register(subparsers) -> None:
-    _, actions = add_group(
+    actions = add_group(
         subparsers,
         "refs",
         help="import, add, list and withdraw brand reference photos",

@@ -9,7 +9,7 @@ from brandsentry.cli._parser import add_command, add_group
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    _, actions = add_group(
+    actions = add_group(
         commands,
         "review",
         help="log scoring runs to MLflow with drift and evidence pages",
@@ -72,7 +72,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     models.add_argument("--name", default="brandsentry", help="registered model name (default brandsentry)")
     models.set_defaults(handler=run_models)
 
-    _, feedback_actions = add_group(
+    feedback_actions = add_group(
         commands,
         "feedback",
         help="reviewer verdicts: import them, or simulate a reviewer",

@@ -12,7 +12,7 @@ _SHORTHANDS = ("out", "day")
 
 
 def register(subparsers) -> None:
-    _, commands = add_group(
+    commands = add_group(
         subparsers,
         "synth",
         help="generate the synthetic marketplace (brands, references, daily listings with counterfeits)",

@@ -8,7 +8,7 @@ from brandsentry.cli._parser import add_command, add_group
 
 
 def register(subparsers) -> None:
-    _, actions = add_group(
+    actions = add_group(
         subparsers,
         "tokens",
         help="create, list and revoke brand portal tokens",
