@@ -107,6 +107,9 @@ def test_usage_shows_the_required_listings_value(command):
 @pytest.fixture
 def files(tmp_path):
     (tmp_path / "ok.csv").write_text("listing_id,image_path,claimed_brand\n1,a.jpg,Acme\n")
+    (tmp_path / "labelled.csv").write_text(
+        "listing_id,image_path,claimed_brand,label\n1,a.jpg,Acme,authentic\n"
+    )
     (tmp_path / "no_brand.csv").write_text("listing_id,image_path\n1,a.jpg\n")
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "a_file").write_text("")
@@ -139,6 +142,8 @@ BAD = [
     case(["score", "listings={d}/empty.csv"], ["empty.csv", "empty"]),
     case(["score", "listings={d}/ok.csv", "out={d}/a_file"], ["a_file", "not a folder"]),
     case(["train"], ["listings"]),
+    case(["train", "listings={d}/missing.csv"], ["missing.csv", "does not exist"]),
+    case(["train", "listings={d}/ok.csv"], ["ok.csv", "label"]),
     case(["train", "listings={d}/ok.csv", "nonsense=1"], ["nonsense"]),
     case(["train", "listings={d}/ok.csv", "experiment=nope"], ["experiment=nope", "fast_cues"]),
     case(["promote", "7"], ["7", "no model is registered yet", "brandsentry train"], slow=True),
@@ -246,6 +251,6 @@ def test_a_bad_manifest_fails_before_the_scoring_stack_is_imported(listings, fil
 
 @pytest.mark.slow
 def test_a_train_error_is_one_line_without_hydras_job_line(files):
-    done = run_process("train", f"listings={files}/ok.csv", f"workspace={files / 'ws'}")
+    done = run_process("train", f"listings={files}/labelled.csv", f"workspace={files / 'ws'}")  # no index
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("brandsentry train: "), done.stderr

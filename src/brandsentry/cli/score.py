@@ -91,20 +91,11 @@ def preflight(cfg) -> None:
     """The checks that need neither the model nor torch, made before the tcmalloc restart and the heavy
     imports so that a bad invocation fails in about a second: the manifest exists, is readable and has the
     required columns, and the output folder can be a folder (everything else: `score_run`)."""
-    from brandsentry.errors import ConfigError, ListingManifestError
+    from brandsentry.errors import ConfigError
 
     if cfg.score.listings is None:
         raise ConfigError("required config value score.listings is not set: pass listings=MANIFEST")
-    manifest = Path(str(cfg.score.listings)).expanduser()
-    if not manifest.is_file():
-        raise ListingManifestError(f"listings manifest {manifest} does not exist")
-    try:
-        columns = _columns(manifest)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ListingManifestError(f"listings manifest {manifest} cannot be read: {exc}") from None
-    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
-    if missing:
-        raise ListingManifestError(f"listings manifest {manifest} lacks column(s) {missing}")
+    check_manifest(Path(str(cfg.score.listings)).expanduser(), REQUIRED_COLUMNS)
     if cfg.score.out is not None:
         out = Path(str(cfg.score.out)).expanduser()
         if out.exists() and not out.is_dir():
@@ -112,6 +103,22 @@ def preflight(cfg) -> None:
         existing = next(folder for folder in [out, *out.absolute().parents] if folder.exists())
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"score.out={out}: cannot write in {existing}")
+
+
+def check_manifest(manifest: Path, required: tuple[str, ...]) -> None:
+    """A `ListingManifestError` unless `manifest` is a readable CSV or Parquet file with `required` columns
+    (its header alone is read: the full reading comes after the heavy imports)."""
+    from brandsentry.errors import ListingManifestError
+
+    if not manifest.is_file():
+        raise ListingManifestError(f"listings manifest {manifest} does not exist")
+    try:
+        columns = _columns(manifest)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ListingManifestError(f"listings manifest {manifest} cannot be read: {exc}") from None
+    missing = [column for column in required if column not in columns]
+    if missing:
+        raise ListingManifestError(f"listings manifest {manifest} lacks column(s) {missing}")
 
 
 def _columns(manifest: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from brandsentry.cli._parser import add_command, required_values
 
@@ -76,10 +77,14 @@ def run_train(args, overrides: list[str]) -> int:
 
 
 def _check_required(overrides: list[str]) -> None:
-    """Name a bad override or a missing listings= before the seconds of importing the training stack."""
+    """Name a bad override, a missing listings= or a bad manifest before the seconds of importing the
+    training stack."""
+    from brandsentry.cli.score import REQUIRED_COLUMNS, check_manifest
     from brandsentry.config import load_config, require
 
-    require(load_config(overrides, config_name="train"), "listings")
+    cfg = load_config(overrides, config_name="train")
+    manifest = Path(str(require(cfg, "listings"))).expanduser()
+    check_manifest(manifest, (*REQUIRED_COLUMNS, str(cfg.data.label_column)))
 
 
 def run_promote(args, overrides: list[str]) -> int:
