@@ -206,7 +206,10 @@ def test_train_requires_listings_and_keeps_hydra_outputs_in_the_workspace(tmp_pa
             "cues.logo.ratoi=0.7",
             r"cues.logo.ratoi \(did you mean cues.logo.ratio\?\); valid keys of cues.logo:",
         ),
-        ("embedder=lite9", r"Could not find 'embedder/lite9'; options of 'embedder': lite0, lite0_full_gem"),
+        (
+            "embedder=lite9",
+            r"embedder=lite9: config group embedder has no option 'lite9'; choices: lite0, lite0_full_gem",
+        ),
         ("cues.logo.ratio=[", r"cannot parse override"),
     ],
 )

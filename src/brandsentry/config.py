@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,23 +35,60 @@ def config_dir() -> Path:
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "brandsentry") -> DictConfig:
     """Compose a config the way the CLI does (`key=value` overrides), for commands and tests.
 
-    An override Hydra cannot apply (an unknown key, a group option that does not exist, bad syntax) is a
-    `ConfigError` naming it; for an unknown key with the closest existing one, never Hydra's hint to add it
-    with `+`, which would make a misspelt key silently ignored.
+    An override Hydra cannot apply is a `ConfigError` naming it (see `hydra_errors_named`).
     """
     overrides = list(overrides)
-    try:
+    with hydra_errors_named(config_name, overrides):
         return _compose(config_name, overrides)
-    except MissingConfigException as exc:  # Hydra lists the options one per line, then its search path
-        text = str(exc).split("Config search path")[0]
-        problem, _, options = text.partition("Available options in")
-        group, _, names = options.partition(":")
-        listed = f"; options of {group.strip()}: {', '.join(names.split())}" if names.strip() else ""
-        raise ConfigError(" ".join(problem.split()) + listed) from None
+
+
+@contextmanager
+def hydra_errors_named(config_name: str, overrides: list[str]) -> Iterator[None]:
+    """Turn Hydra's composition errors into one-line `ConfigError`s naming the bad override.
+
+    An unknown key is named with the closest existing one, never with Hydra's hint to add it with `+`
+    (which would make a misspelt key silently ignored); a group option that does not exist is named with
+    the group's options (its YAML files); bad syntax is quoted.
+    """
+    try:
+        yield
+    except MissingConfigException as exc:
+        raise ConfigError(_missing_option(exc, overrides)) from None
     except OverrideParseException as exc:
-        raise ConfigError(f"cannot parse override: {exc}") from None
+        raise ConfigError(_unparsable(exc, overrides)) from None
     except ConfigCompositionException as exc:
         raise ConfigError(_composition_problem(exc, config_name, overrides)) from None
+
+
+def group_options(group: str) -> list[str]:
+    """The options of config group `group` (e.g. "embedder"): its YAML files' names."""
+    return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+
+
+def _unparsable(exc: OverrideParseException, overrides: list[str]) -> str:
+    """`cannot parse override 'cues.logo.ratio=[': ...`: Hydra's reason names no override, only a token."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as found:
+            return f"cannot parse override {override!r}: {str(found).splitlines()[0]} (Hydra override syntax)"
+    return f"cannot parse overrides: {str(exc).splitlines()[0]}"
+
+
+def _missing_option(exc: MissingConfigException, overrides: list[str]) -> str:
+    """`embedder=lite9: config group embedder has no option lite9; choices: lite0, ...`."""
+    found = re.search(r"Could not find '([^']+)/([^'/]+)'", str(exc))
+    if found is None:
+        return " ".join(str(exc).split("Config search path")[0].split())
+    group, option = found.groups()
+    override = next(
+        (o for o in overrides if re.fullmatch(rf"\+*{re.escape(group)}=.*{re.escape(option)}.*", o)),
+        f"{group}={option}",
+    )
+    return f"{override}: config group {group} has no option {option!r}; choices: {', '.join(group_options(group))}"
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:

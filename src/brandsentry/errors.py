@@ -9,3 +9,7 @@ class BrandsentryError(Exception):
 
 class ConfigError(BrandsentryError, ValueError):
     """A configuration value is missing or invalid."""
+
+
+class ListingManifestError(BrandsentryError, ValueError):
+    """A listings manifest that cannot be scored at all: missing file or columns, duplicate ids, no rows."""

@@ -32,7 +32,7 @@ from brandsentry.cues import (
     feature_names,
 )
 from brandsentry.embed import Embedder
-from brandsentry.errors import BrandsentryError
+from brandsentry.errors import ListingManifestError
 from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.index import IndexParams, ReferenceIndex
 from brandsentry.index_sync import embedder_for_index
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 REQUIRED_LISTING_COLUMNS = ("listing_id", "image_path", "claimed_brand")
 OPTIONAL_LISTING_COLUMNS = ("claimed_product", "title", "price", "seller_id")
-
-
-class ListingManifestError(BrandsentryError, ValueError):
-    """A listings manifest that cannot be scored at all: missing file or columns, duplicate ids, no rows."""
 
 
 def read_listings(manifest: str | Path) -> pd.DataFrame:

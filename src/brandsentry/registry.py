@@ -201,10 +201,32 @@ def promote(uri: str, model_name: str, version: str | int, alias: str = CHAMPION
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         client.get_model_version(model_name, text)
+    except MlflowException:
+        raise PromotionError(
+            f"cannot promote {model_name}/{text}: {_not_registered(client, model_name, f'version {text}')}"
+        ) from None
+    try:
         client.set_registered_model_alias(model_name, alias, text)
     except MlflowException as exc:
-        raise PromotionError(f"cannot promote {model_name}/{text}: {exc.message}") from None
+        raise PromotionError(f"cannot set @{alias} on {model_name}/{text}: {exc.message}") from None
     return f"{model_name}/{text}"
+
+
+def _not_registered(client, model_name: str, wanted: str) -> str:
+    """Why `wanted` ("version 3", "alias @nope") of `model_name` does not resolve, with what does exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        if not names:
+            return "no model is registered yet; run `brandsentry train listings=MANIFEST` first"
+        return f"no registered model {model_name!r}; registered models: {', '.join(names)}"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{model_name}'"))
+    aliases = ", ".join(f"@{a} -> {v}" for a, v in sorted(model.aliases.items())) or "none"
+    listed = ", ".join(map(str, versions)) or "none (run `brandsentry train listings=MANIFEST`)"
+    return f"{model_name} has no {wanted}; its versions: {listed}; its aliases: {aliases}"
 
 
 def auto_promotion(
@@ -267,13 +289,14 @@ def _download_registered(uri: str, tracking_uri: str | None, cache_dir: Path | N
         raise BundleError(f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     name = match["name"]
+    wanted = f"alias @{match['alias']}" if match["alias"] else f"version {match['version']}"
     try:
         if match["alias"]:
             found = client.get_model_version_by_alias(name, match["alias"])
         else:
             found = client.get_model_version(name, match["version"])
-    except MlflowException as exc:
-        raise BundleError(f"{uri}: {exc.message}") from None
+    except MlflowException:
+        raise BundleError(f"{uri}: {_not_registered(client, name, wanted)}") from None
     version = f"{name}/{found.version}"
     return _download(f"models:/{version}", tracking_uri, cache_dir, _slug(version)), version
 

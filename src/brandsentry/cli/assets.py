@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+from brandsentry.cli._parser import add_command, add_group
 from brandsentry.errors import BrandsentryError
 
 
@@ -15,21 +16,44 @@ class AssetFileError(BrandsentryError, ValueError):
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    brands = commands.add_parser("brands", help="brand assets the cues read (wordmarks)")
-    brand_actions = brands.add_subparsers(dest="action", required=True)
-    brands_import = brand_actions.add_parser(
+    brand_actions = add_group(
+        commands,
+        "brands",
+        help="brand assets the cues read (wordmarks)",
+        description="Brand assets in the workspace catalog that the cues read: wordmarks for the text cue.",
+        examples=("brands import data/demo/brands.json workspace=data/ws",),
+    )
+    brands_import = add_command(
+        brand_actions,
         "import",
         help="set brands' wordmarks from a CSV (brand, wordmark) or a synthetic world's brands.json",
+        description="Set the wordmarks the text cue looks for in listing photos (OCR), replacing each "
+        "named brand's previous ones. FILE is a CSV with columns brand, wordmark (one row per wordmark; a "
+        'brand may have several) or a synthetic world\'s brands.json ({"brands": [{"name", "wordmark"}]}).',
+        examples=(
+            "brands import wordmarks.csv workspace=data/ws",
+            "brands import data/demo/brands.json workspace=data/ws",
+        ),
     )
-    brands_import.add_argument("file", type=Path)
+    brands_import.add_argument("file", type=Path, metavar="FILE", help="WORDMARKS.csv or brands.json")
     brands_import.set_defaults(handler=import_wordmarks)
 
-    sellers = commands.add_parser("sellers", help="authorised sellers per brand")
-    seller_actions = sellers.add_subparsers(dest="action", required=True)
-    sellers_import = seller_actions.add_parser(
-        "import", help="add authorised sellers from a CSV (brand, seller_id)"
+    seller_actions = add_group(
+        commands,
+        "sellers",
+        help="authorised sellers per brand",
+        description="Sellers each brand has authorised, which the seller cue reads.",
+        examples=("sellers import data/demo/authorized_sellers.csv workspace=data/ws",),
     )
-    sellers_import.add_argument("file", type=Path)
+    sellers_import = add_command(
+        seller_actions,
+        "import",
+        help="add authorised sellers from a CSV (brand, seller_id)",
+        description="Add authorised sellers from a CSV with columns brand, seller_id (one row per pair, "
+        "matched against the listings' seller_id); pairs already held are kept once.",
+        examples=("sellers import data/demo/authorized_sellers.csv workspace=data/ws",),
+    )
+    sellers_import.add_argument("file", type=Path, metavar="FILE", help="SELLERS.csv")
     sellers_import.set_defaults(handler=import_sellers)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from brandsentry.cli._parser import add_command
+
 SUITES = ("retrieval", "logo_brand", "tampered_logo")
 
 EPILOG = """\
@@ -15,21 +17,24 @@ suites:
                  recall at precision 0.95, overall and per tamper kind, all cues vs. similarity only
 
 Figures go to MLflow experiment `evaluation` in the workspace's store (workspace=DIR; eval.log=false: print
-only). Examples:
-  brandsentry evaluate retrieval ../shared/data/grozi120 eval.max_queries=500 embedder.input_size=288
-  brandsentry evaluate tampered_logo ../shared/data/grocery230 finetune.enabled=true"""
+only)."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "evaluate",
         help="evaluate on real photos (retrieval, logo_brand, tampered_logo)",
-        description="Run an evaluation suite (configs/eval/SUITE.yaml) on its data directory.",
+        description="Run an evaluation suite (configs/eval/SUITE.yaml) on its data directory; any "
+        "configs/evaluate.yaml value can be overridden (eval.*, embedder.*, finetune.*).",
+        examples=(
+            "evaluate retrieval ../shared/data/grozi120 eval.max_queries=500 embedder.input_size=288",
+            "evaluate tampered_logo ../shared/data/grocery230 finetune.enabled=true",
+        ),
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("suite", choices=SUITES)
-    parser.add_argument("data_dir", type=Path, help="the suite's data set (read only)")
+    parser.add_argument("suite", choices=SUITES, metavar="SUITE", help=", ".join(SUITES))
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the suite's data set (read only)")
     parser.set_defaults(handler=run_evaluate)
 
 

@@ -5,21 +5,61 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from brandsentry.cli._parser import add_command, add_group
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    index = commands.add_parser("index", help="build, update, inspect and query the reference index")
-    actions = index.add_subparsers(dest="action", required=True)
-    build = actions.add_parser(
-        "build", help="embed every approved reference into a fresh index (index=flat|hnsw|ivfpq)"
+    actions = add_group(
+        commands,
+        "index",
+        help="build, update, inspect and query the reference index",
+        description="The workspace's FAISS index of reference embeddings (WORKSPACE/index): versioned, each "
+        "version written aside and made current atomically. Which references it holds is the catalog's "
+        "business (`brandsentry refs`); the index follows with build or update.",
+        examples=("index build workspace=data/ws", "index info workspace=data/ws"),
+    )
+    build = add_command(
+        actions,
+        "build",
+        help="embed every approved reference into a fresh index version",
+        description="Embed every approved (or indexed) reference of the catalog with the configured "
+        "embedder and write a new index version of the configured type (index=flat|hnsw|ivfpq|large, "
+        "configs/index/); references become `indexed`. Exit status 1 when a reference could not be "
+        "embedded (the report names it; the others are indexed).",
+        examples=("index build workspace=data/ws", "index build index=hnsw embedder=lite1 workspace=data/ws"),
     )
     build.set_defaults(handler=run_update, rebuild=True)
-    update = actions.add_parser("update", help="add newly approved references, remove withdrawn ones")
+    update = add_command(
+        actions,
+        "update",
+        help="add newly approved references, remove withdrawn ones",
+        description="Bring the current index in step with the catalog: embed references approved since "
+        "the last build or update and drop withdrawn ones, saved as a new index version (no index yet: as "
+        "build). The configured embedder must be the index's; another one needs `index build`. Exit status "
+        "1 as for build.",
+        examples=("index update workspace=data/ws",),
+    )
     update.set_defaults(handler=run_update, rebuild=False)
-    info = actions.add_parser("info", help="print the current index manifest")
+    info = add_command(
+        actions,
+        "info",
+        help="print the current index manifest",
+        description="Print the saved index versions and the current one's manifest: FAISS factory string, "
+        "dimension, live and stored vectors, tombstones, embedder identity, creation time and the catalog's "
+        "high-water mark it has seen.",
+        examples=("index info workspace=data/ws",),
+    )
     info.set_defaults(handler=run_info)
-    search = actions.add_parser("search", help="nearest references of query images")
-    search.add_argument("images", nargs="+", type=Path)
-    search.add_argument("-k", type=int, default=5)
+    search = add_command(
+        actions,
+        "search",
+        help="nearest references of query images",
+        description="Embed IMAGE files and print their k nearest references (cosine similarity, brand, "
+        "product, view).",
+        examples=("index search photo.jpg other.png -k 3 --brand Acme workspace=data/ws",),
+    )
+    search.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="query image files")
+    search.add_argument("-k", type=int, default=5, help="neighbours per image (default 5)")
     search.add_argument("--brand", help="restrict the search to one brand's references")
     search.set_defaults(handler=run_search)
 

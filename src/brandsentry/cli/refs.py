@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from brandsentry.cli._parser import add_command, add_group
+
 INTAKE_EXIT_CODES = """\
 exit status:
   0  every photo was accepted or is already held (duplicate)
@@ -13,7 +15,7 @@ exit status:
   2  nothing was done: unreadable manifest, missing columns, bad configuration
 
 Operator imports are approved at once (ingest.auto_approve=true); pass ingest.auto_approve=false to leave
-them pending. Append workspace=DIR or any other key=value to override the config."""
+them pending."""
 
 WITHDRAW_EXIT_CODES = """\
 exit status:
@@ -24,49 +26,70 @@ Withdrawn references leave the search index at its next update."""
 
 
 def register(subparsers) -> None:
-    refs = subparsers.add_parser(
+    actions = add_group(
+        subparsers,
         "refs",
         help="import, add, list and withdraw brand reference photos",
-        description="Brand reference photos in the workspace catalog (workspace=DIR).",
+        description="Brand reference photos in the workspace catalog (workspace=DIR). Accepted ones are "
+        "indexed by `brandsentry index build|update`.",
+        examples=("refs import data/demo/references.csv workspace=data/ws", "refs list --brand Acme"),
     )
-    actions = refs.add_subparsers(dest="refs_command", required=True, metavar="ACTION")
-    formatter = argparse.RawDescriptionHelpFormatter
-
-    importer = actions.add_parser(
+    importer = add_command(
+        actions,
         "import",
         help="ingest every row of a reference manifest",
-        description="Ingest a manifest (CSV or Parquet) with columns image_path, brand, product, view; "
-        "relative image paths resolve against the manifest's folder.",
+        description="Ingest a manifest (CSV or Parquet) with columns image_path, brand, product, view "
+        "(product, logo or packaging); relative image paths resolve against the manifest's folder.",
+        examples=(
+            "refs import data/demo/references.csv workspace=data/ws",
+            "refs import refs.parquet --submitted-by acme-legal ingest.auto_approve=false",
+        ),
         epilog=INTAKE_EXIT_CODES,
-        formatter_class=formatter,
     )
-    importer.add_argument("manifest", type=Path, help="REFS.csv or REFS.parquet")
+    importer.add_argument("manifest", type=Path, metavar="MANIFEST", help="REFS.csv or REFS.parquet")
     _add_submitted_by(importer)
     importer.set_defaults(handler=import_command)
 
-    adder = actions.add_parser(
+    adder = add_command(
+        actions,
         "add",
         help="ingest photo files of one brand product",
+        description="Ingest FILEs as references of one brand product and view.",
+        examples=(
+            "refs add front.jpg side.jpg --brand Acme --product Widget",
+            "refs add logo.png --brand Acme --product Widget --view logo workspace=data/ws",
+        ),
         epilog=INTAKE_EXIT_CODES,
-        formatter_class=formatter,
     )
-    adder.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    adder.add_argument("files", nargs="+", type=Path, metavar="FILE", help="image files (JPEG, PNG, WebP)")
     adder.add_argument("--brand", required=True)
     adder.add_argument("--product", required=True)
     adder.add_argument("--view", default="product", help="product, logo or packaging (default: product)")
     _add_submitted_by(adder)
-    adder.set_defaults(handler=add_command)
+    adder.set_defaults(handler=add_files_command)
 
-    lister = actions.add_parser("list", help="list references")
-    lister.add_argument("--brand")
+    lister = add_command(
+        actions,
+        "list",
+        help="list references",
+        description="List the catalog's references (id, status, brand, product, view, size, provenance), "
+        "filtered by the flags given.",
+        examples=("refs list workspace=data/ws", "refs list --brand Acme --status pending | head"),
+    )
+    lister.add_argument("--brand", help="only this brand's references")
     lister.add_argument("--status", help="pending, approved, indexed or withdrawn")
     lister.add_argument("--view", help="product, logo or packaging")
     lister.set_defaults(handler=list_command)
 
-    withdrawer = actions.add_parser(
-        "withdraw", help="withdraw references by id", epilog=WITHDRAW_EXIT_CODES, formatter_class=formatter
+    withdrawer = add_command(
+        actions,
+        "withdraw",
+        help="withdraw references by id",
+        description="Withdraw references by ID (as `refs list` shows them).",
+        examples=("refs withdraw 12 13 --reason 'brand request'",),
+        epilog=WITHDRAW_EXIT_CODES,
     )
-    withdrawer.add_argument("ids", nargs="+", type=int, metavar="ID")
+    withdrawer.add_argument("ids", nargs="+", type=int, metavar="ID", help="reference ids")
     withdrawer.add_argument("--reason", help="recorded with the withdrawal")
     withdrawer.set_defaults(handler=withdraw_command)
 
@@ -110,7 +133,7 @@ def import_command(args, overrides: list[str]) -> int:
     return _intake_exit(report)
 
 
-def add_command(args, overrides: list[str]) -> int:
+def add_files_command(args, overrides: list[str]) -> int:
     from brandsentry.ingest import IngestSettings, ingest_files
 
     cfg, catalog, store = _open(overrides)

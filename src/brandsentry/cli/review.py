@@ -6,16 +6,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from brandsentry.cli._parser import add_command, add_group
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    review = commands.add_parser("review", help="log scoring runs to MLflow with drift and evidence pages")
-    actions = review.add_subparsers(dest="action", required=True)
-    log = actions.add_parser(
+    actions = add_group(
+        commands,
+        "review",
+        help="log scoring runs to MLflow with drift and evidence pages",
+        description="Scoring runs for reviewers (docs/review.md): logged to MLflow with drift checks and "
+        "an evidence page, recorded in the catalog's ledger, summarised against ground truth.",
+        examples=("review log data/ws/runs/score/day2 workspace=data/ws", "review models workspace=data/ws"),
+    )
+    log = add_command(
+        actions,
         "log",
         help="log a finished scoring run (experiment `scoring`): metrics, plots, drift, evidence page",
-        description="Records the run in the catalog's ledger, then logs it to MLflow. Config: review.*.",
+        description="Record the scoring run in RUN_DIR in the catalog's ledger, then log it to MLflow. "
+        "Config: review.* (configs/review/default.yaml). `brandsentry score` does this itself unless "
+        "score.log_run=false.",
+        examples=(
+            "review log data/ws/runs/score/day2 workspace=data/ws",
+            "review log runs/day2 --force --no-attribution",
+        ),
     )
-    log.add_argument("run_dir", type=Path)
+    log.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a `brandsentry score` results folder")
     log.add_argument(
         "--kind", choices=("daily", "rescan"), default="daily", help="only daily runs form the drift baseline"
     )
@@ -26,20 +41,34 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--no-attribution", action="store_true", help="do not load the model for cue attributions"
     )
     log.set_defaults(handler=run_log)
-    record = actions.add_parser(
+    record = add_command(
+        actions,
         "record",
         help="add a finished scoring run to the catalog's ledger only (what rescan and feedback read)",
+        description="Add the scoring run in RUN_DIR to the catalog's ledger without logging it to MLflow.",
+        examples=("review record data/ws/runs/score/day1 workspace=data/ws",),
     )
-    record.add_argument("run_dir", type=Path)
+    record.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a `brandsentry score` results folder")
     record.set_defaults(handler=run_record)
-    summary = actions.add_parser(
+    summary = add_command(
+        actions,
         "summary",
         help="precision and recall per counterfeit kind of labelled scoring runs, and their throughput",
+        description="Per RUN_DIR: flag/review/pass counts, precision and recall per counterfeit kind "
+        "(the manifest's label and counterfeit_kind columns, carried into the results) and images/s.",
+        examples=("review summary data/ws/runs/score/day1 data/ws/runs/score/day2",),
     )
-    summary.add_argument("run_dirs", type=Path, nargs="+")
+    summary.add_argument(
+        "run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="`brandsentry score` results folders"
+    )
     summary.set_defaults(handler=run_summary)
-    models = actions.add_parser(
-        "models", help="registered model versions with their test metrics and reviewed rows used in training"
+    models = add_command(
+        actions,
+        "models",
+        help="registered model versions with their test metrics and reviewed rows used in training",
+        description="The registered versions of a model: aliases, test metrics and how many reviewed "
+        "listings their training used.",
+        examples=("review models workspace=data/ws",),
     )
     models.add_argument("--name", default="brandsentry", help="registered model name (default brandsentry)")
     models.set_defaults(handler=run_models)
@@ -65,22 +94,37 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     export.set_defaults(handler=run_export)
 
-    feedback = commands.add_parser("feedback", help="reviewer verdicts: import them, or simulate a reviewer")
-    feedback_actions = feedback.add_subparsers(dest="action", required=True)
-    verdicts = feedback_actions.add_parser(
+    feedback_actions = add_group(
+        commands,
+        "feedback",
+        help="reviewer verdicts: import them, or simulate a reviewer",
+        description="Reviewer verdicts on scored listings, stored in the catalog; training reads them "
+        "with data.include_feedback=true.",
+        examples=("feedback import verdicts.csv workspace=data/ws",),
+    )
+    verdicts = add_command(
+        feedback_actions,
         "import",
         help="store VERDICTS.csv (listing_id, verdict, reviewer, note) with each listing's features",
-        description="verdict: confirmed_counterfeit | false_positive | authentic. Rows that cannot be stored "
-        "are listed with their reason; the exit status is 1 when any was rejected.",
+        description="Store VERDICTS.csv, columns listing_id, verdict (confirmed_counterfeit | "
+        "false_positive | authentic), reviewer, note, for listings the catalog's ledger holds. Rows that "
+        "cannot be stored are listed with their reason; the exit status is 1 when any was rejected.",
+        examples=("feedback import data/ws/runs/score/day2/_verdicts.csv workspace=data/ws",),
     )
-    verdicts.add_argument("file", type=Path)
+    verdicts.add_argument("file", type=Path, metavar="VERDICTS.csv")
     verdicts.set_defaults(handler=run_import)
-    simulate = feedback_actions.add_parser(
+    simulate = add_command(
+        feedback_actions,
         "simulate",
         help="answer a run's flag/review queue from ground truth (a labelled listings CSV) into VERDICTS.csv",
+        description="Answer the --top highest-scored flag/review listings of RUN_DIR from TRUTH's label "
+        "column, wrong at --error-rate, into a VERDICTS.csv for `feedback import`.",
+        examples=("feedback simulate data/ws/runs/score/day2 data/demo/listings_day2.csv --top 150",),
     )
-    simulate.add_argument("run_dir", type=Path)
-    simulate.add_argument("truth", type=Path, help="listings manifest with listing_id and label")
+    simulate.add_argument(
+        "run_dir", type=Path, metavar="RUN_DIR", help="a `brandsentry score` results folder"
+    )
+    simulate.add_argument("truth", type=Path, metavar="TRUTH", help="listings CSV with listing_id and label")
     simulate.add_argument(
         "--top", type=_positive_int, default=100, help="highest-scored flag/review listings answered"
     )
@@ -95,13 +139,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     simulate.set_defaults(handler=run_simulate)
 
-    rescan = commands.add_parser(
+    rescan = add_command(
+        commands,
         "rescan",
         help="re-score a brand's listings scored since DATE (after its references changed); report changes",
+        description="Re-score the listings of --brand whose latest scoring (in the catalog's ledger) is at "
+        "or after --since, with the workspace's current index, into review.rescan.out/<brand>-<time>/; "
+        "log it as a `rescan` run and print the decisions that changed (all in changes.csv). Run it after "
+        "the brand's references changed and `brandsentry index update`.",
+        examples=(
+            "rescan --brand Acme --since 2026-11-01 workspace=data/ws",
+            "rescan --brand Acme --since 2026-11-01T08:00+01:00 --model models:/brandsentry/3 --show 50",
+        ),
     )
-    rescan.add_argument("--brand", required=True)
-    rescan.add_argument("--since", required=True, help="ISO date or timestamp (UTC when no zone is given)")
-    rescan.add_argument("--model", default=None, help="model URI or bundle folder (default: score.model)")
+    rescan.add_argument("--brand", required=True, help="the brand whose listings are re-scored")
+    rescan.add_argument(
+        "--since", required=True, metavar="DATE", help="ISO date or timestamp (UTC when no zone is given)"
+    )
+    rescan.add_argument(
+        "--model", default=None, metavar="URI|PATH", help="model URI or bundle folder (default: score.model)"
+    )
     rescan.add_argument(
         "--show", type=int, default=20, help="changed listings printed (all are in changes.csv)"
     )
@@ -167,8 +224,11 @@ def report_logged(logged) -> None:
 
 
 def run_summary(args, overrides: list[str]) -> int:
+    from brandsentry.config import load_config
     from brandsentry.review import format_table, truth_table
     from brandsentry.run_folder import read_results, read_summary
+
+    load_config(overrides)  # read nowhere here, but a misspelt key is an error, never silently ignored
 
     for run_dir in args.run_dirs:
         results = read_results(run_dir)
@@ -232,8 +292,11 @@ def run_import(args, overrides: list[str]) -> int:
 def run_simulate(args, overrides: list[str]) -> int:
     import pandas as pd
 
+    from brandsentry.config import load_config
     from brandsentry.feedback import VerdictFileError, simulate_verdicts
     from brandsentry.run_folder import VERDICTS_FILE, read_results
+
+    load_config(overrides)  # read nowhere here, but a misspelt key is an error, never silently ignored
 
     if not args.truth.is_file():
         raise VerdictFileError(f"ground truth {args.truth} does not exist")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from brandsentry.cli._parser import add_command
+
 
 def register(subparsers) -> None:
-    server = subparsers.add_parser(
+    server = add_command(
+        subparsers,
         "serve",
         help="run the brand portal (web pages + JSON API)",
         description="Serve the brand portal for the workspace (workspace=DIR) on portal.host:portal.port "
         "(default 127.0.0.1:8000). The API is documented at /docs and /openapi.json. "
         "Create tokens first: `brandsentry tokens create --brand B --name NAME`.",
+        examples=("serve workspace=data/ws", "serve portal.host=0.0.0.0 portal.port=8080"),
     )
     server.set_defaults(handler=serve_command)
 

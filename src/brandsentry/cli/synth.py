@@ -5,29 +5,44 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from brandsentry.cli._parser import OVERRIDES, add_command, add_group
+
 # Shorthands of the command lines: `out=DIR day=N` mean `synth.out=DIR synth.day=N`.
 _SHORTHANDS = ("out", "day")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    commands = add_group(
+        subparsers,
         "synth",
         help="generate the synthetic marketplace (brands, references, daily listings with counterfeits)",
-        description="Synthetic marketplace. Presets: synth=tiny (tests, seconds) | synth=demo (default).",
+        description="Synthetic marketplace (docs/synth.md). Presets: synth=tiny (tests, seconds) | "
+        "synth=demo (default); out=DIR (default data/demo) and day=N (default 1) are shorthands of synth.out "
+        "and synth.day.",
+        examples=("synth world out=data/demo", "synth sheet out=data/demo day=2"),
     )
-    commands = parser.add_subparsers(dest="synth_command", required=True, metavar="SUBCOMMAND")
-    world = commands.add_parser(
+    world = add_command(
+        commands,
         "world",
         help="write a world and its day 1 (day=N>1: another day's listings for the world in out=DIR)",
         description="Write brands, references, authorised sellers and listings_day1.csv under out=DIR; "
         "with day=N (N > 1) add listings_day{N}.csv to the world already there (made first if missing). "
-        "Any synth.* value can be overridden, e.g. synth=tiny synth.listings=120 seed=3.",
+        "Any synth.* value can be overridden.",
+        examples=(
+            "synth world out=data/demo",
+            "synth world out=data/demo day=2",
+            "synth world out=/tmp/tiny synth=tiny synth.listings=120 seed=3",
+        ),
+        config_values=lambda: f"[out=DIR] [day=N] {OVERRIDES}",
     )
     world.set_defaults(handler=_world)
-    sheet = commands.add_parser(
+    sheet = add_command(
+        commands,
         "sheet",
         help="contact sheet PNG of one day: authentic listings beside every counterfeit kind",
         description="Write a contact sheet of day=N of the world in out=DIR.",
+        examples=("synth sheet out=data/demo day=1 --columns 6 --output sheet.png",),
+        config_values=lambda: f"[out=DIR] [day=N] {OVERRIDES}",
     )
     sheet.add_argument(
         "--output", type=Path, default=None, help="PNG path (default: OUT/contact_sheet_day{N}.png)"

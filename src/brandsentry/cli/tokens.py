@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import getpass
 
+from brandsentry.cli._parser import add_command, add_group
+
 
 def register(subparsers) -> None:
-    tokens = subparsers.add_parser(
+    actions = add_group(
+        subparsers,
         "tokens",
         help="create, list and revoke brand portal tokens",
         description="Access tokens of the brand portal (`brandsentry serve`) in the workspace (workspace=DIR).",
+        examples=("tokens create --brand Acme --name 'Jo at Acme' workspace=data/ws", "tokens list --active"),
     )
-    actions = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
 
-    creator = actions.add_parser(
+    creator = add_command(
+        actions,
         "create",
         help="create a token and print it once",
         description="Print a new token once; only a salted hash is stored, so a lost token cannot be shown "
         "again: revoke it and create another.",
+        examples=("tokens create --brand Acme --name 'Jo at Acme'", "tokens create --admin --name ops"),
     )
     role = creator.add_mutually_exclusive_group(required=True)
     role.add_argument("--brand", help="the one brand this token reads and writes")
@@ -32,12 +37,25 @@ def register(subparsers) -> None:
     )
     creator.set_defaults(handler=create_command)
 
-    lister = actions.add_parser("list", help="list tokens (never their secrets)")
+    lister = add_command(
+        actions,
+        "list",
+        help="list tokens (never their secrets)",
+        description="List tokens: key id, role, brand, holder, when created and revoked.",
+        examples=("tokens list", "tokens list --brand Acme --active"),
+    )
     lister.add_argument("--brand", help="only this brand's tokens")
     lister.add_argument("--active", action="store_true", help="leave out revoked tokens")
     lister.set_defaults(handler=list_command)
 
-    revoker = actions.add_parser("revoke", help="revoke tokens by key id; their sessions end at once")
+    revoker = add_command(
+        actions,
+        "revoke",
+        help="revoke tokens by key id; their sessions end at once",
+        description="Revoke tokens by KEY_ID; exit status 1 when any key id is unknown (the others are "
+        "still revoked).",
+        examples=("tokens revoke 3f9a2c1b7d40",),
+    )
     revoker.add_argument("key_ids", nargs="+", metavar="KEY_ID", help="as `tokens list` shows them")
     revoker.set_defaults(handler=revoke_command)
 

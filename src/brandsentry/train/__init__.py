@@ -43,8 +43,8 @@ from brandsentry.classify import (
     classification_metrics,
     decision_metrics,
 )
-from brandsentry.config import Workspace, config_dir, require
-from brandsentry.errors import ConfigError
+from brandsentry.config import Workspace, config_dir, hydra_errors_named, require
+from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.features import ScoringContext
 from brandsentry.model_choice import choose_model
 from brandsentry.registry import (
@@ -521,27 +521,39 @@ def _requirement() -> str:
 
 def run_hydra_train(overrides: list[str], multirun: bool = False) -> list[TrainingResult]:
     """`brandsentry train [-m] key=value ...` as a Hydra app (sweeps, output dirs, .hydra/): a `hydra.main`
-    task, which reads its command line from sys.argv, so sys.argv holds the overrides for the call."""
+    task, which reads its command line from sys.argv, so sys.argv holds the overrides for the call.
+
+    Errors reach the caller as they are (a bad override as a `ConfigError` naming it), never through Hydra's
+    printer: a job's `BrandsentryError` is raised after Hydra returns, since Hydra prints "Error executing
+    job with overrides" before re-raising one; the other jobs of a sweep still run.
+    """
     import sys
 
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
     results: list[TrainingResult] = []
+    failures: list[BrandsentryError] = []
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
     def task(cfg: DictConfig) -> None:
-        results.append(train(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir), progress=True))
+        try:
+            results.append(train(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir), progress=True))
+        except BrandsentryError as exc:
+            failures.append(exc)
 
     argv, previous = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["brandsentry train", *(["--multirun"] if multirun else []), *overrides]
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # our own errors reach the CLI dispatcher, not Hydra's printer
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors instead of printing them
     try:
-        task()
+        with hydra_errors_named("train", overrides):
+            task()
     finally:
         sys.argv = argv
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = previous
+    if failures:
+        raise failures[0]
     return results
