@@ -72,7 +72,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--name", default="brandsentry", help="registered model name (default brandsentry)")
     models.set_defaults(handler=run_models)
-    export = actions.add_parser(
+    export = add_command(
+        actions,
         "export",
         help="every listing of a scoring run as Label Studio tasks or a FiftyOne dataset folder",
         description="Writes OUT/ with every listing of RUN_DIR (all decisions, errors too): score, decision, "
@@ -80,7 +81,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "labelstudio: tasks.json + labeling_config.xml (verdict choices counterfeit/authentic/unsure), images "
         "as local-file URLs under --root. fiftyone: samples.json + metadata.json, loaded by "
         "fiftyone.Dataset.from_dir(OUT, dataset_type=fiftyone.types.FiftyOneDataset). See docs/review.md.",
-        epilog="example: brandsentry review export data/workspace/runs/score/day2 exports/day2-ls --format labelstudio",
+        examples=(
+            "review export data/ws/runs/score/day2 exports/day2-ls --format labelstudio",
+            "review export data/ws/runs/score/day2 exports/day2-fo --format fiftyone",
+        ),
     )
     export.add_argument("run_dir", type=Path, help="a finished scoring run folder")
     export.add_argument("out", type=Path, help="folder to write (new, empty, or an earlier export)")
@@ -254,7 +258,10 @@ def run_models(args, overrides: list[str]) -> int:
 
 
 def run_export(args, overrides: list[str]) -> int:
+    from brandsentry.config import load_config
     from brandsentry.review.export import export_run
+
+    load_config(overrides)  # read nowhere here, but a misspelt key is an error, never silently ignored
 
     done = export_run(args.run_dir, args.out, args.fmt, args.root)
     print(f"{done.listings} listing(s) of {args.run_dir} -> {', '.join(str(f) for f in done.files)}")
