@@ -378,7 +378,9 @@ def test_a_scoring_run_links_the_registered_model_version_it_used(review_world, 
         n=60, seed=3, day=3, scored_at="2026-11-03T06:00:00Z", model_version="brandsentry/1+index.v2"
     )
     run_dir = write_run(tmp_path / "runs" / "day3", day3)
-    cfg = review_config(f"workspace={workspace.root}", "review.evidence.top=2")
+    cfg = review_config(
+        f"workspace={workspace.root}", "review.evidence.queue.review=1", "review.evidence.queue.flag=1"
+    )
     linked = log_scoring_run(cfg, run_dir, kind="rescan")
     run = client.get_run(linked.run_id)
     assert run.info.run_name == "rescan-day3"
@@ -597,7 +599,7 @@ def test_review_export_command(review_world, tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         main(["review", "export", "--help"])
-    assert "example: brandsentry review export" in capsys.readouterr().out
+    assert "examples:\n  brandsentry review export" in capsys.readouterr().out
     assert (
         main(["review", "export", str(review_world["day1"]), str(tmp_path / "fo"), "--format", "fiftyone"])
         == 0

@@ -86,8 +86,10 @@ def register(commands: argparse._SubParsersAction) -> None:
             "review export data/ws/runs/score/day2 exports/day2-fo --format fiftyone",
         ),
     )
-    export.add_argument("run_dir", type=Path, help="a finished scoring run folder")
-    export.add_argument("out", type=Path, help="folder to write (new, empty, or an earlier export)")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished scoring run folder")
+    export.add_argument(
+        "out", type=Path, metavar="OUT", help="folder to write (new, empty, or an earlier export)"
+    )
     export.add_argument("--format", required=True, dest="fmt", help="labelstudio or fiftyone")
     export.add_argument(
         "--root",
