@@ -24,13 +24,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     brands_import.add_argument("file", type=Path)
     brands_import.set_defaults(handler=import_wordmarks)
 
-    sellers = commands.add_parser("sellers", help="authorised sellers per brand")
+    sellers = commands.add_parser("sellers", help="authorised sellers per brand; sellers across days")
     seller_actions = sellers.add_subparsers(dest="action", required=True)
     sellers_import = seller_actions.add_parser(
         "import", help="add authorised sellers from a CSV (brand, seller_id)"
     )
     sellers_import.add_argument("file", type=Path)
     sellers_import.set_defaults(handler=import_sellers)
+    from brandsentry.cli.alliance import add_sellers_report
+
+    add_sellers_report(seller_actions)
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:

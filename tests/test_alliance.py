@@ -1,0 +1,164 @@
+"""The brand side: sellers across days, seller clusters, case packages and the transparency report."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brandsentry.alliance import AllianceSettings
+from brandsentry.alliance.sellers import seller_clusters, seller_tables, shared_photo_links
+from brandsentry.catalog import Catalog
+from brandsentry.cli import main
+from brandsentry.config import Workspace
+from brandsentry.feedback import import_verdicts
+from brandsentry.ledger import record_scoring_run
+from fake_runs import make_results, write_run
+
+SETTINGS = AllianceSettings(
+    link_cosine=0.97, confirm_weight=3.0, prior_strength=2.0, top=50, evidence_listings=3, out="unused"
+)
+
+
+def listings(rows: list[tuple[str, str, str, float, str]]) -> pd.DataFrame:
+    """(listing_id, seller_id, decision, score, verdict label or '') rows as window listings."""
+    frame = pd.DataFrame(rows, columns=["listing_id", "seller_id", "decision", "score", "label"])
+    frame["claimed_brand"] = "Acme"
+    frame["label"] = frame["label"].replace("", None)
+    return frame
+
+
+def test_repeat_score_is_the_smoothed_verdict_weighted_flag_rate():
+    frame = listings(
+        [("a1", "A", "flag", 0.9, ""), ("a2", "A", "flag", 0.8, "counterfeit"), ("a3", "A", "pass", 0.1, "")]
+        + [("b1", "B", "flag", 0.95, "authentic"), ("b2", "B", "pass", 0.2, "")]
+        + [("c1", "C", "pass", 0.3, "")]
+    )
+    tables = seller_tables(frame, np.full((len(frame), 4), np.nan), {}, SETTINGS)
+    table = tables.sellers.set_index("seller_id")
+    p0 = 3 / 6  # the window's flag rate
+    # A: a1 flag (1, w 1), a2 confirmed (1, w 3), a3 pass (0, w 1)
+    assert table.at["A", "repeat_score"] == pytest.approx((1 + 3 + 2 * p0) / (5 + 2))
+    # B: b1's authentic verdict overrides its flag and weighs 3
+    assert table.at["B", "repeat_score"] == pytest.approx((0 + 0 + 2 * p0) / (4 + 2))
+    assert table.at["B", "disputed"] == 1 and table.at["A", "confirmed"] == 1
+    assert list(tables.sellers["seller_id"]) == ["A", "C", "B"]
+    assert table.at["A", "evidence_listing_ids"] == ["a1", "a2", "a3"]
+
+
+def test_many_flags_outrank_one_flag_and_smoothing_is_what_does_it():
+    frame = listings(
+        [(f"a{i}", "A", "flag", 0.9, "") for i in range(10)]
+        + [("a10", "A", "pass", 0.2, ""), ("b0", "B", "flag", 0.99, "")]
+        + [(f"c{i}", "C", "pass", 0.1, "") for i in range(10)]
+    )
+    vectors = np.full((len(frame), 2), np.nan)
+    ranked = seller_tables(frame, vectors, {}, SETTINGS).sellers["seller_id"].tolist()
+    assert ranked[:2] == ["A", "B"]
+    unsmoothed = AllianceSettings(**{**SETTINGS.__dict__, "prior_strength": 0.0})
+    assert seller_tables(frame, vectors, {}, unsmoothed).sellers["seller_id"].tolist()[:2] == ["B", "A"]
+
+
+def test_shared_photos_link_sellers_transitively_but_not_an_authorised_seller():
+    frame = listings(
+        [("x1", "A", "flag", 0.9, ""), ("x2", "B", "flag", 0.8, ""), ("x3", "B", "pass", 0.2, "")]
+        + [("x4", "C", "flag", 0.7, ""), ("x5", "D", "pass", 0.1, ""), ("x6", "E", "pass", 0.1, "")]
+    )
+    photo, other, third = np.eye(3)
+    vectors = np.stack([photo, photo * 2, other, other + 0.01 * third, third, photo])
+    links = shared_photo_links(frame, vectors, {"Acme": frozenset({"E"})}, 0.97)
+    pairs = {(a, b) for a, b in zip(links["listing_a"], links["listing_b"], strict=True)}
+    assert pairs == {("x1", "x2"), ("x3", "x4")}  # x6 is the brand's own seller; x5 shares nothing
+    assert seller_clusters(links) == {"A": "C-A", "B": "C-A", "C": "C-A"}
+    tables = seller_tables(frame, vectors, {"Acme": frozenset({"E"})}, SETTINGS)
+    cluster = tables.clusters.set_index("cluster_id").loc["C-A"]
+    assert cluster["sellers"] == ["A", "B", "C"] and cluster["scanned"] == 4 and cluster["flagged"] == 3
+    assert tables.sellers.set_index("seller_id").at["E", "authorised_for"] == "Acme"
+
+
+def test_a_listing_does_not_link_its_own_seller():
+    frame = listings([("y1", "A", "flag", 0.9, ""), ("y2", "A", "flag", 0.8, "")])
+    assert shared_photo_links(frame, np.ones((2, 3)), {}, 0.97).empty
+
+
+# ---- a workspace with two scored days -------------------------------------------------------------------
+
+
+def scored_day(tmp_path, workspace, day: int, stamp: str) -> pd.DataFrame:
+    """A scoring run of day `day` with embeddings, recorded in the ledger; sellers s000 and s001 share a photo."""
+    results = make_results(n=40, seed=day, day=day, scored_at=stamp)
+    rng = np.random.default_rng(day)
+    vectors = rng.normal(size=(len(results), 16)).astype(np.float32)
+    shared = np.flatnonzero(results["seller_id"].isin(["s000", "s001"]).to_numpy())[:2]
+    vectors[shared[1]] = vectors[shared[0]]
+    out = write_run(tmp_path / f"day{day}", results, parts=2)
+    (out / "_embeddings").mkdir()
+    for index, rows in enumerate(np.array_split(np.arange(len(results)), 2)):
+        np.save(out / "_embeddings" / f"part-{index:05d}.npy", vectors[rows])
+    record_scoring_run(workspace, out)
+    return results
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    workspace = Workspace(tmp_path / "ws").ensure()
+    Catalog.open(workspace).close()
+    return workspace
+
+
+@pytest.fixture
+def two_days(tmp_path, workspace):
+    first = scored_day(tmp_path, workspace, 1, "2026-11-02T06:00:00+00:00")
+    second = scored_day(tmp_path, workspace, 2, "2026-11-03T06:00:00+00:00")
+    flagged = pd.concat([first, second]).query("decision == 'flag'")
+    verdicts = tmp_path / "verdicts.csv"
+    with verdicts.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["listing_id", "verdict", "reviewer"])
+        for n, listing_id in enumerate(flagged["listing_id"][:6]):
+            writer.writerow([listing_id, "confirmed_counterfeit" if n % 3 else "false_positive", "rev"])
+    import_verdicts(workspace, verdicts)
+    return workspace, pd.concat([first, second], ignore_index=True)
+
+
+def test_sellers_report_writes_parquet_and_html_into_the_workspace(two_days, capsys):
+    workspace, results = two_days
+    assert main(["sellers", "report", f"workspace={workspace.root}"]) == 0
+    printed = capsys.readouterr().out
+    page = next(line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith("sellers report"))
+    folder = workspace.root / "reports" / "sellers"
+    assert page.startswith(str(folder)) and page.endswith("sellers.html")
+    sellers = pd.read_parquet(page.replace("sellers.html", "sellers.parquet"))
+    scored = results[results["decision"] != "error"]
+    assert sellers["scanned"].sum() == len(scored)  # both days, errors left out
+    assert sellers.set_index("seller_id")["flagged"].to_dict() == (
+        scored.assign(f=scored["decision"] == "flag").groupby("seller_id")["f"].sum().to_dict()
+    )
+    assert sellers["confirmed"].sum() == 4 and sellers["disputed"].sum() == 2
+    clusters = pd.read_parquet(page.replace("sellers.html", "clusters.parquet"))
+    assert [list(s) for s in clusters["sellers"]] == [["s000", "s001"]]
+    html = Path(page).read_text(encoding="utf-8")
+    assert "C-s000" in html and sellers.at[0, "seller_id"] in html
+
+
+def test_sellers_report_since_narrows_the_window(two_days, capsys):
+    workspace, results = two_days
+    assert main(["sellers", "report", "--since", "2026-11-03", f"workspace={workspace.root}"]) == 0
+    page = capsys.readouterr().out.splitlines()[0].split(": ", 1)[1]
+    sellers = pd.read_parquet(page.replace("sellers.html", "sellers.parquet"))
+    assert sellers["scanned"].sum() == int((results["listing_id"].str.startswith("d2")
+                                            & (results["decision"] != "error")).sum())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [("2026-12-01", "no scoring runs in the window since 2026-12-01: run `brandsentry score` first"),
+     ("2026-13-01", "--since '2026-13-01' is not a date (expected YYYY-MM-DD")],
+)  # fmt: skip
+def test_sellers_report_refuses_an_empty_window_or_a_bad_date(two_days, capsys, since, message):
+    workspace, _ = two_days
+    assert main(["sellers", "report", "--since", since, f"workspace={workspace.root}"]) == 2
+    assert message in capsys.readouterr().err
