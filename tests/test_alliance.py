@@ -162,3 +162,113 @@ def test_sellers_report_refuses_an_empty_window_or_a_bad_date(two_days, capsys, 
     workspace, _ = two_days
     assert main(["sellers", "report", "--since", since, f"workspace={workspace.root}"]) == 2
     assert message in capsys.readouterr().err
+
+
+# ---- case packages ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def case_workspace(tmp_path, workspace):
+    """Day 1 with real listing images and two catalog references every listing matched."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    ref_ids = []
+    with Catalog.open(workspace) as catalog:
+        for n in range(2):
+            stored = f"acme/ref{n}.png"
+            (workspace.image_store / "acme").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+                workspace.image_store / stored
+            )
+            ref = catalog.add_reference(
+                brand="Acme", product="acme-p0", view="product", sha256=f"{n:064x}", phash=f"{n:016x}",
+                stored_path=stored, width=8, height=8, submitted_by="test", status="approved",
+            )  # fmt: skip
+            ref_ids.append(ref.id)
+    images = tmp_path / "images"
+    images.mkdir()
+    paths = []
+    for i in range(40):
+        path = images / f"d1-{i:05d}.png"
+        Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    results = make_results(n=40, seed=1, day=1, image_paths=paths, top_ref_ids=[ref_ids] * 40)
+    results["top_similarities"] = [[0.9, 0.8]] * 40
+    record_scoring_run(workspace, write_run(tmp_path / "day1", results))
+    return workspace, results
+
+
+def export(workspace, out, *args) -> int:
+    return main(["case", "export", "--brand", "acme", *args, str(out), f"workspace={workspace.root}"])
+
+
+def test_a_case_package_holds_the_evidence_and_is_the_same_bytes_twice(case_workspace, tmp_path, capsys):
+    import json
+    import zipfile
+
+    workspace, results = case_workspace
+    seller = results.loc[results["claimed_brand"] == "Acme", "seller_id"].iloc[0]
+    assert export(workspace, tmp_path / "a.zip", "--seller", seller) == 0
+    assert export(workspace, tmp_path / "b.zip", "--seller", seller) == 0
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    expected = results[(results["claimed_brand"] == "Acme") & (results["seller_id"] == seller)]
+    expected = expected[expected["decision"] != "error"]
+    with zipfile.ZipFile(tmp_path / "a.zip") as archive:
+        names = archive.namelist()
+        assert names == sorted(names)
+        assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        manifest = json.loads(archive.read("manifest.json"))
+        assert set(manifest["files"]) == set(names) - {"manifest.json"}
+        listing_id = expected["listing_id"].iloc[0]
+        record = json.loads(archive.read(f"listings/{listing_id}.json"))
+        row = expected.set_index("listing_id").loc[listing_id]
+        assert record["score"] == pytest.approx(row["score"]) and record["seller_id"] == seller
+        assert record["cues"]["sim_top1"] == pytest.approx(row["sim_top1"])
+        assert archive.read(record["image_file"]) == Path(row["image_path"]).read_bytes()
+        assert [r["file"] for r in record["references"]] == [
+            f"references/{i}.png" for i in row["top_ref_ids"]
+        ]
+        assert archive.read("references/1.png") == (workspace.image_store / "acme/ref0.png").read_bytes()
+        assert (
+            "summary.html" in names and f"{len(expected)} listing(s)" in archive.read("summary.html").decode()
+        )
+    assert main(["case", "verify", str(tmp_path / "a.zip")]) == 0
+    assert f"all {len(names) - 1} file(s) match" in capsys.readouterr().out
+
+
+def test_a_tampered_case_package_fails_verification_naming_the_file(case_workspace, tmp_path, capsys):
+    import zipfile
+
+    workspace, results = case_workspace
+    assert export(workspace, tmp_path / "case.zip") == 0
+    with (
+        zipfile.ZipFile(tmp_path / "case.zip") as original,
+        zipfile.ZipFile(tmp_path / "bad.zip", "w") as bad,
+    ):
+        victim = next(n for n in original.namelist() if n.startswith("listings/") and n.endswith(".json"))
+        for info in original.infolist():
+            data = original.read(info)
+            bad.writestr(
+                info,
+                data.replace(b'"decision": "flag"', b'"decision": "pass"')
+                if info.filename == victim
+                else data,
+            )
+    capsys.readouterr()
+    assert main(["case", "verify", str(tmp_path / "bad.zip")]) == 2
+    assert f"{victim} does not match its sha256" in capsys.readouterr().err
+
+
+def test_case_export_names_an_unknown_brand_seller_or_cluster(case_workspace, tmp_path, capsys):
+    workspace, _ = case_workspace
+    assert (
+        main(["case", "export", "--brand", "Zed", str(tmp_path / "x.zip"), f"workspace={workspace.root}"])
+        == 2
+    )
+    assert "unknown brand 'Zed'" in capsys.readouterr().err
+    assert export(workspace, tmp_path / "x.zip", "--seller", "s999") == 2
+    assert "unknown seller 's999'" in capsys.readouterr().err
+    assert export(workspace, tmp_path / "x.zip", "--cluster", "C-s999") == 2
+    assert "unknown cluster 'C-s999'" in capsys.readouterr().err
+    assert not (tmp_path / "x.zip").exists()
