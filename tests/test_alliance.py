@@ -272,3 +272,75 @@ def test_case_export_names_an_unknown_brand_seller_or_cluster(case_workspace, tm
     assert export(workspace, tmp_path / "x.zip", "--cluster", "C-s999") == 2
     assert "unknown cluster 'C-s999'" in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists()
+
+
+# ---- transparency report ----------------------------------------------------------------------------------
+
+
+def test_report_numbers_count_flags_verdicts_and_time_to_verdict(two_days):
+    from brandsentry.alliance.report import report_numbers
+
+    workspace, results = two_days
+    scored = results[results["decision"] != "error"]
+    with Catalog.open(workspace) as catalog:
+        imported = catalog.connection().execute("SELECT listing_id, imported_at FROM feedback").fetchall()
+    stamps = results.set_index("listing_id")["scored_at"]
+    hours = [(pd.Timestamp(at) - pd.Timestamp(stamps[i])).total_seconds() / 3600 for i, at in imported]
+    report = report_numbers(workspace, "2026-11")
+    assert report["overall"] == {
+        "scanned": len(scored),
+        "flagged": int((scored["decision"] == "flag").sum()),
+        "confirmed": 4,
+        "disputed": 2,
+        "flag_precision": pytest.approx(4 / 6),
+        "median_hours_to_verdict": pytest.approx(float(np.median(hours))),
+    }
+    acme = scored[scored["claimed_brand"] == "Acme"]
+    assert report["brands"]["Acme"]["scanned"] == len(acme)
+    assert sum(b["flagged"] for b in report["brands"].values()) == report["overall"]["flagged"]
+    assert report_numbers(workspace, "2026-11", brand="acme")["overall"] == report["brands"]["Acme"]
+
+
+def test_a_brand_without_verdicts_has_no_precision_rather_than_a_zero(workspace, tmp_path):
+    from brandsentry.alliance.report import report_numbers
+
+    scored_day(tmp_path, workspace, 1, "2026-11-02T06:00:00+00:00")
+    overall = report_numbers(workspace, "2026-11")["overall"]
+    assert overall["flag_precision"] is None and overall["median_hours_to_verdict"] is None
+
+
+def test_report_command_writes_html_json_and_an_mlflow_run(two_days, capsys):
+    import json
+
+    from mlflow import MlflowClient
+
+    workspace, _ = two_days
+    assert main(["report", "--period", "2026-11", f"workspace={workspace.root}"]) == 0
+    assert "flag precision 0.667" in capsys.readouterr().out
+    folder = workspace.root / "reports" / "transparency" / "2026-11"
+    report = json.loads((folder / "report.json").read_text())
+    page = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Borealis" in page
+    client = MlflowClient(tracking_uri=workspace.mlflow_uri)
+    experiment = client.get_experiment_by_name("reports")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["period"] == "2026-11"
+    assert run.data.metrics["overall.scanned"] == report["overall"]["scanned"]
+    assert run.data.metrics["brand.Acme.flagged"] == report["brands"]["Acme"]["flagged"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "report.html",
+        "report.json",
+        "flags.png",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--period", "2026/11"], "--period '2026/11' is not a month (expected YYYY-MM"),
+     (["--period", "2026-10"], "no scoring runs in the window since 2026-10-01 before 2026-11-01: run `brandsentry score` first"),
+     (["--period", "2026-11", "--brand", "Zed"], "unknown brand 'Zed'")],
+)  # fmt: skip
+def test_report_names_a_bad_period_an_empty_month_or_an_unknown_brand(two_days, capsys, args, message):
+    workspace, _ = two_days
+    assert main(["report", *args, f"workspace={workspace.root}"]) == 2
+    assert message in capsys.readouterr().err

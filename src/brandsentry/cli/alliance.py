@@ -28,6 +28,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     verify.add_argument("package", type=Path, metavar="CASE.zip")
     verify.set_defaults(handler=case_verify)
 
+    report = commands.add_parser(
+        "report", help="monthly transparency report per brand (HTML + JSON, MLflow experiment `reports`)"
+    )
+    report.add_argument("--period", required=True, metavar="YYYY-MM", help="the month, e.g. 2026-11")
+    report.add_argument("--brand", help="one brand only (default: every brand and overall)")
+    report.set_defaults(handler=transparency_report)
+
 
 def add_sellers_report(seller_actions: argparse._SubParsersAction) -> None:
     report = seller_actions.add_parser(
@@ -79,4 +86,22 @@ def case_verify(args, overrides: list[str]) -> int:
 
     checked = verify_case(args.package)
     print(f"{args.package}: all {checked} file(s) match the manifest")
+    return 0
+
+
+def transparency_report(args, overrides: list[str]) -> int:
+    from brandsentry.alliance.report import write_report
+
+    cfg, workspace, settings = _context(overrides)
+    report = write_report(cfg, workspace, settings, args.period, args.brand)
+    overall = report.numbers["overall"]
+    precision = overall["flag_precision"]
+    print(
+        f"{args.period}: {overall['scanned']} scanned, {overall['flagged']} flagged, {overall['confirmed']} "
+        f"confirmed, {overall['disputed']} disputed, flag precision "
+        + ("n/a (no verdicts on flags)" if precision is None else f"{precision:.3f}")
+    )
+    print(
+        f"report: {report.folder / 'report.html'} (and report.json); MLflow run {report.run_id} (experiment reports)"
+    )
     return 0
