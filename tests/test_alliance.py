@@ -84,6 +84,21 @@ def test_a_listing_does_not_link_its_own_seller():
     assert shared_photo_links(frame, np.ones((2, 3)), {}, 0.97).empty
 
 
+def test_linking_in_blocks_finds_pairs_across_block_edges(monkeypatch):
+    import brandsentry.alliance.sellers as sellers
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(9, 32))
+    vectors[8] = vectors[0]  # first and last listing: in different blocks of 2
+    vectors[5] = vectors[4]
+    frame = listings([(f"z{i}", f"S{i}", "pass", 0.1, "") for i in range(9)])
+    whole = sellers.shared_photo_links(frame, vectors, {}, 0.97)
+    monkeypatch.setattr(sellers, "_BLOCK", 2)
+    blocked = sellers.shared_photo_links(frame, vectors, {}, 0.97)
+    assert set(zip(blocked["listing_a"], blocked["listing_b"], strict=True)) == {("z0", "z8"), ("z4", "z5")}
+    pd.testing.assert_frame_equal(blocked, whole)
+
+
 # ---- a workspace with two scored days -------------------------------------------------------------------
 
 
@@ -151,6 +166,20 @@ def test_sellers_report_since_narrows_the_window(two_days, capsys):
     sellers = pd.read_parquet(page.replace("sellers.html", "sellers.parquet"))
     assert sellers["scanned"].sum() == int((results["listing_id"].str.startswith("d2")
                                             & (results["decision"] != "error")).sum())  # fmt: skip
+
+
+def test_embeddings_of_another_size_are_left_out_rather_than_compared(tmp_path):
+    from brandsentry.alliance.sellers import window_vectors
+
+    runs = []
+    for day, (n, dim) in enumerate([(4, 8), (3, 8), (2, 5)], start=1):
+        out = write_run(tmp_path / f"r{day}", make_results(n=n, day=day), parts=1)
+        (out / "_embeddings").mkdir()
+        np.save(out / "_embeddings" / "part-00000.npy", np.full((n, dim), float(day), np.float32))
+        runs += [(str(out), f"d{day}-{i:05d}") for i in range(n)]
+    vectors = window_vectors(pd.DataFrame(runs, columns=["run_dir", "listing_id"]))
+    assert vectors.shape == (9, 8)
+    assert (vectors[:4] == 1).all() and (vectors[4:7] == 2).all() and np.isnan(vectors[7:]).all()
 
 
 @pytest.mark.parametrize(

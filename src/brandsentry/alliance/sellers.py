@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from brandsentry.alliance import AllianceSettings
-from brandsentry.alliance.window import parse_since, window_listings
+from brandsentry.alliance.window import AllianceError, parse_since, window_listings
 from brandsentry.catalog import Catalog
 from brandsentry.config import Workspace
 from brandsentry.files import atomic_folder
@@ -36,6 +36,7 @@ from brandsentry.run_folder import embedding_files, part_files
 SELLERS_FILE = "sellers.parquet"
 CLUSTERS_FILE = "clusters.parquet"
 PAGE_FILE = "sellers.html"
+_BLOCK = 2048  # listings compared with all later ones at a time when linking
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,16 @@ def shared_photo_links(
     if len(usable) < 2:
         return pd.DataFrame(columns=columns)
     unit = vectors[usable] / np.linalg.norm(vectors[usable], axis=1, keepdims=True)
-    similarity = unit @ unit.T
-    i, j = np.nonzero(np.triu(similarity >= threshold, k=1))
+    rows, cols, cosines = [], [], []
+    for start in range(0, len(unit), _BLOCK):  # blocks of rows: memory stays _BLOCK x n, not n x n
+        block = unit[start : start + _BLOCK] @ unit[start:].T
+        a, b = np.nonzero(np.triu(block >= threshold, k=1))
+        rows.append(a + start)
+        cols.append(b + start)
+        cosines.append(block[a, b])
+    i, j, cosine = np.concatenate(rows), np.concatenate(cols), np.concatenate(cosines)
     keep = sellers[usable[i]] != sellers[usable[j]]
-    i, j = i[keep], j[keep]
+    i, j, cosine = i[keep], j[keep], cosine[keep]
     ids = listings["listing_id"].astype(str).to_numpy()
     return pd.DataFrame(
         {
@@ -154,7 +161,7 @@ def shared_photo_links(
             "seller_a": sellers[usable[i]],
             "listing_b": ids[usable[j]],
             "seller_b": sellers[usable[j]],
-            "cosine": similarity[i, j].astype(float),
+            "cosine": cosine.astype(float),
         },
         columns=columns,
     )
@@ -219,22 +226,21 @@ def window_vectors(listings: pd.DataFrame) -> np.ndarray:
     """The scoring embedding of each listing (its run's `_embeddings/part-*.npy`, row-aligned with the parts);
     NaN rows where a run kept none."""
     found: dict[tuple[str, str], np.ndarray] = {}
-    dim = 0
     for run_dir in sorted(set(listings["run_dir"])):
         parts, arrays = part_files(Path(run_dir)), embedding_files(Path(run_dir))
         if len(parts) != len(arrays):
-            continue  # an older run without (all) embeddings: its listings link nobody
+            continue  # a run without (all) its embeddings: its listings link nobody
         for part, array in zip(parts, arrays, strict=True):
             ids = pd.read_parquet(part, columns=["listing_id"])["listing_id"].astype(str).tolist()
             matrix = np.load(array)
-            if len(matrix) != len(ids):
-                continue
-            dim = matrix.shape[1]
-            for listing_id, row in zip(ids, matrix, strict=True):
-                found[(run_dir, listing_id)] = row
-    vectors = np.full((len(listings), max(dim, 1)), np.nan, dtype=np.float32)
+            if len(matrix) == len(ids):
+                found.update(((run_dir, i), row) for i, row in zip(ids, matrix, strict=True))
+    # runs of different embedders are not comparable: keep the size most of the window's listings have
+    sizes = pd.Series([len(row) for row in found.values()], dtype=int)
+    dim = int(sizes.mode().min()) if len(sizes) else 1
+    vectors = np.full((len(listings), dim), np.nan, dtype=np.float32)
     for n, key in enumerate(zip(listings["run_dir"], listings["listing_id"].astype(str), strict=True)):
-        if key in found:
+        if key in found and len(found[key]) == dim:
             vectors[n] = found[key]
     return vectors
 
@@ -244,6 +250,10 @@ def build_seller_tables(
 ) -> SellerTables:
     """Seller tables of the listings scored since `since` (YYYY-MM-DD; None: everything in the ledger)."""
     listings = window_listings(workspace, since=parse_since(since))
+    if listings["seller_id"].fillna("").astype(str).str.strip().eq("").all():
+        raise AllianceError(
+            "no listing scored in the window has a seller_id: score manifests with a seller_id column"
+        )
     with Catalog.open(workspace) as catalog:
         authorised = catalog.authorized_sellers()
     return seller_tables(listings, window_vectors(listings), authorised, settings)
