@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_sellers_report_refuses_an_empty_window_or_a_bad_date(two_days, capsys, 
 
 @pytest.fixture
 def case_workspace(tmp_path, workspace):
-    """Day 1 with real listing images and two catalog references every listing matched."""
+    """Day 1 with real listing images, the catalog reference each matched and one its copy cue compared with."""
     from PIL import Image
 
     rng = np.random.default_rng(7)
@@ -222,8 +223,9 @@ def case_workspace(tmp_path, workspace):
         path = images / f"d1-{i:05d}.png"
         Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
-    results = make_results(n=40, seed=1, day=1, image_paths=paths, top_ref_ids=[ref_ids] * 40)
-    results["top_similarities"] = [[0.9, 0.8]] * 40
+    results = make_results(n=40, seed=1, day=1, image_paths=paths, top_ref_ids=[ref_ids[:1]] * 40)
+    results["top_similarities"] = [[0.9]] * 40
+    results["evidence"] = json.dumps({"cues": {"copy_reference_id": ref_ids[1]}, "reasons": {}})
     record_scoring_run(workspace, write_run(tmp_path / "day1", results))
     return workspace, results
 
@@ -233,7 +235,6 @@ def export(workspace, out, *args) -> int:
 
 
 def test_a_case_package_holds_the_evidence_and_is_the_same_bytes_twice(case_workspace, tmp_path, capsys):
-    import json
     import zipfile
 
     workspace, results = case_workspace
@@ -255,10 +256,10 @@ def test_a_case_package_holds_the_evidence_and_is_the_same_bytes_twice(case_work
         assert record["score"] == pytest.approx(row["score"]) and record["seller_id"] == seller
         assert record["cues"]["sim_top1"] == pytest.approx(row["sim_top1"])
         assert archive.read(record["image_file"]) == Path(row["image_path"]).read_bytes()
-        assert [r["file"] for r in record["references"]] == [
-            f"references/{i}.png" for i in row["top_ref_ids"]
-        ]
+        assert [r["file"] for r in record["references"]] == ["references/1.png"]
         assert archive.read("references/1.png") == (workspace.image_store / "acme/ref0.png").read_bytes()
+        assert record["cue_references"] == {"cues.copy_reference_id": {"id": 2, "file": "references/2.png"}}
+        assert archive.read("references/2.png") == (workspace.image_store / "acme/ref1.png").read_bytes()
         assert (
             "summary.html" in names and f"{len(expected)} listing(s)" in archive.read("summary.html").decode()
         )
@@ -339,8 +340,6 @@ def test_a_brand_without_verdicts_has_no_precision_rather_than_a_zero(workspace,
 
 
 def test_report_command_writes_html_json_and_an_mlflow_run(two_days, capsys):
-    import json
-
     from mlflow import MlflowClient
 
     workspace, _ = two_days

@@ -6,7 +6,7 @@
       listings.csv               one row per listing (ids, seller, score, decision, verdict, model, times)
       listings/<id>.json         everything known of one listing: result columns, cue values, evidence, verdict
       listings/<id>.<ext>        the listing's image as it was scored
-      references/<id>.<ext>      the catalog references it matched (`top_ref_ids`)
+      references/<id>.<ext>      the catalog references it matched (`top_ref_ids`) and those its cues compared with
 
 The same inputs give the same bytes (entries sorted, fixed timestamps and permissions, no creation time in
 the package), so a package can be re-made and compared, and `verify_case` can tell a changed file by name.
@@ -128,6 +128,20 @@ def _records(chosen: pd.DataFrame) -> list[dict]:
     return sorted(records, key=lambda r: r["listing_id"])
 
 
+def _cue_reference_ids(evidence, path: str = "") -> dict[str, int]:
+    """`cue path -> reference id` of the references the cues compared with (`copy_reference_id`: the
+    photo a listing re-uses, `logo.reference_id`: the logo template), which need not be among top_ref_ids."""
+    found = {}
+    if isinstance(evidence, dict):
+        for key, value in evidence.items():
+            name = f"{path}.{key}" if path else key
+            if key.endswith("reference_id") and isinstance(value, int):
+                found[name] = value
+            else:
+                found.update(_cue_reference_ids(value, name))
+    return found
+
+
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -146,7 +160,9 @@ def build_case(
     """Path in the package -> bytes, manifest included."""
     records = _records(case_listings(workspace, settings, brand, seller, cluster, since))
     files: dict[str, bytes] = {}
-    ref_ids = sorted({i for r in records for i in r["top_ref_ids"]})
+    for record in records:
+        record["cue_reference_ids"] = _cue_reference_ids(record["evidence"])
+    ref_ids = sorted({i for r in records for i in [*r["top_ref_ids"], *r["cue_reference_ids"].values()]})
     with Catalog.open(workspace) as catalog:
         references = catalog.get_many(ref_ids)
     ref_files = {}
@@ -173,6 +189,10 @@ def build_case(
             }
             for ref_id, similarity in zip(record["top_ref_ids"], record["top_similarities"], strict=False)
         ]
+        record["cue_references"] = {
+            cue: {"id": ref_id, "file": ref_files.get(ref_id)}
+            for cue, ref_id in sorted(record.pop("cue_reference_ids").items())
+        }
         files[f"listings/{record['listing_id']}.json"] = _json(record)
     files["listings.csv"] = _csv(records)
     case = {"brand": brand, "seller": seller, "cluster": cluster, "since": since, "listings": len(records)}
@@ -278,6 +298,9 @@ def _summary(case: dict, records: list[dict]) -> str:
             if nearest
             else "no reference image in the catalog"
         )
+        copied = r["cue_references"].get("cues.copy_reference_id")
+        if copied:
+            ref_img += f"<br>re-uses the photo of reference #{copied['id']}"
         cues = ", ".join(f"{k} {v:.3g}" for k, v in sorted(r["cues"].items()) if isinstance(v, int | float))
         score = "n/a" if r["score"] is None else f"{r['score']:.3f}"
         rows.append(
