@@ -20,12 +20,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     against.add_argument("--seller", help="one seller id (default: every flagged listing of the brand)")
     against.add_argument("--cluster", help="a cluster id from `brandsentry sellers report` (C-<seller id>)")
     export.add_argument("--since", metavar="DATE", help="only listings scored since this day (YYYY-MM-DD)")
-    export.add_argument("out", type=Path, metavar="OUT.zip")
+    export.add_argument("out", type=Path, metavar="OUT.zip", help="where the package is written")
     export.set_defaults(handler=case_export)
     verify = actions.add_parser(
         "verify", help="re-hash a case zip against its manifest; fails naming a changed file"
     )
-    verify.add_argument("package", type=Path, metavar="CASE.zip")
+    verify.add_argument("package", type=Path, metavar="CASE.zip", help="a package `case export` wrote")
     verify.set_defaults(handler=case_verify)
 
     report = commands.add_parser(
