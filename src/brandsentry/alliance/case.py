@@ -39,7 +39,7 @@ MANIFEST = "manifest.json"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold: nothing of the export's own clock
 _RESULT_FIELDS = (
     "listing_id", "seller_id", "claimed_brand", "claimed_product", "title", "price", "score", "decision",
-    "threshold", "review_threshold", "model_version", "scored_at", "image_path",
+    "threshold", "review_threshold", "model_version", "image_path",
 )  # fmt: skip
 _CSV_FIELDS = (
     "listing_id", "seller_id", "claimed_product", "score", "decision", "verdict", "reviewer", "verdict_at",
@@ -59,8 +59,6 @@ def _plain(value):
         value = value.tolist()
     if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
     return value
 
 
@@ -109,21 +107,21 @@ def _records(chosen: pd.DataFrame) -> list[dict]:
     for run_dir, group in chosen.groupby("run_dir", sort=True):
         results = read_results(run_dir)
         results = results[results["listing_id"].astype(str).isin(group["listing_id"])]
-        verdicts = group.set_index("listing_id")
+        ledger = group.set_index("listing_id")
         for row in results.to_dict(orient="records"):
             listing_id = str(row["listing_id"])
-            verdict = verdicts.loc[listing_id]
+            window_row = ledger.loc[listing_id]
             record = {key: _plain(row.get(key)) for key in _RESULT_FIELDS}
             record["listing_id"] = listing_id
-            record["scored_at"] = str(verdict["scored_at"])
+            record["scored_at"] = str(window_row["scored_at"])  # the ledger's ISO UTC text
             record["run_dir"] = str(run_dir)
             record["cues"] = {name: _plain(row[name]) for name in CUE_COLUMNS if name in row}
             record["top_ref_ids"] = [int(i) for i in _plain(row.get("top_ref_ids")) or []]
             record["top_similarities"] = [float(s) for s in _plain(row.get("top_similarities")) or []]
             record["evidence"] = json.loads(row["evidence"]) if row.get("evidence") else None
             record["verdict"] = None
-            if isinstance(verdict["verdict"], str):
-                record["verdict"] = {k: verdict[k] for k in ("verdict", "label", "reviewer", "verdict_at")}
+            if isinstance(window_row["verdict"], str):
+                record["verdict"] = {k: window_row[k] for k in ("verdict", "label", "reviewer", "verdict_at")}
             records.append(record)
     return sorted(records, key=lambda r: r["listing_id"])
 
