@@ -17,6 +17,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from brandsentry.alliance import AllianceSettings
 from brandsentry.classify import ClassifierSettings
 from brandsentry.config import config_dir, load_config
 from brandsentry.cues import CueConfig
@@ -43,6 +44,7 @@ PRIMARIES = tuple(sorted(path.stem for path in CONFIGS.glob("*.yaml") if path.st
 # config group -> the frozen settings read from it by `brandsentry.settings.load_settings`, or option ->
 # settings where each option of the group has its own (the evaluation suites)
 SETTINGS = {
+    "alliance": AllianceSettings,
     "cues": CueConfig,
     "classifier": ClassifierSettings,
     "review": ReviewSettings,
@@ -101,6 +103,7 @@ def cases() -> list[tuple[str, str]]:
 
 # Each section's strict reader; the whole config where a reader needs more than its own section.
 SECTION_READERS = {
+    "alliance": AllianceSettings.from_config,
     "cues": lambda cfg: CueConfig.from_config(cfg.cues),
     "index": lambda cfg: IndexParams.from_config(cfg.index),
     "images": lambda cfg: DecodeLimits.from_config(cfg.images),
@@ -201,7 +204,7 @@ def test_train_requires_listings_and_keeps_hydra_outputs_in_the_workspace(tmp_pa
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("nonsense_key=1", r"unknown config key\(s\) nonsense_key; valid keys of the config: cues, embedder"),
+        ("nonsense_key=1", r"unknown config key\(s\) nonsense_key; valid keys of the config: alliance, cues"),
         (
             "cues.logo.ratoi=0.7",
             r"cues.logo.ratoi \(did you mean cues.logo.ratio\?\); valid keys of cues.logo:",

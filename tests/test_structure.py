@@ -177,6 +177,7 @@ STAGES = (
     ("train", "finetune"),
     ("scoring",),
     ("review",),
+    ("alliance",),
 )
 EDGES = ("cli", "portal", "evaluation", "synth")
 

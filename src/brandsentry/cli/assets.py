@@ -41,8 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     seller_actions = add_group(
         commands,
         "sellers",
-        help="authorised sellers per brand",
-        description="Sellers each brand has authorised, which the seller cue reads.",
+        help="authorised sellers per brand; sellers across days",
+        description="Sellers each brand has authorised, which the seller cue reads, and the report of sellers across days.",
         examples=("sellers import data/demo/authorized_sellers.csv workspace=data/ws",),
     )
     sellers_import = add_command(
@@ -55,6 +55,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     sellers_import.add_argument("file", type=Path, metavar="FILE", help="SELLERS.csv")
     sellers_import.set_defaults(handler=import_sellers)
+    from brandsentry.cli.alliance import add_sellers_report
+
+    add_sellers_report(seller_actions)
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
