@@ -196,9 +196,11 @@ def feedback_rows(
         return pd.DataFrame(), {}
     from brandsentry.feedback import feedback_training_rows
 
-    stored = feedback_training_rows(workspace)
+    stored = feedback_training_rows(workspace, feedback_origins(cfg.data))
     if stored.empty:
         return stored, {}
+    not_ours = stored["label"].isna().to_numpy()
+    stored = stored[~not_ours].reset_index(drop=True)
     held_out = set(labelled.loc[labelled["split"] != "train", "group"])
     products = stored[["listing_id"]].assign(
         **{str(cfg.data.group_column): stored["claimed_product"].fillna("")}
@@ -209,6 +211,7 @@ def feedback_rows(
     excluded = {
         key: int(n)
         for key, n in (
+            ("feedback.not_ours", not_ours.sum()),
             ("feedback.listing_in_manifest", in_manifest.sum()),
             ("feedback.product_in_validation_or_test", leaks.sum()),
         )
@@ -229,6 +232,26 @@ def feedback_rows(
         }
     )
     return pd.concat([rows, stored.reindex(columns=context.feature_names)], axis=1), excluded
+
+
+def feedback_origins(data_cfg: DictConfig) -> list[str]:
+    """The verdict origins (`reviewer`, `brand`) whose verdicts training reads: `data.feedback_sources` maps
+    each to 1 (read) or 0 (left out). Fractional weights are refused, since the classifiers take no sample
+    weights yet; an absent map reads every origin."""
+    from brandsentry.feedback import ORIGINS
+
+    sources = data_cfg.get("feedback_sources") or {origin: 1 for origin in ORIGINS}
+    for origin, weight in sources.items():
+        if origin not in ORIGINS:
+            raise ConfigError(
+                f"data.feedback_sources names unknown origin {origin!r} (expected {', '.join(ORIGINS)})"
+            )
+        if weight not in (0, 1):
+            raise ConfigError(
+                f"data.feedback_sources.{origin} must be 0 (left out) or 1 (read), got {weight!r}: "
+                "the classifiers take no sample weights yet"
+            )
+    return [origin for origin in ORIGINS if sources.get(origin, 1) == 1]
 
 
 def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = False) -> LabelledSet:
