@@ -89,6 +89,7 @@ def ensure_feedback(catalog: Catalog) -> Catalog:
     The first version had no `origin` and allowed neither "not_ours" nor a verdict without a label; SQLite
     cannot change a CHECK in place, so the table is rebuilt and every existing verdict becomes a reviewer's.
     """
+
     def columns() -> set[str]:
         return {row[1] for row in catalog.connection().execute("PRAGMA table_info(feedback)")}
 
@@ -308,7 +309,9 @@ def record_brand_answer(
     found, problems = _judged_features(pd.DataFrame([dict(scoring)]).set_index("listing_id"))
     if listing_id not in found:
         raise ScoringResultsError(
-            problems.get(scoring["run_dir"], f"listing {listing_id} missing from scoring run {scoring['run_dir']}")
+            problems.get(
+                scoring["run_dir"], f"listing {listing_id} missing from scoring run {scoring['run_dir']}"
+            )
         )
     cues, escalated = found[listing_id]
     verdict = {"verdict": BRAND_ANSWERS[answer], "reviewer": reviewer, "note": note.strip()}
@@ -321,14 +324,16 @@ def record_brand_answer(
 
 def brand_answers(catalog: Catalog, listing_ids: Sequence[str]) -> dict[str, BrandAnswer]:
     """The brand answers held for these listings, by listing id."""
-    rows = ensure_feedback(catalog).connection().execute(
-        "SELECT listing_id, verdict, reviewer, note, imported_at, run_dir FROM feedback "
-        "WHERE origin = 'brand' AND listing_id IN (SELECT value FROM json_each(?))",
-        (json.dumps([str(i) for i in listing_ids]),),
+    rows = (
+        ensure_feedback(catalog)
+        .connection()
+        .execute(
+            "SELECT listing_id, verdict, reviewer, note, imported_at, run_dir FROM feedback "
+            "WHERE origin = 'brand' AND listing_id IN (SELECT value FROM json_each(?))",
+            (json.dumps([str(i) for i in listing_ids]),),
+        )
     )
-    return {
-        row[0]: BrandAnswer(row[0], _ANSWER_OF_VERDICT[row[1]], *row[2:]) for row in rows.fetchall()
-    }
+    return {row[0]: BrandAnswer(row[0], _ANSWER_OF_VERDICT[row[1]], *row[2:]) for row in rows.fetchall()}
 
 
 def feedback_training_rows(
