@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,6 +19,7 @@ from brandsentry.portal.deps import (
     Portal,
     Post,
     WebSession,
+    jpeg_response,
     keep_index_current,
     read_uploads,
     signed_in,
@@ -212,11 +214,56 @@ def restore(session: Post, portal: Portal, ref_id: int) -> RedirectResponse:
 
 @router.get("/thumbnails/{ref_id}")
 def thumbnail(session: Page, portal: Portal, ref_id: int) -> Response:
-    return Response(
-        portal.thumbnail(signed_in(session), ref_id),
-        media_type="image/jpeg",
-        headers={"Cache-Control": "private, max-age=3600"},
-    )
+    return jpeg_response(portal.thumbnail(signed_in(session), ref_id))
+
+
+@router.get("/inbox")
+def inbox_page(
+    request: Request,
+    session: Page,
+    portal: Portal,
+    run: str = "",
+    decision: str = "",
+    product: str = "",
+    answered: str = "",
+) -> Response:
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    filters = {"run": run, "decision": decision, "product": product}
+    inbox = portal.inbox(session.principal, **{k: v or None for k, v in filters.items()})
+    context = {
+        "inbox": inbox,
+        "filters": {k: v for k, v in filters.items() if v},
+        **filters,
+        "answered": next((i for i in inbox.items if i.listing_id == answered and i.answer), None),
+    }
+    return render(request, session, "inbox.html", context)
+
+
+@router.post("/inbox/{listing_id}/answer")
+def answer(
+    session: Post,
+    portal: Portal,
+    listing_id: str,
+    answer: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+    run: Annotated[str, Form()] = "",
+    back: Annotated[str, Form(description="the inbox filters to return to, as a query string")] = "",
+) -> RedirectResponse:
+    portal.answer(signed_in(session), listing_id, answer, note, run or None)
+    kept = [(key, value) for key, value in parse_qsl(back) if key in ("run", "decision", "product")]
+    query = urlencode([*kept, ("answered", listing_id)])
+    return RedirectResponse(f"/inbox?{query}#listing-{quote(listing_id, safe='')}", status_code=303)
+
+
+@router.get("/inbox/{listing_id}/thumbnail")
+def listing_thumbnail(session: Page, portal: Portal, listing_id: str) -> Response:
+    return jpeg_response(portal.listing_thumbnail(signed_in(session), listing_id))
+
+
+@router.get("/inbox/{listing_id}/evidence")
+def listing_evidence(session: Page, portal: Portal, listing_id: str, run: str = "") -> Response:
+    return jpeg_response(portal.listing_evidence(signed_in(session), listing_id, run or None))
 
 
 @router.get("/admin/pending")
