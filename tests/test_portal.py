@@ -4,9 +4,9 @@ submission checks, CSRF, the audit log, concurrency, and the `tokens`/`serve` co
 from __future__ import annotations
 
 import base64
-import json
 import functools
 import io
+import json
 import re
 import sqlite3
 import threading
@@ -22,9 +22,11 @@ from brandsentry.catalog import Catalog
 from brandsentry.cli import main
 from brandsentry.config import load_config
 from brandsentry.index_sync import update_from_catalog
+from brandsentry.ledger import record_scoring_run
 from brandsentry.portal.app import SESSION_COOKIE, create_app
 from brandsentry.portal.auth import AuditLog, SessionSigner, TokenError, TokenStore, UnknownBrandError
 from brandsentry.run_folder import embeddings_path
+from fake_runs import make_results, write_run
 
 LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
 
@@ -1039,9 +1041,6 @@ class Inbox:
     ACME_DAY3 = ["d3-00000", "d3-00001"]
 
     def __init__(self, world: World, tmp_path: Path):
-        from brandsentry.ledger import record_scoring_run
-        from fake_runs import make_results, write_run
-
         self.world = world
         photos = tmp_path / "listing-photos"
         photos.mkdir()
