@@ -1,4 +1,4 @@
-"""`brandsentry review log|record|summary`, `brandsentry feedback import|simulate`, `brandsentry rescan`."""
+"""`brandsentry review log|record|summary`, `brandsentry feedback import|simulate|agreement`, `brandsentry rescan`."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     verdicts = feedback_actions.add_parser(
         "import",
         help="store VERDICTS.csv (listing_id, verdict, reviewer, note) with each listing's features",
-        description="verdict: confirmed_counterfeit | false_positive | authentic. Rows that cannot be stored "
+        description="verdict: confirmed_counterfeit | false_positive | authentic | not_ours. Rows that cannot be stored "
         "are listed with their reason; the exit status is 1 when any was rejected.",
     )
     verdicts.add_argument("file", type=Path)
@@ -72,6 +72,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="default: RUN_DIR/_verdicts.csv (readers of the results folder skip it)",
     )
     simulate.set_defaults(handler=run_simulate)
+    agreement = feedback_actions.add_parser(
+        "agreement",
+        help="how often brand answers (portal inbox) and reviewer verdicts agree on listings both judged",
+    )
+    agreement.set_defaults(handler=run_agreement)
 
     rescan = commands.add_parser(
         "rescan",
@@ -204,6 +209,22 @@ def run_simulate(args, overrides: list[str]) -> int:
     staging.replace(out)
     counts = ", ".join(f"{k} {v}" for k, v in verdicts["verdict"].value_counts().sort_index().items())
     print(f"{len(verdicts)} simulated verdict(s) ({counts or 'none'}) -> {out}")
+    return 0
+
+
+def run_agreement(args, overrides: list[str]) -> int:
+    from brandsentry.config import Workspace, load_config
+    from brandsentry.feedback import feedback_agreement
+
+    found = feedback_agreement(Workspace.from_config(load_config(overrides)).ensure())
+    if not found.both:
+        print("no listing has both a reviewer verdict and a brand answer yet")
+        return 0
+    print(
+        f"listings judged by both a reviewer and the brand: {found.both}; agreeing: {found.agree} ({found.rate:.0%})"
+    )
+    for (reviewer, brand), count in sorted(found.pairs.items()):
+        print(f"  reviewer {reviewer:<11} brand {brand:<11} {count}")
     return 0
 
 
