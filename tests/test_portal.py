@@ -161,12 +161,16 @@ API_ENDPOINTS = [
     ("POST", "/api/v1/admin/references/{acme}/approve"),
     ("POST", "/api/v1/admin/references/{acme}/reject"),
     ("GET", "/api/v1/admin/audit"),
+    ("GET", "/api/v1/inbox"),
+    ("POST", "/api/v1/inbox/{listing_id}/answer"),
+    ("GET", "/api/v1/inbox/{listing_id}/thumbnail"),
+    ("GET", "/api/v1/inbox/{listing_id}/evidence"),
 ]
 
 
 def call(world: World, method: str, path: str, token: str | None, **ids):
     headers = world.auth(token) if token is not None else {}
-    url = path.format(**ids)
+    url = path.format(listing_id="d1-00000", **ids)
     if (method, path) == ("POST", "/api/v1/references"):
         return world.client.post(
             url, headers=headers, files=[("files", ("x.jpg", jpeg(99), "image/jpeg"))], data={"product": "P"}
@@ -182,7 +186,9 @@ def test_every_api_endpoint_refuses_a_missing_or_invalid_token(shared, method, p
     _, key_id, _ = world.acme.split("_")
     if credential == "other_scheme":
         response = world.client.request(
-            method, path.format(acme=seeded[0]), headers={"Authorization": f"Basic {world.acme}"}
+            method,
+            path.format(acme=seeded[0], listing_id="d1-00000"),
+            headers={"Authorization": f"Basic {world.acme}"},
         )
     else:
         token = {
