@@ -353,6 +353,7 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
     truth = pd.read_csv(world / "listings_day2.csv", dtype=str, keep_default_na=False)
     results = read_scoring_results(run)
     verdicts = simulate_verdicts(results, truth, top=len(results))
+    verdicts.loc[0, "verdict"] = "not_ours"  # the claimed brand is wrong: no label to learn, left out
     verdicts.to_csv(tmp_path / "verdicts.csv", index=False)
     assert import_verdicts(workspace, tmp_path / "verdicts.csv").imported == len(verdicts)
     day1 = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
@@ -368,7 +369,8 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
     joined = metrics["rows.feedback"]
     held_back = metrics.get("rows.excluded.feedback.product_in_validation_or_test", 0.0)
     assert joined > 0 and held_back > 0  # the tiny world's day 2 sells products of every split
-    assert joined + held_back == len(verdicts)
+    assert metrics["rows.excluded.feedback.not_ours"] == 1
+    assert joined + held_back == len(verdicts) - 1
     assert metrics["rows.train"] == tiny_trained.result.metrics["rows.train"] + joined
     for split in ("validation", "test"):  # held-out splits are exactly the ones of the model without feedback
         assert metrics[f"rows.{split}"] == tiny_trained.result.metrics[f"rows.{split}"]
@@ -377,4 +379,4 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
 
     versions = model_versions(Workspace(workspace).mlflow_uri).set_index("version")
     assert versions.loc[1, "reviewed rows"] == 0 and versions.loc[1, "held back"] == 0
-    assert versions.loc[2, "reviewed rows"] == joined and versions.loc[2, "held back"] == held_back
+    assert versions.loc[2, "reviewed rows"] == joined and versions.loc[2, "held back"] == held_back + 1
