@@ -168,6 +168,23 @@ class Inbox:
     products: list[str]
 
 
+def _evidence_files(run_dir: str) -> dict[str, Path]:
+    """{listing id: its image on the run's evidence page} (`review` writes one for top flagged listings);
+    empty when the run has no readable evidence page."""
+    evidence = Path(run_dir) / EVIDENCE_DIR
+    try:
+        items = json.loads((evidence / "items.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for item in items:
+        if isinstance(item, dict) and item.get("image_file"):
+            path = evidence / Path(str(item["image_file"])).name  # never a path out of the folder
+            if path.is_file():
+                found[str(item.get("listing_id"))] = path
+    return found
+
+
 class IndexUpdater:
     """Brings the index up to date with the catalog after approvals and withdrawals, one update at a time,
     after the response.
@@ -486,26 +503,28 @@ class BrandPortal:
 
     # -- the brand inbox ---------------------------------------------------------------------------
 
-    def _inbox_scorings(self, principal: Principal) -> list[dict]:
-        """Every flag/review scoring of the caller's brand (as the scorer matches brands), newest first.
+    def _inbox_scorings(self, principal: Principal, listing_id: str | None = None) -> list[dict]:
+        """Every flag/review scoring of the caller's brand (as the scorer matches brands; of one listing,
+        when named), newest first.
 
         The one query through which the inbox reads the ledger: a listing of another brand is never
         selected, whatever id or run the request names."""
         if principal.is_admin:
             raise Forbidden("the inbox belongs to a brand: sign in with that brand's token")
+        one = "AND listing_id = ? " if listing_id is not None else ""
         rows = self.catalog.connection().execute(
             f"SELECT {', '.join(_INBOX_COLUMNS)} FROM scored_listings "
             "WHERE lower(trim(claimed_brand)) = lower(trim(?)) "
-            "AND decision IN (SELECT value FROM json_each(?)) ORDER BY scored_at DESC, run_dir DESC",
-            (principal.brand, json.dumps(INBOX_DECISIONS)),
+            f"AND decision IN (SELECT value FROM json_each(?)) {one}ORDER BY scored_at DESC, run_dir DESC",
+            (principal.brand, json.dumps(INBOX_DECISIONS), *([listing_id] if one else [])),
         )
         return [dict(zip(_INBOX_COLUMNS, row, strict=True)) for row in rows.fetchall()]
 
     def _scoring(self, principal: Principal, listing_id: str, run: str | None = None) -> dict:
         """The listing's latest flag/review scoring of the caller's brand (in `run`, when named); a listing
         of another brand, or of no inbox, is 'not found' alike."""
-        for scoring in self._inbox_scorings(principal):
-            if scoring["listing_id"] == listing_id and run in (None, Path(scoring["run_dir"]).name):
+        for scoring in self._inbox_scorings(principal, listing_id):
+            if run in (None, Path(scoring["run_dir"]).name):
                 return scoring
         raise NotFound(f"no listing {listing_id!r} in the inbox" + (f" of run {run!r}" if run else ""))
 
@@ -535,6 +554,7 @@ class BrandPortal:
             if decision in (None, s["decision"]) and product in (None, s["claimed_product"])
         ]
         answers = brand_answers(self.catalog, [s["listing_id"] for s in chosen])
+        evidence = {run_dir: _evidence_files(run_dir) for run_dir in {s["run_dir"] for s in chosen}}
         items = [
             InboxItem(
                 listing_id=s["listing_id"],
@@ -544,7 +564,7 @@ class BrandPortal:
                 score=s["score"],
                 product=s["claimed_product"],
                 seller_id=s["seller_id"],
-                has_evidence=self._evidence_file(s) is not None,
+                has_evidence=s["listing_id"] in evidence[s["run_dir"]],
                 answer=answers.get(s["listing_id"]),
             )
             for s in chosen
@@ -574,19 +594,6 @@ class BrandPortal:
             )
         return stored
 
-    def _evidence_file(self, scoring: dict) -> Path | None:
-        """The listing's image on its run's evidence page (`review` writes one for top flagged listings)."""
-        evidence = Path(scoring["run_dir"]) / EVIDENCE_DIR
-        try:
-            items = json.loads((evidence / "items.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        for item in items:
-            if str(item.get("listing_id")) == scoring["listing_id"] and item.get("image_file"):
-                path = evidence / Path(str(item["image_file"])).name
-                return path if path.is_file() else None
-        return None
-
     def _jpeg(self, path: Path, side: int, what: str) -> bytes:
         try:
             pixels = decode_image(path, self.limits, target_size=side)
@@ -608,7 +615,7 @@ class BrandPortal:
     def listing_evidence(self, principal: Principal, listing_id: str, run: str | None = None) -> bytes:
         """The listing's evidence image (photo beside its nearest reference, cues drawn) from its run."""
         scoring = self._scoring(principal, listing_id, run)
-        path = self._evidence_file(scoring)
+        path = _evidence_files(scoring["run_dir"]).get(scoring["listing_id"])
         if path is None:
             raise NotFound(f"no evidence for listing {listing_id!r} in run {Path(scoring['run_dir']).name!r}")
         return path.read_bytes()
