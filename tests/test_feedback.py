@@ -18,6 +18,7 @@ from brandsentry.feedback import (
     CUE_COLUMNS,
     VerdictFileError,
     brand_answers,
+    brand_verdict,
     feedback_agreement,
     feedback_training_rows,
     import_verdicts,
@@ -234,7 +235,7 @@ def test_a_first_version_verdicts_table_is_upgraded_keeping_its_verdicts_as_revi
     record_scoring_run(workspace, day1)
     scoring = latest_scorings(workspace, listing_ids=["d1-00000"]).iloc[0]
     with open_feedback(workspace) as catalog:
-        record_brand_answer(catalog, scoring, "not_ours", "brand:alice#k")
+        record_brand_answer(catalog, brand_verdict(scoring, "not_ours", "brand:alice#k"))
         ids = catalog.connection().execute("SELECT id, origin, verdict FROM feedback ORDER BY id").fetchall()
         names = {r[0] for r in catalog.connection().execute("SELECT name FROM sqlite_master")}
     assert ids == [(7, "reviewer", "false_positive"), (8, "brand", "not_ours")]  # ids carry on
@@ -258,12 +259,19 @@ def test_brand_answers_supersede_and_training_reads_the_chosen_origins(workspace
         "listing_id", drop=False
     )
     with open_feedback(workspace) as catalog:
-        record_brand_answer(catalog, scorings.loc["d1-00000"], "authentic", "brand:alice#k", "first look")
-        record_brand_answer(catalog, scorings.loc["d1-00000"], "counterfeit", "brand:bob#j", " ours? no ")
-        record_brand_answer(catalog, scorings.loc["d1-00001"], "counterfeit", "brand:alice#k")
-        record_brand_answer(catalog, scorings.loc["d1-00003"], "not_ours", "brand:alice#k")
+        record_brand_answer(
+            catalog, brand_verdict(scorings.loc["d1-00000"], "authentic", "brand:alice#k", "first look")
+        )
+        record_brand_answer(
+            catalog, brand_verdict(scorings.loc["d1-00000"], "counterfeit", "brand:bob#j", " ours? no ")
+        )
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00001"], "counterfeit", "brand:alice#k"))
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00003"], "not_ours", "brand:alice#k"))
         with pytest.raises(ValueError, match="unknown answer 'fake'"):
-            record_brand_answer(catalog, scorings.loc["d1-00003"], "fake", "brand:alice#k")
+            brand_verdict(scorings.loc["d1-00003"], "fake", "brand:alice#k")
+        reviewers = {**brand_verdict(scorings.loc["d1-00002"], "authentic", "ana"), "origin": "reviewer"}
+        with pytest.raises(ValueError, match="not a brand verdict \\(origin 'reviewer'\\)"):
+            record_brand_answer(catalog, reviewers)
         held = brand_answers(catalog, ["d1-00000", "d1-00002", "d1-00003"])
     assert set(held) == {"d1-00000", "d1-00003"}  # one answer per listing: the second superseded the first
     assert (held["d1-00000"].answer, held["d1-00000"].reviewer, held["d1-00000"].note) == (
@@ -304,7 +312,7 @@ def test_cli_agreement_states_how_often_brand_and_reviewer_agree(workspace, day1
     )
     with open_feedback(workspace) as catalog:
         scoring = latest_scorings(workspace, listing_ids=["d1-00000"]).iloc[0]
-        record_brand_answer(catalog, scoring, "authentic", "brand:alice#k")
+        record_brand_answer(catalog, brand_verdict(scoring, "authentic", "brand:alice#k"))
     assert main(["feedback", "agreement", ws]) == 0
     out = capsys.readouterr().out
     assert "judged by both a reviewer and the brand: 1; agreeing: 1 (100%)" in out

@@ -294,15 +294,9 @@ class BrandAnswer:
 _ANSWER_OF_VERDICT = {verdict: answer for answer, verdict in BRAND_ANSWERS.items()}
 
 
-def record_brand_answer(
-    catalog: Catalog, scoring: Mapping, answer: str, reviewer: str, note: str = ""
-) -> BrandAnswer:
-    """Store a brand's answer on the scoring `scoring` (a `scored_listings` row) in one transaction.
-
-    The brand's earlier answer on the listing, if any, is superseded: deleted in the same transaction, so
-    the brand holds one answer per listing (the unique index `feedback_brand_answer` insists) and its id is
-    newer than any reviewer verdict given before it. The caller checks that the listing is the brand's.
-    """
+def brand_verdict(scoring: Mapping, answer: str, reviewer: str, note: str = "") -> dict:
+    """A brand's answer on `scoring` (a `scored_listings` row) as a feedback row, with the cue features read
+    from that run's results. Nothing is written, so the caller can read before its write transaction."""
     if answer not in BRAND_ANSWERS:
         raise ValueError(f"unknown answer {answer!r} (expected one of {', '.join(BRAND_ANSWERS)})")
     listing_id = str(scoring["listing_id"])
@@ -315,11 +309,30 @@ def record_brand_answer(
         )
     cues, escalated = found[listing_id]
     verdict = {"verdict": BRAND_ANSWERS[answer], "reviewer": reviewer, "note": note.strip()}
-    record = _verdict_record(scoring, listing_id, verdict, "portal", utc_now(), cues, escalated, "brand")
+    return _verdict_record(scoring, listing_id, verdict, "portal", utc_now(), cues, escalated, "brand")
+
+
+def record_brand_answer(catalog: Catalog, verdict: Mapping) -> BrandAnswer:
+    """Store a `brand_verdict` in one transaction (it joins the caller's, e.g. with an audit row).
+
+    The brand's earlier answer on the listing, if any, is superseded: deleted in the same transaction, so
+    the brand holds one answer per listing (the unique index `feedback_brand_answer` insists) and its id is
+    newer than any reviewer verdict given before it. The caller checks that the listing is the brand's.
+    """
+    if verdict.get("origin") != "brand":
+        raise ValueError(
+            f"not a brand verdict (origin {verdict.get('origin')!r}): make it with brand_verdict"
+        )
     with ensure_feedback(catalog).write() as connection:
-        connection.execute("DELETE FROM feedback WHERE listing_id = ? AND origin = 'brand'", (listing_id,))
-        _insert(connection, record)
-    return BrandAnswer(listing_id, answer, reviewer, record["note"], record["imported_at"], record["run_dir"])
+        connection.execute(
+            "DELETE FROM feedback WHERE listing_id = ? AND origin = 'brand'", (verdict["listing_id"],)
+        )
+        _insert(connection, verdict)
+    answer = _ANSWER_OF_VERDICT[verdict["verdict"]]
+    return BrandAnswer(
+        verdict["listing_id"], answer, verdict["reviewer"], verdict["note"], verdict["imported_at"],
+        verdict["run_dir"],
+    )  # fmt: skip
 
 
 def brand_answers(catalog: Catalog, listing_ids: Sequence[str]) -> dict[str, BrandAnswer]:

@@ -27,6 +27,7 @@ from brandsentry.feedback import (
     BRAND_ANSWERS,
     BrandAnswer,
     brand_answers,
+    brand_verdict,
     ensure_feedback,
     record_brand_answer,
 )
@@ -578,12 +579,13 @@ class BrandPortal:
         the answer and its audit row share one transaction."""
         if answer not in BRAND_ANSWERS:
             raise Unprocessable(f"unknown answer {answer!r} (one of {', '.join(BRAND_ANSWERS)})")
+        scoring = self._scoring(principal, listing_id, run)
+        try:  # the run's results are read before the write transaction, which stays short
+            verdict = brand_verdict(scoring, answer, principal.actor, note)
+        except ScoringResultsError as exc:
+            raise Conflict(f"listing {listing_id!r} cannot be answered: {exc}") from None
         with self.catalog.write():
-            scoring = self._scoring(principal, listing_id, run)
-            try:
-                stored = record_brand_answer(self.catalog, scoring, answer, principal.actor, note)
-            except ScoringResultsError as exc:
-                raise Conflict(f"listing {listing_id!r} cannot be answered: {exc}") from None
+            stored = record_brand_answer(self.catalog, verdict)
             self.audit.record(
                 actor=principal.actor,
                 brand=principal.brand,
