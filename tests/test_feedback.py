@@ -269,7 +269,7 @@ def test_brand_answers_supersede_and_training_reads_the_chosen_origins(workspace
         record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00003"], "not_ours", "brand:alice#k"))
         with pytest.raises(ValueError, match="unknown answer 'fake'"):
             brand_verdict(scorings.loc["d1-00003"], "fake", "brand:alice#k")
-        reviewers = {**brand_verdict(scorings.loc["d1-00002"], "authentic", "ana"), "origin": "reviewer"}
+        reviewers = {**brand_verdict(scorings.loc["d1-00001"], "authentic", "ana"), "origin": "reviewer"}
         with pytest.raises(ValueError, match="not a brand verdict \\(origin 'reviewer'\\)"):
             record_brand_answer(catalog, reviewers)
         held = brand_answers(catalog, ["d1-00000", "d1-00002", "d1-00003"])
