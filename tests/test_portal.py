@@ -1269,3 +1269,33 @@ def test_the_inbox_page_lists_filters_and_answers_through_forms(inbox):
     assert other.status_code == 404 and "no listing" in other.text
     assert client.get("/inbox/d1-00001/thumbnail").status_code == 404
     assert len(inbox.feedback()) == 1
+
+
+def test_the_inbox_page_pages_and_an_answer_returns_to_its_page(tmp_path):
+    world = World(tmp_path, "portal.page_size=4")
+    try:
+        inbox = Inbox(world, tmp_path)
+        client = TestClient(world.app)
+        world.sign_in(client, world.acme)
+
+        def shown(html: str) -> list[str]:
+            return re.findall(r'data-listing-id="([^"]+)"', html)
+
+        first, second = client.get("/inbox").text, client.get("/inbox", params={"page": 2}).text
+        assert len(shown(first)) == 4 and len(shown(second)) == 2
+        assert sorted(shown(first) + shown(second)) == sorted(inbox.ACME_DAY1 + inbox.ACME_DAY3)
+        assert "6 listings · page 2 of 2" in second and 'href="/inbox?page=1"' in second
+        assert shown(client.get("/inbox", params={"page": 99}).text) == shown(second)  # clamped
+        listing_id = shown(second)[0]
+        posted = client.post(
+            f"/inbox/{listing_id}/answer",
+            data={
+                "answer": "counterfeit",
+                "back": "page=2&next=https://elsewhere",
+                "csrf_token": csrf_of(first),
+            },
+            follow_redirects=False,
+        )
+        assert posted.headers["location"] == f"/inbox?page=2&answered={listing_id}#listing-{listing_id}"
+    finally:
+        world.portal.close()

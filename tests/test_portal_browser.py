@@ -341,7 +341,9 @@ def test_a_brand_answers_its_inbox_in_chromium(tmp_path):
                 if note:
                     row.find_element(By.NAME, "note").send_keys(note)
                 button = row.find_element(By.XPATH, f".//button[text()='{label}']")
-                submit_and_wait(driver, button, f"{base}/inbox?answered={listing_id}#listing-{listing_id}")
+                submit_and_wait(
+                    driver, button, f"{base}/inbox?page=1&answered={listing_id}#listing-{listing_id}"
+                )
                 assert f"Your answer on listing {listing_id}" in driver.find_element(By.ID, "notice").text
                 answers[listing_id] = (label, note)
             driver.save_screenshot(str(tmp_path / "inbox.png"))

@@ -123,13 +123,21 @@ class UploadedFile:
 
 
 @dataclass(frozen=True)
-class ReferencePage:
-    """One page of a references listing: `items` of the `total` that match, page `number` of `pages`."""
+class ListPage:
+    """One page of a list (references, inbox listings): `items` of the `total` that match, page `number`
+    of `pages`."""
 
-    items: list[Reference]
+    items: list
     total: int
     number: int
     pages: int
+
+    @classmethod
+    def of(cls, found: list, page: int, size: int) -> ListPage:
+        """Page `page` of `found`, `size` per page, clamped to the pages there are."""
+        pages = max(1, -(-len(found) // size))
+        number = min(max(page, 1), pages)
+        return cls(found[(number - 1) * size : number * size], len(found), number, pages)
 
 
 @dataclass(frozen=True)
@@ -332,7 +340,7 @@ class BrandPortal:
         brand: str | None = None,
         search: str = "",
         page: int = 1,
-    ) -> ReferencePage:
+    ) -> ListPage:
         """Page `page` (portal.page_size per page; clamped to the pages there are) of `references`, narrowed
         by `search`: a reference id (`12` or `#12`), or part of a product or file name, in any case."""
         found = self.references(principal, status=status, brand=brand)
@@ -345,10 +353,7 @@ class BrandPortal:
                 or needle in r.product.casefold()
                 or needle in (r.source_name or "").casefold()
             ]
-        size = self.settings.page_size
-        pages = max(1, -(-len(found) // size))
-        number = min(max(page, 1), pages)
-        return ReferencePage(found[(number - 1) * size : number * size], len(found), number, pages)
+        return ListPage.of(found, page, self.settings.page_size)
 
     def brands(self, principal: Principal) -> list[str]:
         """The brands an admin can filter the references list by."""

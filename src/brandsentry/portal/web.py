@@ -25,7 +25,7 @@ from brandsentry.portal.deps import (
     signed_in,
     upload_outcome_status,
 )
-from brandsentry.portal.service import BrandPortal, NotFound, Unprocessable
+from brandsentry.portal.service import BrandPortal, ListPage, NotFound, Unprocessable
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -225,14 +225,17 @@ def inbox_page(
     run: str = "",
     decision: str = "",
     product: str = "",
+    page: int = 1,
     answered: str = "",
 ) -> Response:
+    """`portal.page_size` listings per page; `answered` names the listing whose answer the notice shows."""
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
     filters = {"run": run, "decision": decision, "product": product}
     inbox = portal.inbox(session.principal, **{k: v or None for k, v in filters.items()})
     context = {
         "inbox": inbox,
+        "listing": ListPage.of(inbox.items, page, portal.settings.page_size),
         "filters": {k: v for k, v in filters.items() if v},
         **filters,
         "answered": next((i for i in inbox.items if i.listing_id == answered and i.answer), None),
@@ -251,7 +254,7 @@ def answer(
     back: Annotated[str, Form(description="the inbox filters to return to, as a query string")] = "",
 ) -> RedirectResponse:
     portal.answer(signed_in(session), listing_id, answer, note, run or None)
-    kept = [(key, value) for key, value in parse_qsl(back) if key in ("run", "decision", "product")]
+    kept = [(key, value) for key, value in parse_qsl(back) if key in ("run", "decision", "product", "page")]
     query = urlencode([*kept, ("answered", listing_id)])
     return RedirectResponse(f"/inbox?{query}#listing-{quote(listing_id, safe='')}", status_code=303)
 
