@@ -1168,6 +1168,11 @@ def test_another_brands_listings_and_runs_are_not_found(inbox):
     assert pinned.json()["detail"] == "no listing 'd1-00000' in the inbox of run 'day2'"
     assert inbox.get(world.acme, "/api/v1/inbox/d1-00000/evidence", run="day2").status_code == 404
     assert inbox.feedback() == []
+    refused = world.portal.audit.entries(action="api_answer")
+    assert {(e.target, e.outcome) for e in refused} >= {
+        ("d1-00001", "refused 404"),
+        ("d2-00000", "refused 404"),
+    }
 
 
 def test_answers_go_to_the_feedback_ledger_as_the_brands_and_a_new_one_supersedes(inbox):
