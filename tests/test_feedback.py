@@ -20,6 +20,7 @@ from brandsentry.feedback import (
     brand_answers,
     brand_verdict,
     feedback_agreement,
+    feedback_origins,
     feedback_training_rows,
     import_verdicts,
     open_feedback,
@@ -29,7 +30,6 @@ from brandsentry.feedback import (
 from brandsentry.ledger import latest_scorings, record_scoring_run
 from brandsentry.run_folder import ScoringResultsError
 from brandsentry.run_folder import read_results as read_scoring_results
-from brandsentry.train import feedback_origins
 from fake_runs import make_results, write_run
 
 
@@ -320,12 +320,12 @@ def test_cli_agreement_states_how_often_brand_and_reviewer_agree(workspace, day1
 
 def test_feedback_sources_choose_the_origins_training_reads():
     def origins(sources):
-        return feedback_origins(OmegaConf.create({"feedback_sources": sources}))
+        return feedback_origins(OmegaConf.create({"feedback_sources": sources}).feedback_sources)
 
     assert origins({"reviewer": 1, "brand": 1}) == ["reviewer", "brand"]
     assert origins({"reviewer": 1, "brand": 0}) == ["reviewer"]
     assert origins({"brand": 1}) == ["reviewer", "brand"]  # an origin left unnamed is read
-    assert feedback_origins(OmegaConf.create({})) == ["reviewer", "brand"]
+    assert feedback_origins(None) == ["reviewer", "brand"]
     with pytest.raises(ConfigError, match=r"data.feedback_sources.brand must be 0 .* got 0.5"):
         origins({"brand": 0.5})
     with pytest.raises(ConfigError, match="unknown origin 'vendor'"):

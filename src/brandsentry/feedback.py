@@ -24,7 +24,7 @@ import pandas as pd
 from brandsentry.catalog import Catalog, utc_now
 from brandsentry.config import Workspace
 from brandsentry.cues.compute import GROUPS
-from brandsentry.errors import BrandsentryError
+from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.ledger import float_or_none, latest_scorings
 from brandsentry.run_folder import ScoringResultsError, read_results
 
@@ -347,6 +347,24 @@ def brand_answers(catalog: Catalog, listing_ids: Sequence[str]) -> dict[str, Bra
         )
     )
     return {row[0]: BrandAnswer(row[0], _ANSWER_OF_VERDICT[row[1]], *row[2:]) for row in rows.fetchall()}
+
+
+def feedback_origins(sources: Mapping[str, float] | None) -> list[str]:
+    """The origins whose verdicts training reads, from `data.feedback_sources` ({origin: 1 read, 0 left
+    out}; an origin not named, or no map, is read). Fractional weights are refused: the classifiers take no
+    sample weights yet."""
+    sources = sources or {}
+    for origin, weight in sources.items():
+        if origin not in ORIGINS:
+            raise ConfigError(
+                f"data.feedback_sources names unknown origin {origin!r} (expected {', '.join(ORIGINS)})"
+            )
+        if weight not in (0, 1):
+            raise ConfigError(
+                f"data.feedback_sources.{origin} must be 0 (left out) or 1 (read), got {weight!r}: "
+                "the classifiers take no sample weights yet"
+            )
+    return [origin for origin in ORIGINS if sources.get(origin, 1) == 1]
 
 
 def feedback_training_rows(

@@ -194,9 +194,9 @@ def feedback_rows(
     """
     if not bool(cfg.data.include_feedback):
         return pd.DataFrame(), {}
-    from brandsentry.feedback import feedback_training_rows
+    from brandsentry.feedback import feedback_origins, feedback_training_rows
 
-    stored = feedback_training_rows(workspace, feedback_origins(cfg.data))
+    stored = feedback_training_rows(workspace, feedback_origins(cfg.data.get("feedback_sources")))
     if stored.empty:
         return stored, {}
     not_ours = stored["label"].isna().to_numpy()
@@ -232,26 +232,6 @@ def feedback_rows(
         }
     )
     return pd.concat([rows, stored.reindex(columns=context.feature_names)], axis=1), excluded
-
-
-def feedback_origins(data_cfg: DictConfig) -> list[str]:
-    """The verdict origins (`reviewer`, `brand`) whose verdicts training reads: `data.feedback_sources` maps
-    each to 1 (read) or 0 (left out). Fractional weights are refused, since the classifiers take no sample
-    weights yet; an absent map reads every origin."""
-    from brandsentry.feedback import ORIGINS
-
-    sources = data_cfg.get("feedback_sources") or {origin: 1 for origin in ORIGINS}
-    for origin, weight in sources.items():
-        if origin not in ORIGINS:
-            raise ConfigError(
-                f"data.feedback_sources names unknown origin {origin!r} (expected {', '.join(ORIGINS)})"
-            )
-        if weight not in (0, 1):
-            raise ConfigError(
-                f"data.feedback_sources.{origin} must be 0 (left out) or 1 (read), got {weight!r}: "
-                "the classifiers take no sample weights yet"
-            )
-    return [origin for origin in ORIGINS if sources.get(origin, 1) == 1]
 
 
 def labelled_set(cfg: DictConfig, context: ScoringContext, progress: bool = False) -> LabelledSet:
