@@ -1216,7 +1216,7 @@ def test_a_failed_answer_stores_nothing(inbox, monkeypatch):
 
     monkeypatch.setattr(world.portal.audit, "record", broken)
     with pytest.raises(sqlite3.OperationalError):
-        world.portal.answer(world.portal.tokens.verify(world.acme), "d1-00000", "counterfeit")
+        world.portal.inbox.answer(world.portal.tokens.verify(world.acme), "d1-00000", "counterfeit")
     assert inbox.feedback() == []
 
 

@@ -129,14 +129,14 @@ def api_inbox(
     product: Annotated[str | None, Query(description="one claimed product")] = None,
 ) -> list[InboxItemOut]:
     """The brand's flagged and review-queued listings, newest scoring first, with the brand's answers."""
-    return [InboxItemOut.of(item) for item in portal.inbox(principal, run, decision, product).items]
+    return [InboxItemOut.of(item) for item in portal.inbox.listings(principal, run, decision, product).items]
 
 
 @router.post("/inbox/{listing_id}/answer", response_model=AnswerOut, tags=["inbox"])
 def api_answer(principal: API, portal: Portal, listing_id: str, body: AnswerIn) -> AnswerOut:
     """Answer counterfeit, authentic or not_ours (not this brand's product); a new answer supersedes the
     brand's earlier one on the listing."""
-    return AnswerOut.of(portal.answer(principal, listing_id, body.answer, body.note, body.run))
+    return AnswerOut.of(portal.inbox.answer(principal, listing_id, body.answer, body.note, body.run))
 
 
 JPEG = {200: {"content": {"image/jpeg": {}}}}
@@ -144,12 +144,12 @@ JPEG = {200: {"content": {"image/jpeg": {}}}}
 
 @router.get("/inbox/{listing_id}/thumbnail", response_class=Response, tags=["inbox"], responses=JPEG)
 def api_listing_thumbnail(principal: API, portal: Portal, listing_id: str) -> Response:
-    return jpeg_response(portal.listing_thumbnail(principal, listing_id))
+    return jpeg_response(portal.inbox.thumbnail(principal, listing_id))
 
 
 @router.get("/inbox/{listing_id}/evidence", response_class=Response, tags=["inbox"], responses=JPEG)
 def api_listing_evidence(principal: API, portal: Portal, listing_id: str, run: str | None = None) -> Response:
-    return jpeg_response(portal.listing_evidence(principal, listing_id, run))
+    return jpeg_response(portal.inbox.evidence(principal, listing_id, run))
 
 
 @router.get("/admin/pending", response_model=list[PendingOut], tags=["admin"])

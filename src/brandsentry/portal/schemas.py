@@ -13,7 +13,8 @@ from brandsentry.catalog import Reference
 from brandsentry.feedback import BrandAnswer
 from brandsentry.ingest import IngestOutcome
 from brandsentry.portal.checks import CheckResult
-from brandsentry.portal.service import InboxItem, PendingItem
+from brandsentry.portal.inbox import InboxItem
+from brandsentry.portal.service import PendingItem
 
 
 class ReferenceOut(BaseModel):

@@ -232,7 +232,7 @@ def inbox_page(
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
     filters = {"run": run, "decision": decision, "product": product}
-    inbox = portal.inbox(session.principal, **{k: v or None for k, v in filters.items()})
+    inbox = portal.inbox.listings(session.principal, **{k: v or None for k, v in filters.items()})
     context = {
         "inbox": inbox,
         "listing": ListPage.of(inbox.items, page, portal.settings.page_size),
@@ -253,7 +253,7 @@ def answer(
     run: Annotated[str, Form()] = "",
     back: Annotated[str, Form(description="the inbox filters to return to, as a query string")] = "",
 ) -> RedirectResponse:
-    portal.answer(signed_in(session), listing_id, answer, note, run or None)
+    portal.inbox.answer(signed_in(session), listing_id, answer, note, run or None)
     kept = [(key, value) for key, value in parse_qsl(back) if key in ("run", "decision", "product", "page")]
     query = urlencode([*kept, ("answered", listing_id)])
     return RedirectResponse(f"/inbox?{query}#listing-{quote(listing_id, safe='')}", status_code=303)
@@ -261,12 +261,12 @@ def answer(
 
 @router.get("/inbox/{listing_id}/thumbnail")
 def listing_thumbnail(session: Page, portal: Portal, listing_id: str) -> Response:
-    return jpeg_response(portal.listing_thumbnail(signed_in(session), listing_id))
+    return jpeg_response(portal.inbox.thumbnail(signed_in(session), listing_id))
 
 
 @router.get("/inbox/{listing_id}/evidence")
 def listing_evidence(session: Page, portal: Portal, listing_id: str, run: str = "") -> Response:
-    return jpeg_response(portal.listing_evidence(signed_in(session), listing_id, run or None))
+    return jpeg_response(portal.inbox.evidence(signed_in(session), listing_id, run or None))
 
 
 @router.get("/admin/pending")
