@@ -307,15 +307,22 @@ def test_cli_agreement_states_how_often_brand_and_reviewer_agree(workspace, day1
     assert main(["feedback", "agreement", ws]) == 0
     assert "no listing has both" in capsys.readouterr().out
     record_scoring_run(workspace, day1)
-    import_verdicts(
-        workspace, write_verdicts(tmp_path / "v.csv", [("d1-00000", "false_positive", "ana", "")])
-    )
+    verdicts = [("d1-00000", "false_positive", "ana", ""), ("d1-00001", "not_ours", "ana", "")]
+    assert main(["feedback", "import", str(write_verdicts(tmp_path / "v.csv", verdicts)), ws]) == 0
+    assert "available to training (data.include_feedback=true): 1" in capsys.readouterr().out  # no not_ours
     with open_feedback(workspace) as catalog:
-        scoring = latest_scorings(workspace, listing_ids=["d1-00000"]).iloc[0]
-        record_brand_answer(catalog, brand_verdict(scoring, "authentic", "brand:alice#k"))
+        scorings = latest_scorings(workspace, listing_ids=["d1-00000", "d1-00001"]).set_index(
+            "listing_id", drop=False
+        )
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00000"], "authentic", "brand:alice#k"))
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00001"], "counterfeit", "brand:alice#k"))
     assert main(["feedback", "agreement", ws]) == 0
     out = capsys.readouterr().out
-    assert "judged by both a reviewer and the brand: 1; agreeing: 1 (100%)" in out
+    assert "judged by both a reviewer and the brand: 2; agreeing: 1 (50%)" in out
+    assert (
+        "reviewer authentic   brand authentic   1" in out
+        and "reviewer not_ours    brand counterfeit 1" in out
+    )
 
 
 def test_feedback_sources_choose_the_origins_training_reads():

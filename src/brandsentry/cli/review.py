@@ -187,7 +187,8 @@ def run_import(args, overrides: list[str]) -> int:
     for rejected in outcome.rejected:
         print(f"  line {rejected.line} {rejected.listing_id or '-'}: {rejected.reason}")
     rows = feedback_training_rows(workspace)
-    print(f"reviewed listings available to training (data.include_feedback=true): {len(rows)}")
+    labelled = int(rows["label"].notna().sum())  # a latest verdict "not_ours" has no label to learn
+    print(f"reviewed listings available to training (data.include_feedback=true): {labelled}")
     return 1 if outcome.rejected else 0
 
 

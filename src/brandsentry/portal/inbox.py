@@ -92,7 +92,7 @@ def small_jpeg(path: Path, limits: DecodeLimits, side: int, what: str) -> bytes:
 
 
 class BrandInbox:
-    """The inbox operations over the portal's catalog; every change is audited in its own transaction."""
+    """The inbox operations over the portal's catalog: each answer and its audit row share one transaction."""
 
     def __init__(self, catalog: Catalog, audit: AuditLog, limits: DecodeLimits, thumbnail_side: int):
         self.catalog = catalog
