@@ -1167,6 +1167,9 @@ def test_another_brands_listings_and_runs_are_not_found(inbox):
     assert pinned.status_code == 404
     assert pinned.json()["detail"] == "no listing 'd1-00000' in the inbox of run 'day2'"
     assert inbox.get(world.acme, "/api/v1/inbox/d1-00000/evidence", run="day2").status_code == 404
+    for run_dir in (inbox.runs["day2"], inbox.runs["day1"]):  # runs are named by folder name, never by path
+        assert inbox.get(world.acme, "/api/v1/inbox", run=str(run_dir)).status_code == 404
+        assert inbox.answer(world.acme, "d1-00000", "counterfeit", run=str(run_dir)).status_code == 404
     assert inbox.feedback() == []
     refused = world.portal.audit.entries(action="api_answer")
     assert {(e.target, e.outcome) for e in refused} >= {
