@@ -8,15 +8,23 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from brandsentry.catalog import Catalog
 from brandsentry.cli import main
 from brandsentry.config import Workspace
+from brandsentry.errors import ConfigError
 from brandsentry.feedback import (
     CUE_COLUMNS,
     VerdictFileError,
+    brand_answers,
+    brand_verdict,
+    feedback_agreement,
+    feedback_origins,
     feedback_training_rows,
     import_verdicts,
+    open_feedback,
+    record_brand_answer,
     simulate_verdicts,
 )
 from brandsentry.ledger import latest_scorings, record_scoring_run
@@ -196,6 +204,141 @@ def test_cli_simulate_then_import(workspace, day1, tmp_path, capsys):
     assert len(feedback_training_rows(workspace)) == 10
 
 
+# ---- brand answers (the portal's inbox) beside reviewer verdicts ---------------------------------------
+
+FIRST_VERSION = """
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    listing_id TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('confirmed_counterfeit', 'false_positive', 'authentic')),
+    label TEXT NOT NULL CHECK (label IN ('counterfeit', 'authentic')),
+    reviewer TEXT NOT NULL, note TEXT NOT NULL, imported_at TEXT NOT NULL, source TEXT NOT NULL,
+    run_dir TEXT NOT NULL, claimed_brand TEXT NOT NULL, claimed_product TEXT, seller_id TEXT,
+    decision TEXT NOT NULL, score REAL, model_version TEXT,
+    expensive_cues INTEGER NOT NULL CHECK (expensive_cues IN (0, 1)), features TEXT NOT NULL
+);
+CREATE UNIQUE INDEX feedback_listing_reviewer_verdict ON feedback(listing_id, reviewer, verdict);
+INSERT INTO feedback VALUES (7, 'd1-00000', 'false_positive', 'authentic', 'ana', 'n', 't', 'a.csv', '/r',
+    'Acme', 'acme-p0', 's000', 'flag', 0.9, '1', 1, '{"sim_top1": 0.5}');
+"""
+
+
+def test_a_first_version_verdicts_table_is_upgraded_keeping_its_verdicts_as_reviewers(workspace, day1):
+    with Catalog.open(workspace) as catalog, catalog.write() as connection:
+        for statement in FIRST_VERSION.strip().split(";\n"):
+            connection.execute(statement)
+    rows = feedback_training_rows(workspace)
+    assert rows[["listing_id", "label", "reviewer", "origin"]].values.tolist() == [
+        ["d1-00000", "authentic", "ana", "reviewer"]
+    ]
+    assert rows.loc[0, "sim_top1"] == 0.5
+    record_scoring_run(workspace, day1)
+    scoring = latest_scorings(workspace, listing_ids=["d1-00000"]).iloc[0]
+    with open_feedback(workspace) as catalog:
+        record_brand_answer(catalog, brand_verdict(scoring, "not_ours", "brand:alice#k"))
+        ids = catalog.connection().execute("SELECT id, origin, verdict FROM feedback ORDER BY id").fetchall()
+        names = {r[0] for r in catalog.connection().execute("SELECT name FROM sqlite_master")}
+    assert ids == [(7, "reviewer", "false_positive"), (8, "brand", "not_ours")]  # ids carry on
+    assert "feedback_first_version" not in names and "feedback_brand_answer" in names
+
+
+def test_brand_answers_supersede_and_training_reads_the_chosen_origins(workspace, day1, tmp_path):
+    record_scoring_run(workspace, day1)
+    import_verdicts(
+        workspace,
+        write_verdicts(
+            tmp_path / "v.csv",
+            [
+                ("d1-00000", "confirmed_counterfeit", "ana", ""),
+                ("d1-00001", "false_positive", "ana", ""),
+                ("d1-00002", "authentic", "ana", ""),
+            ],
+        ),
+    )
+    scorings = latest_scorings(workspace, listing_ids=["d1-00000", "d1-00001", "d1-00003"]).set_index(
+        "listing_id", drop=False
+    )
+    with open_feedback(workspace) as catalog:
+        record_brand_answer(
+            catalog, brand_verdict(scorings.loc["d1-00000"], "authentic", "brand:alice#k", "first look")
+        )
+        record_brand_answer(
+            catalog, brand_verdict(scorings.loc["d1-00000"], "counterfeit", "brand:bob#j", " ours? no ")
+        )
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00001"], "counterfeit", "brand:alice#k"))
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00003"], "not_ours", "brand:alice#k"))
+        with pytest.raises(ValueError, match="unknown answer 'fake'"):
+            brand_verdict(scorings.loc["d1-00003"], "fake", "brand:alice#k")
+        reviewers = {**brand_verdict(scorings.loc["d1-00001"], "authentic", "ana"), "origin": "reviewer"}
+        with pytest.raises(ValueError, match="not a brand verdict \\(origin 'reviewer'\\)"):
+            record_brand_answer(catalog, reviewers)
+        held = brand_answers(catalog, ["d1-00000", "d1-00002", "d1-00003"])
+    assert set(held) == {"d1-00000", "d1-00003"}  # one answer per listing: the second superseded the first
+    assert (held["d1-00000"].answer, held["d1-00000"].reviewer, held["d1-00000"].note) == (
+        "counterfeit", "brand:bob#j", "ours? no",
+    )  # fmt: skip
+
+    def labels(*origins):
+        rows = feedback_training_rows(workspace, origins) if origins else feedback_training_rows(workspace)
+        label = rows["label"].astype(object).where(rows["label"].notna(), None)
+        return dict(zip(rows["listing_id"], zip(rows["origin"], label, strict=True), strict=True))
+
+    assert labels("reviewer") == {
+        "d1-00000": ("reviewer", "counterfeit"),
+        "d1-00001": ("reviewer", "authentic"),
+        "d1-00002": ("reviewer", "authentic"),
+    }
+    assert labels("brand") == {
+        "d1-00000": ("brand", "counterfeit"),
+        "d1-00001": ("brand", "counterfeit"),
+        "d1-00003": ("brand", None),  # not_ours: no label, training leaves it out
+    }
+    assert labels() == {**labels("reviewer"), **labels("brand")}  # the latest verdict per listing wins
+    with pytest.raises(ValueError, match="unknown verdict origin 'vendor'"):
+        feedback_training_rows(workspace, ["vendor"])
+
+    agreement = feedback_agreement(workspace)
+    assert (agreement.both, agreement.agree) == (2, 1)
+    assert agreement.pairs == {("counterfeit", "counterfeit"): 1, ("authentic", "counterfeit"): 1}
+
+
+def test_cli_agreement_states_how_often_brand_and_reviewer_agree(workspace, day1, tmp_path, capsys):
+    ws = f"workspace={workspace.root}"
+    assert main(["feedback", "agreement", ws]) == 0
+    assert "no listing has both" in capsys.readouterr().out
+    record_scoring_run(workspace, day1)
+    verdicts = [("d1-00000", "false_positive", "ana", ""), ("d1-00001", "not_ours", "ana", "")]
+    assert main(["feedback", "import", str(write_verdicts(tmp_path / "v.csv", verdicts)), ws]) == 0
+    assert "available to training (data.include_feedback=true): 1" in capsys.readouterr().out  # no not_ours
+    with open_feedback(workspace) as catalog:
+        scorings = latest_scorings(workspace, listing_ids=["d1-00000", "d1-00001"]).set_index(
+            "listing_id", drop=False
+        )
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00000"], "authentic", "brand:alice#k"))
+        record_brand_answer(catalog, brand_verdict(scorings.loc["d1-00001"], "counterfeit", "brand:alice#k"))
+    assert main(["feedback", "agreement", ws]) == 0
+    out = capsys.readouterr().out
+    assert "judged by both a reviewer and the brand: 2; agreeing: 1 (50%)" in out
+    assert (
+        "reviewer authentic   brand authentic   1" in out
+        and "reviewer not_ours    brand counterfeit 1" in out
+    )
+
+
+def test_feedback_sources_choose_the_origins_training_reads():
+    def origins(sources):
+        return feedback_origins(OmegaConf.create({"feedback_sources": sources}).feedback_sources)
+
+    assert origins({"reviewer": 1, "brand": 1}) == ["reviewer", "brand"]
+    assert origins({"reviewer": 1, "brand": 0}) == ["reviewer"]
+    assert origins({"brand": 1}) == ["reviewer", "brand"]  # an origin left unnamed is read
+    assert feedback_origins(None) == ["reviewer", "brand"]
+    with pytest.raises(ConfigError, match=r"data.feedback_sources.brand must be 0 .* got 0.5"):
+        origins({"brand": 0.5})
+    with pytest.raises(ConfigError, match="unknown origin 'vendor'"):
+        origins({"vendor": 1})
+
+
 # ---- reviewed listings join training: only where they cannot leak into validation or test -------------
 
 
@@ -225,6 +368,7 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
     truth = pd.read_csv(world / "listings_day2.csv", dtype=str, keep_default_na=False)
     results = read_scoring_results(run)
     verdicts = simulate_verdicts(results, truth, top=len(results))
+    verdicts.loc[0, "verdict"] = "not_ours"  # the claimed brand is wrong: no label to learn, left out
     verdicts.to_csv(tmp_path / "verdicts.csv", index=False)
     assert import_verdicts(workspace, tmp_path / "verdicts.csv").imported == len(verdicts)
     day1 = pd.read_csv(tiny_trained.workspace.listings, dtype=str, keep_default_na=False)
@@ -240,7 +384,8 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
     joined = metrics["rows.feedback"]
     held_back = metrics.get("rows.excluded.feedback.product_in_validation_or_test", 0.0)
     assert joined > 0 and held_back > 0  # the tiny world's day 2 sells products of every split
-    assert joined + held_back == len(verdicts)
+    assert metrics["rows.excluded.feedback.not_ours"] == 1
+    assert joined + held_back == len(verdicts) - 1
     assert metrics["rows.train"] == tiny_trained.result.metrics["rows.train"] + joined
     for split in ("validation", "test"):  # held-out splits are exactly the ones of the model without feedback
         assert metrics[f"rows.{split}"] == tiny_trained.result.metrics[f"rows.{split}"]
@@ -249,4 +394,4 @@ def test_training_with_feedback_adds_reviewed_listings_of_training_products_only
 
     versions = model_versions(Workspace(workspace).mlflow_uri).set_index("version")
     assert versions.loc[1, "reviewed rows"] == 0 and versions.loc[1, "held back"] == 0
-    assert versions.loc[2, "reviewed rows"] == joined and versions.loc[2, "held back"] == held_back
+    assert versions.loc[2, "reviewed rows"] == joined and versions.loc[2, "held back"] == held_back + 1

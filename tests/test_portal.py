@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import json
 import re
 import sqlite3
 import threading
@@ -21,9 +22,11 @@ from brandsentry.catalog import Catalog
 from brandsentry.cli import main
 from brandsentry.config import load_config
 from brandsentry.index_sync import update_from_catalog
+from brandsentry.ledger import record_scoring_run
 from brandsentry.portal.app import SESSION_COOKIE, create_app
 from brandsentry.portal.auth import AuditLog, SessionSigner, TokenError, TokenStore, UnknownBrandError
 from brandsentry.run_folder import embeddings_path
+from fake_runs import make_results, write_run
 
 LIMITS = ["portal.max_files=5", "portal.max_file_bytes=400000", "portal.max_pixels=1000000"]
 
@@ -158,12 +161,16 @@ API_ENDPOINTS = [
     ("POST", "/api/v1/admin/references/{acme}/approve"),
     ("POST", "/api/v1/admin/references/{acme}/reject"),
     ("GET", "/api/v1/admin/audit"),
+    ("GET", "/api/v1/inbox"),
+    ("POST", "/api/v1/inbox/{listing_id}/answer"),
+    ("GET", "/api/v1/inbox/{listing_id}/thumbnail"),
+    ("GET", "/api/v1/inbox/{listing_id}/evidence"),
 ]
 
 
 def call(world: World, method: str, path: str, token: str | None, **ids):
     headers = world.auth(token) if token is not None else {}
-    url = path.format(**ids)
+    url = path.format(listing_id="d1-00000", **ids)
     if (method, path) == ("POST", "/api/v1/references"):
         return world.client.post(
             url, headers=headers, files=[("files", ("x.jpg", jpeg(99), "image/jpeg"))], data={"product": "P"}
@@ -179,7 +186,9 @@ def test_every_api_endpoint_refuses_a_missing_or_invalid_token(shared, method, p
     _, key_id, _ = world.acme.split("_")
     if credential == "other_scheme":
         response = world.client.request(
-            method, path.format(acme=seeded[0]), headers={"Authorization": f"Basic {world.acme}"}
+            method,
+            path.format(acme=seeded[0], listing_id="d1-00000"),
+            headers={"Authorization": f"Basic {world.acme}"},
         )
     else:
         token = {
@@ -1014,3 +1023,287 @@ def test_the_upload_form_offers_the_brands_products_and_a_new_product_choice(wor
     )
     assert both.status_code == 422 and "&#39;Gizmo&#39;" in both.text
     assert [r.product for r in world.portal.catalog.list_references(brand="Acme")] == ["Widget"] * 3
+
+
+# -- the brand inbox ---------------------------------------------------------------------------------
+
+
+def decided(results, decisions: list[str], products: list[str] | None = None):
+    """`results` with these decisions (and claimed products) on its non-error rows, in order."""
+    rows = results.index[results["decision"] != "error"]
+    results.loc[rows, "decision"] = decisions
+    if products is not None:
+        results.loc[rows, "claimed_product"] = products
+    return results
+
+
+class Inbox:
+    """Three scoring runs in the ledger: day1 with Acme and Globex listings (evidence for d1-00000 and
+    d1-00001), day2 with Globex only, day3 with Acme only. Acme's inbox: d1-00000 (flag, acme-p0),
+    d1-00002 (review, acme-p1), d1-00006 (flag, acme-p1), d1-00008 (review, acme-p0), d3-00000 and
+    d3-00001 (flag, acme-p0)."""
+
+    ACME_DAY1 = ["d1-00000", "d1-00002", "d1-00006", "d1-00008"]
+    ACME_DAY3 = ["d3-00000", "d3-00001"]
+
+    def __init__(self, world: World, tmp_path: Path):
+        self.world = world
+        photos = tmp_path / "listing-photos"
+        photos.mkdir()
+
+        def images(day: int, n: int) -> list[str]:
+            paths = [photos / f"d{day}-{i}.jpg" for i in range(n)]
+            for i, path in enumerate(paths):
+                path.write_bytes(jpeg(100 * day + i, (400, 300)))
+            return [str(p) for p in paths]
+
+        cycle = ["flag", "review", "pass"]
+        day1 = make_results(n=12, seed=3, day=1, brands=("Acme", "Globex"), image_paths=images(1, 12))
+        day1 = decided(
+            day1,
+            [cycle[(i // 2) % 3] for i in range(10)],
+            [f"{('acme', 'globex')[i % 2]}-p{(i // 2) % 2}" for i in range(10)],
+        )
+        day2 = make_results(n=5, seed=4, day=2, brands=("Globex",), image_paths=images(2, 5))
+        day2 = decided(day2, ["flag", "review", "flag"])
+        day3 = make_results(
+            n=4,
+            seed=5,
+            day=3,
+            brands=("Acme",),
+            image_paths=images(3, 4),
+            scored_at="2026-11-03T06:00:00+00:00",
+        )
+        day3 = decided(day3, ["flag", "flag"], ["acme-p0", "acme-p0"])
+        runs = tmp_path / "runs"
+        self.runs = {
+            name: write_run(runs / name, frame)
+            for name, frame in (("day1", day1), ("day2", day2), ("day3", day3))
+        }
+        evidence = self.runs["day1"] / "_evidence"
+        evidence.mkdir()
+        items = []
+        for rank, listing_id in enumerate(["d1-00000", "d1-00001"], start=1):
+            name = f"{rank:03d}-{listing_id}.jpg"
+            (evidence / name).write_bytes(jpeg(900 + rank, (600, 300)))
+            items.append({"listing_id": listing_id, "image_file": name})
+        (evidence / "items.json").write_text(json.dumps(items))
+        for run in self.runs.values():
+            record_scoring_run(world.workspace, run)
+
+    def get(self, token: str, path: str, **params):
+        return self.world.client.get(path, headers=self.world.auth(token), params=params)
+
+    def answer(self, token: str, listing_id: str, answer: str, note: str = "", run: str | None = None):
+        body = {"answer": answer, "note": note, **({"run": run} if run else {})}
+        return self.world.client.post(
+            f"/api/v1/inbox/{listing_id}/answer", headers=self.world.auth(token), json=body
+        )
+
+    def feedback(self) -> list[tuple]:
+        with sqlite3.connect(self.world.portal.catalog.path) as connection:
+            return connection.execute(
+                "SELECT listing_id, verdict, label, reviewer, note, origin, source, run_dir FROM feedback ORDER BY id"
+            ).fetchall()
+
+
+@pytest.fixture
+def inbox(world, tmp_path):
+    return Inbox(world, tmp_path)
+
+
+def test_the_inbox_lists_only_the_brands_flagged_and_review_listings(inbox):
+    world = inbox.world
+    acme = inbox.get(world.acme, "/api/v1/inbox")
+    assert acme.status_code == 200, acme.text
+    items = acme.json()
+    assert sorted(item["listing_id"] for item in items) == sorted(inbox.ACME_DAY1 + inbox.ACME_DAY3)
+    assert {item["decision"] for item in items} == {"flag", "review"}
+    assert all(item["product"].startswith("acme-") for item in items)
+    assert items[0]["run"] == "day3"  # newest scoring first
+    by_id = {item["listing_id"]: item for item in items}
+    assert by_id["d1-00000"]["evidence_url"] == "/api/v1/inbox/d1-00000/evidence?run=day1"
+    assert by_id["d1-00002"]["evidence_url"] is None
+    assert by_id["d1-00000"]["seller_id"] == "s000" and by_id["d1-00000"]["answer"] is None
+    globex = {item["listing_id"] for item in inbox.get(world.globex, "/api/v1/inbox").json()}
+    assert globex == {"d1-00001", "d1-00003", "d1-00007", "d1-00009", "d2-00000", "d2-00001", "d2-00002"}
+    admin = inbox.get(world.admin, "/api/v1/inbox")
+    assert admin.status_code == 403 and "belongs to a brand" in admin.json()["detail"]
+
+
+def test_the_inbox_filters_by_run_decision_and_product(inbox):
+    token = inbox.world.acme
+
+    def ids(**params):
+        response = inbox.get(token, "/api/v1/inbox", **params)
+        assert response.status_code == 200, response.text
+        return sorted(item["listing_id"] for item in response.json())
+
+    assert ids(run="day3") == inbox.ACME_DAY3
+    assert ids(run="day1") == inbox.ACME_DAY1
+    assert ids(decision="review") == ["d1-00002", "d1-00008"]
+    assert ids(product="acme-p1") == ["d1-00002", "d1-00006"]
+    assert ids(run="day1", decision="flag", product="acme-p0") == ["d1-00000"]
+    bad = inbox.get(token, "/api/v1/inbox", decision="pass")
+    assert bad.status_code == 422 and "'pass'" in bad.json()["detail"]
+
+
+def test_another_brands_listings_and_runs_are_not_found(inbox):
+    world = inbox.world
+    for listing_id in ("d1-00001", "d2-00000", "d1-00004", "no-such-listing"):  # Globex's, Acme's pass, none
+        answered = inbox.answer(world.acme, listing_id, "counterfeit")
+        assert answered.status_code == 404, answered.text
+        assert answered.json()["detail"] == f"no listing {listing_id!r} in the inbox"
+        for path in (f"/api/v1/inbox/{listing_id}/thumbnail", f"/api/v1/inbox/{listing_id}/evidence"):
+            response = inbox.get(world.acme, path)
+            assert response.status_code == 404 and response.json()["detail"] == answered.json()["detail"]
+    day2 = inbox.get(world.acme, "/api/v1/inbox", run="day2")  # Globex's run only
+    assert day2.status_code == 404 and day2.json()["detail"] == "no run 'day2' in the inbox"
+    assert (
+        inbox.get(world.acme, "/api/v1/inbox", run="elsewhere").json()["detail"]
+        == "no run 'elsewhere' in the inbox"
+    )
+    pinned = inbox.answer(world.acme, "d1-00000", "counterfeit", run="day2")
+    assert pinned.status_code == 404
+    assert pinned.json()["detail"] == "no listing 'd1-00000' in the inbox of run 'day2'"
+    assert inbox.get(world.acme, "/api/v1/inbox/d1-00000/evidence", run="day2").status_code == 404
+    for run_dir in (inbox.runs["day2"], inbox.runs["day1"]):  # runs are named by folder name, never by path
+        assert inbox.get(world.acme, "/api/v1/inbox", run=str(run_dir)).status_code == 404
+        assert inbox.answer(world.acme, "d1-00000", "counterfeit", run=str(run_dir)).status_code == 404
+    assert inbox.feedback() == []
+    refused = world.portal.audit.entries(action="api_answer")
+    assert {(e.target, e.outcome) for e in refused} >= {
+        ("d1-00001", "refused 404"),
+        ("d2-00000", "refused 404"),
+    }
+
+
+def test_answers_go_to_the_feedback_ledger_as_the_brands_and_a_new_one_supersedes(inbox):
+    world = inbox.world
+    first = inbox.answer(world.acme, "d1-00000", "counterfeit", note="  fake box  ")
+    assert first.status_code == 200, first.text
+    assert first.json()["answer"] == "counterfeit" and first.json()["note"] == "fake box"
+    key_id = world.acme.split("_")[1]
+    actor = f"brand:alice#{key_id}"
+    assert first.json()["reviewer"] == actor and first.json()["run"] == "day1"
+    run_dir = str(inbox.runs["day1"].resolve())
+    assert inbox.feedback() == [
+        ("d1-00000", "confirmed_counterfeit", "counterfeit", actor, "fake box", "brand", "portal", run_dir)
+    ]
+    again = inbox.answer(world.acme, "d1-00000", "not_ours", note="not our product line")
+    assert again.status_code == 200
+    assert inbox.feedback() == [
+        ("d1-00000", "not_ours", None, actor, "not our product line", "brand", "portal", run_dir)
+    ]
+    assert inbox.answer(world.acme, "d3-00001", "authentic").status_code == 200
+    listed = {item["listing_id"]: item["answer"] for item in inbox.get(world.acme, "/api/v1/inbox").json()}
+    assert listed["d1-00000"]["answer"] == "not_ours" and listed["d3-00001"]["answer"] == "authentic"
+    assert listed["d1-00002"] is None
+    bad = inbox.answer(world.acme, "d1-00002", "fake")
+    assert bad.status_code == 422 and "fake" in bad.text
+    audited = world.portal.audit.entries(action="answer")
+    assert [(e.target, e.detail["answer"], e.outcome) for e in audited] == [
+        ("d3-00001", "authentic", "ok"),
+        ("d1-00000", "not_ours", "ok"),
+        ("d1-00000", "counterfeit", "ok"),
+    ]
+
+
+def test_a_failed_answer_stores_nothing(inbox, monkeypatch):
+    """The answer and its audit row share one transaction: a failing audit write leaves no verdict."""
+    world = inbox.world
+
+    def broken(**kwargs):
+        if kwargs["action"] == "answer":
+            raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(world.portal.audit, "record", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        world.portal.inbox.answer(world.portal.tokens.verify(world.acme), "d1-00000", "counterfeit")
+    assert inbox.feedback() == []
+
+
+def test_inbox_thumbnails_and_evidence_are_served_resized_to_the_brand(inbox):
+    world = inbox.world
+    thumb = inbox.get(world.acme, "/api/v1/inbox/d1-00000/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    side = world.portal.settings.thumbnail_side
+    with Image.open(io.BytesIO(thumb.content)) as image:
+        assert max(image.size) == side and image.size[0] > image.size[1]  # 400x300 scaled down
+    evidence = inbox.get(world.acme, "/api/v1/inbox/d1-00000/evidence", run="day1")
+    assert evidence.status_code == 200
+    assert evidence.content == (inbox.runs["day1"] / "_evidence" / "001-d1-00000.jpg").read_bytes()
+    none = inbox.get(world.acme, "/api/v1/inbox/d1-00002/evidence")
+    assert (
+        none.status_code == 404
+        and none.json()["detail"] == "no evidence for listing 'd1-00002' in run 'day1'"
+    )
+    assert inbox.get(world.globex, "/api/v1/inbox/d1-00001/evidence").status_code == 200
+
+
+def test_the_inbox_page_lists_filters_and_answers_through_forms(inbox):
+    world = inbox.world
+    client = TestClient(world.app)
+    assert client.get("/inbox", follow_redirects=False).headers["location"] == "/signin"
+    assert world.sign_in(client, world.acme).status_code == 303
+    page = client.get("/inbox")
+    assert page.status_code == 200
+    shown = set(re.findall(r'data-listing-id="([^"]+)"', page.text))
+    assert shown == set(inbox.ACME_DAY1 + inbox.ACME_DAY3)
+    assert 'src="/inbox/d1-00000/thumbnail"' in page.text
+    assert 'href="/inbox/d1-00000/evidence?run=day1"' in page.text
+    filtered = client.get("/inbox", params={"decision": "review", "product": "acme-p1"})
+    assert set(re.findall(r'data-listing-id="([^"]+)"', filtered.text)) == {"d1-00002"}
+    csrf = csrf_of(page.text)
+    posted = client.post(
+        "/inbox/d1-00002/answer",
+        data={
+            "answer": "authentic",
+            "note": "ours, sold by a partner",
+            "run": "day1",
+            "back": "decision=review",
+            "csrf_token": csrf,
+        },
+        follow_redirects=False,
+    )
+    assert posted.status_code == 303
+    assert posted.headers["location"] == "/inbox?decision=review&answered=d1-00002#listing-d1-00002"
+    notice = client.get(posted.headers["location"])
+    assert "Your answer on listing d1-00002" in notice.text and "ours, sold by a partner" in notice.text
+    assert [row[:2] + row[5:6] for row in inbox.feedback()] == [("d1-00002", "authentic", "brand")]
+    forged = client.post("/inbox/d1-00006/answer", data={"answer": "counterfeit", "csrf_token": "x"})
+    assert forged.status_code == 403
+    other = client.post("/inbox/d1-00001/answer", data={"answer": "counterfeit", "csrf_token": csrf})
+    assert other.status_code == 404 and "no listing" in other.text
+    assert client.get("/inbox/d1-00001/thumbnail").status_code == 404
+    assert len(inbox.feedback()) == 1
+
+
+def test_the_inbox_page_pages_and_an_answer_returns_to_its_page(tmp_path):
+    world = World(tmp_path, "portal.page_size=4")
+    try:
+        inbox = Inbox(world, tmp_path)
+        client = TestClient(world.app)
+        world.sign_in(client, world.acme)
+
+        def shown(html: str) -> list[str]:
+            return re.findall(r'data-listing-id="([^"]+)"', html)
+
+        first, second = client.get("/inbox").text, client.get("/inbox", params={"page": 2}).text
+        assert len(shown(first)) == 4 and len(shown(second)) == 2
+        assert sorted(shown(first) + shown(second)) == sorted(inbox.ACME_DAY1 + inbox.ACME_DAY3)
+        assert "6 listings · page 2 of 2" in second and 'href="/inbox?page=1"' in second
+        assert shown(client.get("/inbox", params={"page": 99}).text) == shown(second)  # clamped
+        listing_id = shown(second)[0]
+        posted = client.post(
+            f"/inbox/{listing_id}/answer",
+            data={
+                "answer": "counterfeit",
+                "back": "page=2&next=https://elsewhere",
+                "csrf_token": csrf_of(first),
+            },
+            follow_redirects=False,
+        )
+        assert posted.headers["location"] == f"/inbox?page=2&answered={listing_id}#listing-{listing_id}"
+    finally:
+        world.portal.close()

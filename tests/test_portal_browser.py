@@ -1,7 +1,7 @@
 """The portal end to end in real headless Chromium: uvicorn on a free loopback port, sign in with a token,
 upload photos through the form (naming a new product, which the picker then offers), see them listed with
 thumbnails, withdraw one through its confirmation page and undo that; then an admin sees them in the review
-queue.
+queue. A brand answers listings of its inbox, and the answers reach the feedback ledger as the brand's.
 
 Set BRANDSENTRY_PORTAL_SCREENSHOT=docs/images/portal.png to keep a screenshot of the review queue.
 """
@@ -20,11 +20,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from brandsentry.config import load_config
+from brandsentry.feedback import open_feedback
 from brandsentry.images import decode_image
 from brandsentry.index_sync import update_from_catalog
+from brandsentry.ledger import record_scoring_run
 from brandsentry.portal.app import create_app
 from brandsentry.portal.service import UploadedFile
 from brandsentry.run_folder import embeddings_path
+from fake_runs import make_results, write_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -273,3 +276,100 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
     if keep:
         Path(keep).parent.mkdir(parents=True, exist_ok=True)
         Path(keep).write_bytes(screenshot.read_bytes())
+
+
+def test_a_brand_answers_its_inbox_in_chromium(tmp_path):
+    """Brand A sees only its own flagged and review-queued listings, answers three, and the verdicts are in
+    the ledger as the brand's, named by the token that gave them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    workspace = tmp_path / "ws"
+    group = [] if "portal" in load_config() else ["+portal=default"]
+    cfg = load_config([*group, "embedder=tiny_random", "embedder.threads=1", f"workspace={workspace}"])
+    app = create_app(cfg)
+    portal = app.state.portal
+    brand_token, _ = portal.tokens.create(name="Ana (Velquora)", brand="Velquora", new_brand=True)
+    portal.tokens.create(name="Ben (Brisanth)", brand="Brisanth", new_brand=True)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = [
+        str(product_photo(photos / f"l{i}.jpg", "VELQUORA", (40 + 20 * i, 60, 90), i % 2 == 1, seed=i))
+        for i in range(10)
+    ]
+    results = make_results(n=10, seed=7, brands=("Velquora", "Brisanth"), image_paths=paths)
+    scored = results.index[results["decision"] != "error"]
+    results.loc[scored, "decision"] = ["flag", "flag", "review", "review", "flag", "pass", "pass", "flag"]
+    run = write_run(tmp_path / "runs" / "2026-11-01", results)
+    record_scoring_run(workspace, run)
+    mine = {
+        r.listing_id
+        for r in results.itertuples()
+        if r.claimed_brand == "Velquora" and r.decision in ("flag", "review")
+    }
+    assert mine and any(r.claimed_brand == "Brisanth" and r.decision == "flag" for r in results.itertuples())
+    answers = {}
+    try:
+        with live_server(app) as base, chromium(tmp_path / "profile") as driver:
+            sign_in(driver, base, brand_token, lands_on="/references")
+            driver.get(f"{base}/inbox")
+            rows = driver.find_elements(By.CSS_SELECTOR, "#inbox tbody tr")
+            assert {row.get_attribute("data-listing-id") for row in rows} == mine
+            thumbnails = driver.find_elements(By.CSS_SELECTOR, "#inbox img.thumb")
+            assert len(thumbnails) == len(mine)
+            assert all(driver.execute_script("return arguments[0].naturalWidth", t) > 0 for t in thumbnails)
+            Select(driver.find_element(By.ID, "decision")).select_by_value("flag")
+            submit_and_wait(
+                driver,
+                driver.find_element(By.CSS_SELECTOR, "form.filter button"),
+                f"{base}/inbox?run=&decision=flag&product=",
+            )
+            flagged = {
+                r.listing_id for r in results.itertuples() if r.listing_id in mine and r.decision == "flag"
+            }
+            shown = driver.find_elements(By.CSS_SELECTOR, "#inbox tbody tr")
+            assert {row.get_attribute("data-listing-id") for row in shown} == flagged
+
+            driver.get(f"{base}/inbox")
+            chosen = sorted(mine)[:3]
+            for listing_id, (label, note) in zip(
+                chosen,
+                [("Counterfeit", "fake box"), ("Authentic", ""), ("Not ours", "we make no such item")],
+                strict=True,
+            ):
+                row = driver.find_element(By.CSS_SELECTOR, f'#inbox tr[data-listing-id="{listing_id}"]')
+                if note:
+                    row.find_element(By.NAME, "note").send_keys(note)
+                button = row.find_element(By.XPATH, f".//button[text()='{label}']")
+                submit_and_wait(
+                    driver, button, f"{base}/inbox?page=1&answered={listing_id}#listing-{listing_id}"
+                )
+                assert f"Your answer on listing {listing_id}" in driver.find_element(By.ID, "notice").text
+                answers[listing_id] = (label, note)
+            driver.save_screenshot(str(tmp_path / "inbox.png"))
+    finally:
+        portal.close()
+
+    key_id = brand_token.split("_")[1]
+    with open_feedback(workspace) as catalog:
+        stored = (
+            catalog.connection()
+            .execute(
+                "SELECT listing_id, verdict, label, reviewer, note, origin, claimed_brand FROM feedback ORDER BY id"
+            )
+            .fetchall()
+        )
+    verdicts = {"Counterfeit": "confirmed_counterfeit", "Authentic": "authentic", "Not ours": "not_ours"}
+    labels = {"Counterfeit": "counterfeit", "Authentic": "authentic", "Not ours": None}
+    assert stored == [
+        (
+            listing_id,
+            verdicts[label],
+            labels[label],
+            f"brand:Ana (Velquora)#{key_id}",
+            note,
+            "brand",
+            "Velquora",
+        )
+        for listing_id, (label, note) in answers.items()
+    ]

@@ -1,4 +1,5 @@
-"""What reviewers said about scored listings: verdict imports, the training rows they make, a simulator.
+"""What reviewers and brands said about scored listings: verdict imports, brand answers from the portal's
+inbox, the training rows they make, how the two sides agree, a simulator.
 
 It sits right after the scoring ledger (`ledger`) in the stage order and reads scoring results only as
 files, so training (`feedback_training_rows`) can call it without importing anything downstream of itself.
@@ -23,25 +24,33 @@ import pandas as pd
 from brandsentry.catalog import Catalog, utc_now
 from brandsentry.config import Workspace
 from brandsentry.cues.compute import GROUPS
-from brandsentry.errors import BrandsentryError
+from brandsentry.errors import BrandsentryError, ConfigError
 from brandsentry.ledger import float_or_none, latest_scorings
 from brandsentry.run_folder import ScoringResultsError, read_results
 
+# Each verdict and the label training learns from it. "not_ours" (a brand: this listing is not a product of
+# ours, the claimed brand is wrong) has no label: its cue features were computed against the claimed brand's
+# references, so neither "counterfeit" nor "authentic" of that brand describes it; training leaves it out.
 VERDICT_LABELS = {
     "confirmed_counterfeit": "counterfeit",
     "false_positive": "authentic",
     "authentic": "authentic",
+    "not_ours": None,
 }
+# The brand inbox's answers and the verdicts they are stored as.
+BRAND_ANSWERS = {"counterfeit": "confirmed_counterfeit", "authentic": "authentic", "not_ours": "not_ours"}
+# Who gave a verdict: the marketplace's reviewers (CSV imports) or a brand representative (the portal inbox).
+ORIGINS = ("reviewer", "brand")
 VERDICT_COLUMNS = ("listing_id", "verdict", "reviewer", "note")
 # Every cue column any configuration can produce (a run scored with some cues disabled has a subset).
 CUE_COLUMNS = tuple(name for group in GROUPS for name in group.features)
-# The verdicts' table (catalogs made before this module owned it hold the same one: catalog migration 4).
-FEEDBACK_TABLES = """
+_FEEDBACK_TABLE = """
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     listing_id TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('confirmed_counterfeit', 'false_positive', 'authentic')),
-    label TEXT NOT NULL CHECK (label IN ('counterfeit', 'authentic')),
+    verdict TEXT NOT NULL
+        CHECK (verdict IN ('confirmed_counterfeit', 'false_positive', 'authentic', 'not_ours')),
+    label TEXT CHECK (label IN ('counterfeit', 'authentic')),
     reviewer TEXT NOT NULL,
     note TEXT NOT NULL,
     imported_at TEXT NOT NULL,
@@ -54,10 +63,59 @@ CREATE TABLE IF NOT EXISTS feedback (
     score REAL,
     model_version TEXT,
     expensive_cues INTEGER NOT NULL CHECK (expensive_cues IN (0, 1)),
-    features TEXT NOT NULL
+    features TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'reviewer' CHECK (origin IN ('reviewer', 'brand'))
 );
-CREATE UNIQUE INDEX IF NOT EXISTS feedback_listing_reviewer_verdict ON feedback(listing_id, reviewer, verdict);
 """
+# The verdicts' table (catalog migration 4 made its first version; `ensure_feedback` upgrades that one).
+# `reviewer` names who judged (a brand answer: the token, `brand:<name>#<key id>`); `source` the verdicts
+# file, or "portal". A brand holds one answer per listing: a new one supersedes it (`record_brand_answer`).
+FEEDBACK_TABLES = (
+    _FEEDBACK_TABLE
+    + """
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_listing_reviewer_verdict ON feedback(listing_id, reviewer, verdict);
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_brand_answer ON feedback(listing_id) WHERE origin = 'brand';
+"""
+)
+_FIRST_COLUMNS = (
+    "id, listing_id, verdict, label, reviewer, note, imported_at, source, run_dir, claimed_brand, "
+    "claimed_product, seller_id, decision, score, model_version, expensive_cues, features"
+)
+
+
+def ensure_feedback(catalog: Catalog) -> Catalog:
+    """The verdicts' table in `catalog`, upgrading a first-version one in one transaction.
+
+    The first version had no `origin` and allowed neither "not_ours" nor a verdict without a label; SQLite
+    cannot change a CHECK in place, so the table is rebuilt and every existing verdict becomes a reviewer's.
+    """
+
+    def columns() -> set[str]:
+        return {row[1] for row in catalog.connection().execute("PRAGMA table_info(feedback)")}
+
+    if columns() and "origin" not in columns():
+        with catalog.write() as connection:
+            if "origin" not in columns():  # another process may have upgraded it meanwhile
+                connection.execute("ALTER TABLE feedback RENAME TO feedback_first_version")
+                connection.execute("DROP INDEX IF EXISTS feedback_listing_reviewer_verdict")
+                connection.execute(_FEEDBACK_TABLE.strip())
+                connection.execute(
+                    f"INSERT INTO feedback ({_FIRST_COLUMNS}, origin) "
+                    f"SELECT {_FIRST_COLUMNS}, 'reviewer' FROM feedback_first_version"
+                )
+                connection.execute("DROP TABLE feedback_first_version")
+    catalog.ensure_schema(FEEDBACK_TABLES)
+    return catalog
+
+
+def open_feedback(workspace: Workspace | str | Path) -> Catalog:
+    """The workspace catalog with the verdicts' table current."""
+    catalog = Catalog.open(workspace)
+    try:
+        return ensure_feedback(catalog)
+    except BaseException:
+        catalog.close()
+        raise
 
 
 class VerdictFileError(BrandsentryError, ValueError):
@@ -169,34 +227,10 @@ def import_verdicts(workspace: Workspace | str | Path, path: str | Path) -> Verd
             rejected.append(RejectedVerdict(line, listing_id, reason))
             continue
         cues, escalated = features[listing_id]
-        stored.append(
-            dict(
-                listing_id=listing_id,
-                verdict=row["verdict"],
-                label=VERDICT_LABELS[row["verdict"]],
-                reviewer=row["reviewer"],
-                note=row["note"],
-                imported_at=now,
-                source=path.name,
-                run_dir=scoring["run_dir"],
-                claimed_brand=scoring["claimed_brand"],
-                claimed_product=scoring["claimed_product"],
-                seller_id=scoring["seller_id"],
-                decision=scoring["decision"],
-                score=float_or_none(scoring["score"]),
-                model_version=scoring["model_version"],
-                expensive_cues=int(escalated),
-                features=cues,
-            )
-        )
-    columns = list(stored[0]) if stored else []
-    with Catalog.open(workspace, schemas=[FEEDBACK_TABLES]) as catalog, catalog.write() as connection:
+        stored.append(_verdict_record(scoring, listing_id, row, path.name, now, cues, escalated, "reviewer"))
+    with open_feedback(workspace) as catalog, catalog.write() as connection:
         for record in stored:
-            inserted = connection.execute(
-                f"INSERT INTO feedback ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                "ON CONFLICT (listing_id, reviewer, verdict) DO NOTHING",
-                [record[c] for c in columns],
-            ).rowcount
+            inserted = _insert(connection, record, "ON CONFLICT (listing_id, reviewer, verdict) DO NOTHING")
             if inserted:
                 by_verdict[record["verdict"]] += 1
             else:
@@ -211,25 +245,153 @@ def import_verdicts(workspace: Workspace | str | Path, path: str | Path) -> Verd
     )
 
 
-def feedback_training_rows(workspace: Workspace | str | Path) -> pd.DataFrame:
-    """Reviewed listings as labelled training rows: the latest verdict per listing, with its stored features.
+def _verdict_record(
+    scoring: Mapping, listing_id: str, verdict: Mapping[str, str], source: str, now: str, cues: str,
+    escalated: bool, origin: str,
+) -> dict:  # fmt: skip
+    """One feedback row: the verdict (`verdict`, `reviewer`, `note`) with the scoring it judged."""
+    return dict(
+        listing_id=listing_id,
+        verdict=verdict["verdict"],
+        label=VERDICT_LABELS[verdict["verdict"]],
+        reviewer=verdict["reviewer"],
+        note=verdict["note"],
+        imported_at=now,
+        source=source,
+        run_dir=scoring["run_dir"],
+        claimed_brand=scoring["claimed_brand"],
+        claimed_product=scoring["claimed_product"],
+        seller_id=scoring["seller_id"],
+        decision=scoring["decision"],
+        score=float_or_none(scoring["score"]),
+        model_version=scoring["model_version"],
+        expensive_cues=int(escalated),
+        features=cues,
+        origin=origin,
+    )
 
-    Columns: listing_id, claimed_brand, claimed_product, seller_id, label, verdict, reviewer, score,
-    model_version, escalated, then one column per cue (NaN where the cue had no value). A listing the
-    cascade did not escalate has NaN logo and text cues ("skipped by the cascade"), and `escalated`
-    False: a full model should learn from it only if it can tell "not computed" from "not found".
-    Empty when nothing was reviewed.
+
+def _insert(connection, record: Mapping, conflict: str = "") -> int:
+    columns = list(record)
+    return connection.execute(
+        f"INSERT INTO feedback ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) {conflict}",
+        [record[c] for c in columns],
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class BrandAnswer:
+    """A brand's current answer on one listing (the inbox shows it beside the listing)."""
+
+    listing_id: str
+    answer: str  # counterfeit | authentic | not_ours
+    reviewer: str
+    note: str
+    answered_at: str
+    run_dir: str
+
+
+_ANSWER_OF_VERDICT = {verdict: answer for answer, verdict in BRAND_ANSWERS.items()}
+
+
+def brand_verdict(scoring: Mapping, answer: str, reviewer: str, note: str = "") -> dict:
+    """A brand's answer on `scoring` (a `scored_listings` row) as a feedback row, with the cue features read
+    from that run's results. Nothing is written, so the caller can read before its write transaction."""
+    if answer not in BRAND_ANSWERS:
+        raise ValueError(f"unknown answer {answer!r} (expected one of {', '.join(BRAND_ANSWERS)})")
+    listing_id = str(scoring["listing_id"])
+    found, problems = _judged_features(pd.DataFrame([dict(scoring)]).set_index("listing_id"))
+    if listing_id not in found:
+        raise ScoringResultsError(
+            problems.get(
+                scoring["run_dir"], f"listing {listing_id} missing from scoring run {scoring['run_dir']}"
+            )
+        )
+    cues, escalated = found[listing_id]
+    verdict = {"verdict": BRAND_ANSWERS[answer], "reviewer": reviewer, "note": note.strip()}
+    return _verdict_record(scoring, listing_id, verdict, "portal", utc_now(), cues, escalated, "brand")
+
+
+def record_brand_answer(catalog: Catalog, verdict: Mapping) -> BrandAnswer:
+    """Store a `brand_verdict` in one transaction (it joins the caller's, e.g. with an audit row).
+
+    The brand's earlier answer on the listing, if any, is superseded: deleted in the same transaction, so
+    the brand holds one answer per listing (the unique index `feedback_brand_answer` insists) and its id is
+    newer than any reviewer verdict given before it. The caller checks that the listing is the brand's.
     """
+    if verdict.get("origin") != "brand":
+        raise ValueError(
+            f"not a brand verdict (origin {verdict.get('origin')!r}): make it with brand_verdict"
+        )
+    with ensure_feedback(catalog).write() as connection:
+        connection.execute(
+            "DELETE FROM feedback WHERE listing_id = ? AND origin = 'brand'", (verdict["listing_id"],)
+        )
+        _insert(connection, verdict)
+    answer = _ANSWER_OF_VERDICT[verdict["verdict"]]
+    return BrandAnswer(
+        verdict["listing_id"], answer, verdict["reviewer"], verdict["note"], verdict["imported_at"],
+        verdict["run_dir"],
+    )  # fmt: skip
+
+
+def brand_answers(catalog: Catalog, listing_ids: Sequence[str]) -> dict[str, BrandAnswer]:
+    """The brand answers held for these listings, by listing id."""
+    rows = (
+        ensure_feedback(catalog)
+        .connection()
+        .execute(
+            "SELECT listing_id, verdict, reviewer, note, imported_at, run_dir FROM feedback "
+            "WHERE origin = 'brand' AND listing_id IN (SELECT value FROM json_each(?))",
+            (json.dumps([str(i) for i in listing_ids]),),
+        )
+    )
+    return {row[0]: BrandAnswer(row[0], _ANSWER_OF_VERDICT[row[1]], *row[2:]) for row in rows.fetchall()}
+
+
+def feedback_origins(sources: Mapping[str, float] | None) -> list[str]:
+    """The origins whose verdicts training reads, from `data.feedback_sources` ({origin: 1 read, 0 left
+    out}; an origin not named, or no map, is read). Fractional weights are refused: the classifiers take no
+    sample weights yet."""
+    sources = sources or {}
+    for origin, weight in sources.items():
+        if origin not in ORIGINS:
+            raise ConfigError(
+                f"data.feedback_sources names unknown origin {origin!r} (expected {', '.join(ORIGINS)})"
+            )
+        if weight not in (0, 1):
+            raise ConfigError(
+                f"data.feedback_sources.{origin} must be 0 (left out) or 1 (read), got {weight!r}: "
+                "the classifiers take no sample weights yet"
+            )
+    return [origin for origin in ORIGINS if sources.get(origin, 1) == 1]
+
+
+def feedback_training_rows(
+    workspace: Workspace | str | Path, origins: Sequence[str] = ORIGINS
+) -> pd.DataFrame:
+    """Reviewed listings as training rows: the latest verdict per listing among `origins`, with its features.
+
+    Columns: listing_id, claimed_brand, claimed_product, seller_id, label, verdict, reviewer, origin, score,
+    model_version, escalated, then one column per cue (NaN where the cue had no value). `label` is None
+    for "not_ours" (the caller leaves such listings out and counts them). A listing the cascade did not
+    escalate has NaN logo and text cues ("skipped by the cascade"), and `escalated` False: a full model
+    should learn from it only if it can tell "not computed" from "not found". Empty when nothing was reviewed.
+    """
+    for origin in origins:
+        if origin not in ORIGINS:
+            raise ValueError(f"unknown verdict origin {origin!r} (expected one of {', '.join(ORIGINS)})")
     query = """
-        SELECT listing_id, claimed_brand, claimed_product, seller_id, label, verdict, reviewer, score,
+        SELECT listing_id, claimed_brand, claimed_product, seller_id, label, verdict, reviewer, origin, score,
                model_version, expensive_cues AS escalated, features FROM (
             SELECT *, row_number() OVER (PARTITION BY listing_id ORDER BY id DESC) AS nth FROM feedback
+            WHERE origin IN (SELECT value FROM json_each(?))
         ) WHERE nth = 1 ORDER BY listing_id"""
-    with Catalog.open(workspace, schemas=[FEEDBACK_TABLES]) as catalog:
-        rows = catalog.connection().execute(query).fetchall()
+    with open_feedback(workspace) as catalog:
+        rows = catalog.connection().execute(query, (json.dumps(list(origins)),)).fetchall()
     meta_columns = [
-        "listing_id", "claimed_brand", "claimed_product", "seller_id", "label", "verdict", "reviewer", "score",
-        "model_version", "escalated",
+        "listing_id", "claimed_brand", "claimed_product", "seller_id", "label", "verdict", "reviewer", "origin",
+        "score", "model_version", "escalated",
     ]  # fmt: skip
     frame = pd.DataFrame([row[:-1] for row in rows], columns=meta_columns)
     frame["escalated"] = frame["escalated"].astype(bool)
@@ -238,6 +400,37 @@ def feedback_training_rows(workspace: Workspace | str | Path) -> pd.DataFrame:
         cues = pd.DataFrame(index=frame.index)
     ordered = [c for c in CUE_COLUMNS if c in cues.columns]
     return pd.concat([frame, cues[ordered].astype(np.float64)], axis=1)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Brand answers against reviewer verdicts on the listings both judged (each side's latest verdict)."""
+
+    both: int
+    agree: int
+    pairs: dict[tuple[str, str], int]  # (reviewer's answer, brand's answer) -> listings
+
+    @property
+    def rate(self) -> float:
+        return self.agree / self.both if self.both else math.nan
+
+
+def feedback_agreement(workspace: Workspace | str | Path) -> Agreement:
+    """How often brand and reviewer agree, in the brand inbox's terms: a reviewer's "false_positive" and
+    "authentic" are both "authentic"."""
+    query = """
+        SELECT origin, listing_id, verdict FROM (
+            SELECT *, row_number() OVER (PARTITION BY listing_id, origin ORDER BY id DESC) AS nth FROM feedback
+        ) WHERE nth = 1"""
+    with open_feedback(workspace) as catalog:
+        rows = catalog.connection().execute(query).fetchall()
+    latest: dict[str, dict[str, str]] = {origin: {} for origin in ORIGINS}
+    for origin, listing_id, verdict in rows:
+        label = VERDICT_LABELS[verdict]
+        latest[origin][listing_id] = label if label else verdict
+    both = sorted(set(latest["reviewer"]) & set(latest["brand"]))
+    pairs = Counter((latest["reviewer"][i], latest["brand"][i]) for i in both)
+    return Agreement(len(both), sum(n for (r, b), n in pairs.items() if r == b), dict(pairs))
 
 
 # ---- simulated reviewers (demo and tests) ----------------------------------------------------------------

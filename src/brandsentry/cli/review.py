@@ -1,4 +1,4 @@
-"""`brandsentry review log|record|summary|models|export`, `brandsentry feedback import|simulate`,
+"""`brandsentry review log|record|summary|models|export`, `brandsentry feedback import|simulate|agreement`,
 `brandsentry rescan`."""
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "import",
         help="store VERDICTS.csv (listing_id, verdict, reviewer, note) with each listing's features",
         description="Store VERDICTS.csv, columns listing_id, verdict (confirmed_counterfeit | "
-        "false_positive | authentic), reviewer, note, for listings the catalog's ledger holds. Rows that "
-        "cannot be stored are listed with their reason; the exit status is 1 when any was rejected.",
+        "false_positive | authentic | not_ours), reviewer, note, for listings the catalog's ledger holds. Rows "
+        "that cannot be stored are listed with their reason; the exit status is 1 when any was rejected.",
         examples=("feedback import data/ws/runs/score/day2/_verdicts.csv workspace=data/ws",),
     )
     verdicts.add_argument("file", type=Path, metavar="VERDICTS.csv")
@@ -144,6 +144,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="default: RUN_DIR/_verdicts.csv (readers of the results folder skip it)",
     )
     simulate.set_defaults(handler=run_simulate)
+    agreement = add_command(
+        feedback_actions,
+        "agreement",
+        help="how often brand answers (portal inbox) and reviewer verdicts agree on listings both judged",
+        description="On the listings that both a brand (its portal inbox) and a reviewer judged: how many "
+        "there are, how many agree, and the count of each (reviewer, brand) pair of verdicts.",
+        examples=("feedback agreement workspace=data/ws",),
+    )
+    agreement.set_defaults(handler=run_agreement)
 
     rescan = add_command(
         commands,
@@ -294,7 +303,8 @@ def run_import(args, overrides: list[str]) -> int:
     for rejected in outcome.rejected:
         print(f"  line {rejected.line} {rejected.listing_id or '-'}: {rejected.reason}")
     rows = feedback_training_rows(workspace)
-    print(f"reviewed listings available to training (data.include_feedback=true): {len(rows)}")
+    labelled = int(rows["label"].notna().sum())  # a latest verdict "not_ours" has no label to learn
+    print(f"reviewed listings available to training (data.include_feedback=true): {labelled}")
     return 1 if outcome.rejected else 0
 
 
@@ -319,6 +329,22 @@ def run_simulate(args, overrides: list[str]) -> int:
     staging.replace(out)
     counts = ", ".join(f"{k} {v}" for k, v in verdicts["verdict"].value_counts().sort_index().items())
     print(f"{len(verdicts)} simulated verdict(s) ({counts or 'none'}) -> {out}")
+    return 0
+
+
+def run_agreement(args, overrides: list[str]) -> int:
+    from brandsentry.config import Workspace, load_config
+    from brandsentry.feedback import feedback_agreement
+
+    found = feedback_agreement(Workspace.from_config(load_config(overrides)).ensure())
+    if not found.both:
+        print("no listing has both a reviewer verdict and a brand answer yet")
+        return 0
+    print(
+        f"listings judged by both a reviewer and the brand: {found.both}; agreeing: {found.agree} ({found.rate:.0%})"
+    )
+    for (reviewer, brand), count in sorted(found.pairs.items()):
+        print(f"  reviewer {reviewer:<11} brand {brand:<11} {count}")
     return 0
 
 

@@ -9,8 +9,18 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from brandsentry.portal.auth import AuditEntry
-from brandsentry.portal.deps import API, Portal, keep_index_current, read_uploads, upload_outcome_status
+from brandsentry.portal.deps import (
+    API,
+    Portal,
+    jpeg_response,
+    keep_index_current,
+    read_uploads,
+    upload_outcome_status,
+)
 from brandsentry.portal.schemas import (
+    AnswerIn,
+    AnswerOut,
+    InboxItemOut,
     MeOut,
     OutcomeOut,
     PendingOut,
@@ -85,11 +95,7 @@ def api_reference(principal: API, portal: Portal, ref_id: int) -> ReferenceOut:
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 def api_thumbnail(principal: API, portal: Portal, ref_id: int) -> Response:
-    return Response(
-        portal.thumbnail(principal, ref_id),
-        media_type="image/jpeg",
-        headers={"Cache-Control": "private, max-age=3600"},
-    )
+    return jpeg_response(portal.thumbnail(principal, ref_id))
 
 
 @router.post("/references/{ref_id}/withdraw", response_model=ReferenceOut, tags=["api"])
@@ -112,6 +118,38 @@ def api_withdraw(
 def api_restore(principal: API, portal: Portal, ref_id: int) -> ReferenceOut:
     """Undo a withdrawal: the same photo becomes a new pending reference (new id) that is reviewed again."""
     return ReferenceOut.of(portal.restore(principal, ref_id))
+
+
+@router.get("/inbox", response_model=list[InboxItemOut], tags=["inbox"])
+def api_inbox(
+    principal: API,
+    portal: Portal,
+    run: Annotated[str | None, Query(description="one scoring run (its folder name)")] = None,
+    decision: Annotated[str | None, Query(description="flag or review")] = None,
+    product: Annotated[str | None, Query(description="one claimed product")] = None,
+) -> list[InboxItemOut]:
+    """The brand's flagged and review-queued listings, newest scoring first, with the brand's answers."""
+    return [InboxItemOut.of(item) for item in portal.inbox.listings(principal, run, decision, product).items]
+
+
+@router.post("/inbox/{listing_id}/answer", response_model=AnswerOut, tags=["inbox"])
+def api_answer(principal: API, portal: Portal, listing_id: str, body: AnswerIn) -> AnswerOut:
+    """Answer counterfeit, authentic or not_ours (not this brand's product); a new answer supersedes the
+    brand's earlier one on the listing."""
+    return AnswerOut.of(portal.inbox.answer(principal, listing_id, body.answer, body.note, body.run))
+
+
+JPEG = {200: {"content": {"image/jpeg": {}}}}
+
+
+@router.get("/inbox/{listing_id}/thumbnail", response_class=Response, tags=["inbox"], responses=JPEG)
+def api_listing_thumbnail(principal: API, portal: Portal, listing_id: str) -> Response:
+    return jpeg_response(portal.inbox.thumbnail(principal, listing_id))
+
+
+@router.get("/inbox/{listing_id}/evidence", response_class=Response, tags=["inbox"], responses=JPEG)
+def api_listing_evidence(principal: API, portal: Portal, listing_id: str, run: str | None = None) -> Response:
+    return jpeg_response(portal.inbox.evidence(principal, listing_id, run))
 
 
 @router.get("/admin/pending", response_model=list[PendingOut], tags=["admin"])

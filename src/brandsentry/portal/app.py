@@ -52,9 +52,8 @@ async def portal_error(request: Request, error: PortalError) -> Response:
     principal = getattr(request.state, "principal", None)
     route = request.scope.get("route")
     action = getattr(route, "name", None) or request.url.path
-    await run_in_threadpool(
-        request.app.state.portal.refuse, principal, action, error, request.path_params.get("ref_id")
-    )
+    target = request.path_params.get("ref_id", request.path_params.get("listing_id"))
+    await run_in_threadpool(request.app.state.portal.refuse, principal, action, error, target)
     if is_api(request):
         headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
         return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
@@ -105,8 +104,8 @@ def create_app(cfg) -> FastAPI:
     settings = portal.settings
     app = FastAPI(
         title="brandsentry brand portal",
-        description="Brand representatives submit, list and withdraw reference photos of their own brand; "
-        "admins review the pending queue. Authenticate with `Authorization: Bearer <token>` "
+        description="Brand representatives submit, list and withdraw reference photos of their own brand "
+        "and answer the listings scoring flagged under it (the inbox); admins review the pending queue. Authenticate with `Authorization: Bearer <token>` "
         "(`brandsentry tokens create`).",
         version="1",
         lifespan=lifespan,

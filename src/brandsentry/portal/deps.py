@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, Form, Request, UploadFile
+from fastapi import BackgroundTasks, Depends, Form, Request, Response, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from brandsentry.catalog import Reference
@@ -114,3 +114,8 @@ def keep_index_current(portal: BrandPortal, background: BackgroundTasks, changed
     """After the response: add an approved reference to the index, or take a withdrawn one out of it."""
     if portal.settings.update_index and (changed.status == "approved" or changed.in_index):
         background.add_task(portal.indexer.request)
+
+
+def jpeg_response(data: bytes) -> Response:
+    """A thumbnail or evidence image: private to the signed-in caller, cached by its browser only."""
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -3,11 +3,17 @@ catalog's and the service's own types."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
 
 from brandsentry.catalog import Reference
+from brandsentry.feedback import BrandAnswer
 from brandsentry.ingest import IngestOutcome
 from brandsentry.portal.checks import CheckResult
+from brandsentry.portal.inbox import InboxItem
 from brandsentry.portal.service import PendingItem
 
 
@@ -89,3 +95,58 @@ class MeOut(BaseModel):
 
 class ReasonIn(BaseModel):
     reason: str | None = None
+
+
+class AnswerOut(BaseModel):
+    listing_id: str
+    answer: str  # counterfeit | authentic | not_ours
+    reviewer: str  # the token that answered, as the audit log names it
+    note: str
+    answered_at: str
+    run: str  # the scoring run (folder name) whose scoring was judged
+
+    @classmethod
+    def of(cls, answer: BrandAnswer) -> AnswerOut:
+        return cls(
+            listing_id=answer.listing_id,
+            answer=answer.answer,
+            reviewer=answer.reviewer,
+            note=answer.note,
+            answered_at=answer.answered_at,
+            run=Path(answer.run_dir).name,
+        )
+
+
+class InboxItemOut(BaseModel):
+    listing_id: str
+    run: str
+    scored_at: str
+    decision: str  # flag | review
+    score: float | None
+    product: str | None
+    seller_id: str | None
+    thumbnail_url: str
+    evidence_url: str | None  # None when the run's evidence page does not hold the listing
+    answer: AnswerOut | None
+
+    @classmethod
+    def of(cls, item: InboxItem) -> InboxItemOut:
+        base = f"/api/v1/inbox/{quote(item.listing_id, safe='')}"
+        return cls(
+            listing_id=item.listing_id,
+            run=item.run,
+            scored_at=item.scored_at,
+            decision=item.decision,
+            score=item.score,
+            product=item.product,
+            seller_id=item.seller_id,
+            thumbnail_url=f"{base}/thumbnail",
+            evidence_url=f"{base}/evidence?run={quote(item.run, safe='')}" if item.has_evidence else None,
+            answer=AnswerOut.of(item.answer) if item.answer else None,
+        )
+
+
+class AnswerIn(BaseModel):
+    answer: Literal["counterfeit", "authentic", "not_ours"]
+    note: str = Field("", max_length=2000)
+    run: str | None = None  # answer the listing's scoring in this run (default: its latest flag/review one)

@@ -3,25 +3,22 @@
 Every operation takes the caller's `Principal` and enforces the one rule that matters most: a brand token
 reads and writes only its own brand. Another brand's reference reads as "not found", so ids do not leak
 which references exist. Every change and every refusal is written to the audit log, the change and its
-audit row in one transaction.
+audit row in one transaction. The brand inbox (`inbox.BrandInbox`, `BrandPortal.inbox`) follows the same rules.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
 from brandsentry import index_sync
 from brandsentry.catalog import STATUSES, VIEWS, Catalog, CatalogError, Reference
 from brandsentry.config import Workspace, require
-from brandsentry.errors import BrandsentryError, ConfigError
-from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image, open_image
+from brandsentry.errors import ConfigError
+from brandsentry.images import DecodeLimits, ImageDecodeError, open_image
 from brandsentry.ingest import (
     ImageStore,
     IngestOutcome,
@@ -32,6 +29,16 @@ from brandsentry.ingest import (
 )
 from brandsentry.portal.auth import AuditEntry, AuditLog, Principal, SessionStore, TokenStore
 from brandsentry.portal.checks import CheckResult, CheckSettings, ReferenceChecker, checks_for, record_checks
+from brandsentry.portal.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PortalError,
+    TooLarge,
+    Unauthenticated,
+    Unprocessable,
+)
+from brandsentry.portal.inbox import BrandInbox, small_jpeg
 from brandsentry.settings import load_settings
 from brandsentry.synth.brands import slugify
 
@@ -39,36 +46,6 @@ if TYPE_CHECKING:
     from brandsentry.embed import Embedder
 
 log = logging.getLogger(__name__)
-
-
-class PortalError(BrandsentryError):
-    """A refused request; `status_code` is the HTTP status the web layer answers with."""
-
-    status_code = 400
-
-
-class Unauthenticated(PortalError):
-    status_code = 401
-
-
-class Forbidden(PortalError):
-    status_code = 403
-
-
-class NotFound(PortalError):
-    status_code = 404
-
-
-class Conflict(PortalError):
-    status_code = 409
-
-
-class TooLarge(PortalError):
-    status_code = 413
-
-
-class Unprocessable(PortalError):
-    status_code = 422
 
 
 @dataclass(frozen=True)
@@ -111,13 +88,21 @@ class UploadedFile:
 
 
 @dataclass(frozen=True)
-class ReferencePage:
-    """One page of a references listing: `items` of the `total` that match, page `number` of `pages`."""
+class ListPage:
+    """One page of a list (references, inbox listings): `items` of the `total` that match, page `number`
+    of `pages`."""
 
-    items: list[Reference]
+    items: list
     total: int
     number: int
     pages: int
+
+    @classmethod
+    def of(cls, found: list, page: int, size: int) -> ListPage:
+        """Page `page` of `found`, `size` per page, clamped to the pages there are."""
+        pages = max(1, -(-len(found) // size))
+        number = min(max(page, 1), pages)
+        return cls(found[(number - 1) * size : number * size], len(found), number, pages)
 
 
 @dataclass(frozen=True)
@@ -194,6 +179,7 @@ class BrandPortal:
         self.ingest_settings = replace(base, limits=self.limits)
         self.checker = ReferenceChecker(cfg, self.catalog, self.settings.checks)
         self.indexer = IndexUpdater(cfg, self.audit, self.checker.embedder)
+        self.inbox = BrandInbox(self.catalog, self.audit, self.limits, self.settings.thumbnail_side)
 
     def close(self) -> None:
         self.catalog.close()
@@ -270,7 +256,7 @@ class BrandPortal:
         brand: str | None = None,
         search: str = "",
         page: int = 1,
-    ) -> ReferencePage:
+    ) -> ListPage:
         """Page `page` (portal.page_size per page; clamped to the pages there are) of `references`, narrowed
         by `search`: a reference id (`12` or `#12`), or part of a product or file name, in any case."""
         found = self.references(principal, status=status, brand=brand)
@@ -283,10 +269,7 @@ class BrandPortal:
                 or needle in r.product.casefold()
                 or needle in (r.source_name or "").casefold()
             ]
-        size = self.settings.page_size
-        pages = max(1, -(-len(found) // size))
-        number = min(max(page, 1), pages)
-        return ReferencePage(found[(number - 1) * size : number * size], len(found), number, pages)
+        return ListPage.of(found, page, self.settings.page_size)
 
     def brands(self, principal: Principal) -> list[str]:
         """The brands an admin can filter the references list by."""
@@ -322,19 +305,12 @@ class BrandPortal:
     def thumbnail(self, principal: Principal, ref_id: int) -> bytes:
         """A small JPEG of the reference's stored photo."""
         reference = self.reference(principal, ref_id)
-        try:
-            pixels = decode_image(
-                self.store.path_of(reference.stored_path),
-                self.limits,
-                target_size=self.settings.thumbnail_side,
-            )
-        except ImageDecodeError as exc:
-            raise NotFound(f"reference {ref_id}: stored photo unreadable ({exc.reason})") from None
-        image = Image.fromarray(pixels)
-        image.thumbnail((self.settings.thumbnail_side, self.settings.thumbnail_side))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
-        return buffer.getvalue()
+        return small_jpeg(
+            self.store.path_of(reference.stored_path),
+            self.limits,
+            self.settings.thumbnail_side,
+            f"reference {ref_id}: stored photo",
+        )
 
     def pending(self, principal: Principal) -> list[PendingItem]:
         """The review queue, oldest first, each item with its submission checks."""

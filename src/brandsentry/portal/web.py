@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,12 +19,13 @@ from brandsentry.portal.deps import (
     Portal,
     Post,
     WebSession,
+    jpeg_response,
     keep_index_current,
     read_uploads,
     signed_in,
     upload_outcome_status,
 )
-from brandsentry.portal.service import BrandPortal, NotFound, Unprocessable
+from brandsentry.portal.service import BrandPortal, ListPage, NotFound, Unprocessable
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -212,11 +214,59 @@ def restore(session: Post, portal: Portal, ref_id: int) -> RedirectResponse:
 
 @router.get("/thumbnails/{ref_id}")
 def thumbnail(session: Page, portal: Portal, ref_id: int) -> Response:
-    return Response(
-        portal.thumbnail(signed_in(session), ref_id),
-        media_type="image/jpeg",
-        headers={"Cache-Control": "private, max-age=3600"},
-    )
+    return jpeg_response(portal.thumbnail(signed_in(session), ref_id))
+
+
+@router.get("/inbox")
+def inbox_page(
+    request: Request,
+    session: Page,
+    portal: Portal,
+    run: str = "",
+    decision: str = "",
+    product: str = "",
+    page: int = 1,
+    answered: str = "",
+) -> Response:
+    """`portal.page_size` listings per page; `answered` names the listing whose answer the notice shows."""
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    filters = {"run": run, "decision": decision, "product": product}
+    inbox = portal.inbox.listings(session.principal, **{k: v or None for k, v in filters.items()})
+    context = {
+        "inbox": inbox,
+        "listing": ListPage.of(inbox.items, page, portal.settings.page_size),
+        "filters": {k: v for k, v in filters.items() if v},
+        **filters,
+        "answered": next((i for i in inbox.items if i.listing_id == answered and i.answer), None),
+    }
+    return render(request, session, "inbox.html", context)
+
+
+@router.post("/inbox/{listing_id}/answer")
+def answer(
+    session: Post,
+    portal: Portal,
+    listing_id: str,
+    answer: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+    run: Annotated[str, Form()] = "",
+    back: Annotated[str, Form(description="the inbox filters to return to, as a query string")] = "",
+) -> RedirectResponse:
+    portal.inbox.answer(signed_in(session), listing_id, answer, note, run or None)
+    kept = [(key, value) for key, value in parse_qsl(back) if key in ("run", "decision", "product", "page")]
+    query = urlencode([*kept, ("answered", listing_id)])
+    return RedirectResponse(f"/inbox?{query}#listing-{quote(listing_id, safe='')}", status_code=303)
+
+
+@router.get("/inbox/{listing_id}/thumbnail")
+def listing_thumbnail(session: Page, portal: Portal, listing_id: str) -> Response:
+    return jpeg_response(portal.inbox.thumbnail(signed_in(session), listing_id))
+
+
+@router.get("/inbox/{listing_id}/evidence")
+def listing_evidence(session: Page, portal: Portal, listing_id: str, run: str = "") -> Response:
+    return jpeg_response(portal.inbox.evidence(signed_in(session), listing_id, run or None))
 
 
 @router.get("/admin/pending")

@@ -139,11 +139,13 @@ def feedback_rows(
     """
     if not bool(cfg.data.include_feedback):
         return pd.DataFrame(), {}
-    from brandsentry.feedback import feedback_training_rows
+    from brandsentry.feedback import feedback_origins, feedback_training_rows
 
-    stored = feedback_training_rows(workspace)
+    stored = feedback_training_rows(workspace, feedback_origins(cfg.data.get("feedback_sources")))
     if stored.empty:
         return stored, {}
+    not_ours = stored["label"].isna().to_numpy()
+    stored = stored[~not_ours].reset_index(drop=True)
     held_out = set(labelled.loc[labelled["split"] != "train", "group"])
     products = stored[["listing_id"]].assign(
         **{str(cfg.data.group_column): stored["claimed_product"].fillna("")}
@@ -154,6 +156,7 @@ def feedback_rows(
     excluded = {
         key: int(n)
         for key, n in (
+            ("feedback.not_ours", not_ours.sum()),
             ("feedback.listing_in_manifest", in_manifest.sum()),
             ("feedback.product_in_validation_or_test", leaks.sum()),
         )
