@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on the bundled synthetic brand world, CPU only.
 #   world -> references -> index -> train (MLflow) -> promote -> score day 1 and day 2 -> review in MLflow
-#   -> simulated reviewer verdicts -> retrain with feedback -> summary table.
+#   -> simulated reviewer verdicts -> retrain with feedback -> summary table -> sellers report, a case, a
+#   transparency report.
 # Training uses experiment=fast_cues (ORB logo, no OCR) so the demo fits 10 minutes on 2 cores;
 # DEMO_TRAIN_OVERRIDES="" trains with every cue.
 # Usage: scripts/demo.sh [DEMO_DIR] [WORKSPACE]   (defaults: data/demo data/demo-workspace)
@@ -46,6 +47,13 @@ $BS review models $WS
 
 step "8. summary against ground truth"
 $BS review summary "$WORKSPACE/runs/score/day1" "$WORKSPACE/runs/score/day2" $WS
+
+step "9. the brand side: sellers across both days, one brand's evidence case, this month's transparency report"
+$BS sellers report $WS
+brand=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["brands"][0]["name"])' "$DEMO_DIR/brands.json")
+$BS case export --brand "$brand" "$WORKSPACE/cases/$brand.zip" $WS
+$BS case verify "$WORKSPACE/cases/$brand.zip"
+$BS report --period "$(date -u +%Y-%m)" $WS
 
 step "done in $(($(date +%s) - started)) s. Open the MLflow UI with:"
 echo "    make ui WORKSPACE=$WORKSPACE      # then http://127.0.0.1:5000"
