@@ -67,6 +67,8 @@ def _run(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
+    # ... and MLflow each creation or migration check of the workspace's sqlite store (every first command)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # Bundles and baselines are copied from the local MLflow store in a blink; a progress bar per copy
     # would bury the command's own output (set it to true to see them).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
