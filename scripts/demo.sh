@@ -2,7 +2,7 @@
 # `make demo`: the whole story on the bundled synthetic brand world, CPU only.
 #   world -> references -> index -> train (MLflow) -> promote -> score day 1 and day 2 -> review in MLflow
 #   -> simulated reviewer verdicts -> retrain with feedback -> summary table -> sellers report, a case, a
-#   transparency report.
+#   transparency report -> a simulated brand representative answers its portal inbox.
 # Training uses experiment=fast_cues (ORB logo, no OCR) so the demo fits 10 minutes on 2 cores;
 # DEMO_TRAIN_OVERRIDES="" trains with every cue.
 # Usage: scripts/demo.sh [DEMO_DIR] [WORKSPACE]   (defaults: data/demo data/demo-workspace)
@@ -54,6 +54,16 @@ brand=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1])
 $BS case export --brand "$brand" "$WORKSPACE/cases/$brand.zip" $WS
 $BS case verify "$WORKSPACE/cases/$brand.zip"
 $BS report --period "$(date -u +%Y-%m)" $WS
+
+step "10. a (simulated) representative of $brand answers its portal inbox through the JSON API"
+token=$($BS tokens create --brand "$brand" --name demo-representative $WS | tail -n 1)
+port=${DEMO_PORTAL_PORT:-8765}
+$BS serve $WS portal.port="$port" > "$WORKSPACE/portal.log" 2>&1 &
+portal=$!
+trap 'kill $portal 2>/dev/null || true' EXIT
+.venv/bin/python scripts/simulate_brand.py "http://127.0.0.1:$port" "$token" "$DEMO_DIR/listings_day2.csv" --answers 30
+kill $portal && wait $portal 2>/dev/null || true
+$BS feedback agreement $WS
 
 step "done in $(($(date +%s) - started)) s. Open the MLflow UI with:"
 echo "    make ui WORKSPACE=$WORKSPACE      # then http://127.0.0.1:5000"
