@@ -165,12 +165,13 @@ API_ENDPOINTS = [
     ("POST", "/api/v1/inbox/{listing_id}/answer"),
     ("GET", "/api/v1/inbox/{listing_id}/thumbnail"),
     ("GET", "/api/v1/inbox/{listing_id}/evidence"),
+    ("GET", "/api/v1/reports/{period}"),
 ]
 
 
 def call(world: World, method: str, path: str, token: str | None, **ids):
     headers = world.auth(token) if token is not None else {}
-    url = path.format(listing_id="d1-00000", **ids)
+    url = path.format(listing_id="d1-00000", period="2026-11", **ids)
     if (method, path) == ("POST", "/api/v1/references"):
         return world.client.post(
             url, headers=headers, files=[("files", ("x.jpg", jpeg(99), "image/jpeg"))], data={"product": "P"}
@@ -187,7 +188,7 @@ def test_every_api_endpoint_refuses_a_missing_or_invalid_token(shared, method, p
     if credential == "other_scheme":
         response = world.client.request(
             method,
-            path.format(acme=seeded[0], listing_id="d1-00000"),
+            path.format(acme=seeded[0], listing_id="d1-00000", period="2026-11"),
             headers={"Authorization": f"Basic {world.acme}"},
         )
     else:
@@ -1129,6 +1130,27 @@ def test_the_inbox_lists_only_the_brands_flagged_and_review_listings(inbox):
     assert globex == {"d1-00001", "d1-00003", "d1-00007", "d1-00009", "d2-00000", "d2-00001", "d2-00002"}
     admin = inbox.get(world.admin, "/api/v1/inbox")
     assert admin.status_code == 403 and "belongs to a brand" in admin.json()["detail"]
+
+
+def test_a_brand_gets_the_transparency_report_of_its_own_listings_only(inbox):
+    world = inbox.world
+    flags = [i for i in inbox.get(world.acme, "/api/v1/inbox").json() if i["decision"] == "flag"]
+    report = inbox.get(world.acme, "/api/v1/reports/2026-11")
+    assert report.status_code == 200, report.text
+    numbers = report.json()
+    assert numbers["brand"] == "Acme" and list(numbers["brands"]) == ["Acme"]
+    assert numbers["overall"]["flagged"] == len(flags) == 4 and numbers["overall"]["scanned"] >= 6
+    client = TestClient(world.app)
+    assert world.sign_in(client, world.acme).status_code == 303
+    assert 'href="/reports/2026-11"' in client.get("/inbox").text
+    page = client.get("/reports/2026-11")
+    assert page.status_code == 200 and "Globex" not in page.text and "Acme" in page.text
+    assert page.headers["content-disposition"] == 'attachment; filename="transparency-2026-11-acme.html"'
+    empty = inbox.get(world.acme, "/api/v1/reports/2026-10")
+    assert empty.status_code == 404 and "Globex" not in empty.json()["detail"]
+    bad = inbox.get(world.acme, "/api/v1/reports/2026-13")
+    assert bad.status_code == 422 and "'2026-13'" in bad.json()["detail"]
+    assert inbox.get(world.admin, "/api/v1/reports/2026-11").status_code == 403
 
 
 def test_the_inbox_filters_by_run_decision_and_product(inbox):

@@ -142,6 +142,21 @@ def _page(report: dict, png: bytes) -> str:
     )
 
 
+def _report(workspace: Workspace, period: str, brand: str | None) -> tuple[dict, bytes]:
+    """The month's numbers and their plot."""
+    report = report_numbers(workspace, period, brand)
+    if brand is not None:
+        report["brand"] = next(iter(report["brands"]))  # as the listings spell it
+    return report, _figure_png(report)
+
+
+def brand_report_page(workspace: Workspace, period: str, brand: str) -> tuple[dict, str]:
+    """One brand's month as numbers and a self-contained HTML page, written nowhere and logged nowhere:
+    what the portal hands a brand representative, from the same ledger as `write_report`."""
+    report, png = _report(workspace, period, brand)
+    return report, _page(report, png)
+
+
 def _log_to_mlflow(cfg, workspace: Workspace, report: dict, folder: Path) -> str:
     """One finished run of the `reports` experiment: the numbers as metrics, the files as artifacts."""
     from mlflow.entities import Metric
@@ -173,10 +188,7 @@ def write_report(
     cfg, workspace: Workspace, settings: AllianceSettings, period: str, brand: str | None = None
 ):
     """`reports/transparency/<period>[-<brand>]/` (report.html, report.json, flags.png), logged to MLflow."""
-    report = report_numbers(workspace, period, brand)
-    if brand is not None:
-        report["brand"] = next(iter(report["brands"]))  # as the listings spell it
-    png = _figure_png(report)
+    report, png = _report(workspace, period, brand)
     root = Path(settings.out) / "transparency"
     root.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^\w.-]+", "_", report["brand"]) if report["brand"] else ""

@@ -17,6 +17,7 @@ from brandsentry.portal.deps import (
     read_uploads,
     upload_outcome_status,
 )
+from brandsentry.portal.inbox import brand_report
 from brandsentry.portal.schemas import (
     AnswerIn,
     AnswerOut,
@@ -137,6 +138,13 @@ def api_answer(principal: API, portal: Portal, listing_id: str, body: AnswerIn) 
     """Answer counterfeit, authentic or not_ours (not this brand's product); a new answer supersedes the
     brand's earlier one on the listing."""
     return AnswerOut.of(portal.inbox.answer(principal, listing_id, body.answer, body.note, body.run))
+
+
+@router.get("/reports/{period}", tags=["inbox"])
+def api_report(principal: API, portal: Portal, period: str) -> dict:
+    """The brand's transparency report of a month (YYYY-MM): scanned, flagged, confirmed, disputed, flag
+    precision and median hours to verdict of its own listings (`brandsentry report` for every brand)."""
+    return brand_report(portal.workspace, principal, period)[0]
 
 
 JPEG = {200: {"content": {"image/jpeg": {}}}}

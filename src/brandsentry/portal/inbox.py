@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from brandsentry.catalog import Catalog
+from brandsentry.config import Workspace
 from brandsentry.feedback import (
     BRAND_ANSWERS,
     BrandAnswer,
@@ -208,3 +209,24 @@ class BrandInbox:
         if path is None:
             raise NotFound(f"no evidence for listing {listing_id!r} in run {Path(scoring['run_dir']).name!r}")
         return path.read_bytes()
+
+
+def brand_report(workspace: Workspace, principal: Principal, period: str) -> tuple[dict, str]:
+    """The signed-in brand's transparency report of a month (numbers, HTML page), its own listings only.
+
+    The report's own errors are not passed on: for an unknown brand they list the brands scored."""
+    from brandsentry.alliance.report import brand_report_page, period_window
+    from brandsentry.alliance.window import AllianceError
+
+    if principal.is_admin:
+        raise Forbidden(
+            "a transparency report in the portal belongs to a brand: `brandsentry report` for all"
+        )
+    try:
+        period_window(period)
+    except AllianceError as exc:
+        raise Unprocessable(str(exc).replace("--period ", "period ")) from None
+    try:
+        return brand_report_page(workspace, period, principal.brand)
+    except AllianceError:
+        raise NotFound(f"no listing of {principal.brand} was scored in {period}") from None

@@ -25,7 +25,9 @@ from brandsentry.portal.deps import (
     signed_in,
     upload_outcome_status,
 )
+from brandsentry.portal.inbox import brand_report
 from brandsentry.portal.service import BrandPortal, ListPage, NotFound, Unprocessable
+from brandsentry.synth.brands import slugify
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -217,6 +219,16 @@ def thumbnail(session: Page, portal: Portal, ref_id: int) -> Response:
     return jpeg_response(portal.thumbnail(signed_in(session), ref_id))
 
 
+@router.get("/reports/{period}")
+def report_download(session: Page, portal: Portal, period: str) -> Response:
+    """The brand's transparency report of a month as a self-contained HTML file to download."""
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    report, page = brand_report(portal.workspace, session.principal, period)
+    name = f"transparency-{period}-{slugify(report['brand'])}.html"
+    return HTMLResponse(page, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 @router.get("/inbox")
 def inbox_page(
     request: Request,
@@ -239,6 +251,7 @@ def inbox_page(
         "filters": {k: v for k, v in filters.items() if v},
         **filters,
         "answered": next((i for i in inbox.items if i.listing_id == answered and i.answer), None),
+        "report_months": sorted({i.scored_at[:7] for i in inbox.items}, reverse=True),
     }
     return render(request, session, "inbox.html", context)
 
