@@ -1145,7 +1145,8 @@ def test_a_brand_gets_the_transparency_report_of_its_own_listings_only(inbox):
     assert 'href="/reports/2026-11"' in client.get("/inbox").text
     page = client.get("/reports/2026-11")
     assert page.status_code == 200 and "Globex" not in page.text and "Acme" in page.text
-    assert page.headers["content-disposition"] == 'attachment; filename="transparency-2026-11-acme.html"'
+    assert page.headers["content-disposition"] == 'inline; filename="transparency-2026-11-acme.html"'
+    assert page.headers["content-security-policy"].startswith("default-src 'none'; img-src data:")
     empty = inbox.get(world.acme, "/api/v1/reports/2026-10")
     assert empty.status_code == 404 and "Globex" not in empty.json()["detail"]
     bad = inbox.get(world.acme, "/api/v1/reports/2026-13")

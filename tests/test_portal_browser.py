@@ -280,7 +280,7 @@ def test_sign_in_upload_and_see_it_listed_in_chromium(tmp_path):
 
 def test_a_brand_answers_its_inbox_in_chromium(tmp_path):
     """Brand A sees only its own flagged and review-queued listings, answers three, and the verdicts are in
-    the ledger as the brand's, named by the token that gave them."""
+    the ledger as the brand's, named by the token that gave them; its month's transparency report opens."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -347,6 +347,15 @@ def test_a_brand_answers_its_inbox_in_chromium(tmp_path):
                 assert f"Your answer on listing {listing_id}" in driver.find_element(By.ID, "notice").text
                 answers[listing_id] = (label, note)
             driver.save_screenshot(str(tmp_path / "inbox.png"))
+
+            # the brand's transparency report of the month, linked from the inbox, renders with its plot
+            link = driver.find_element(By.CSS_SELECTOR, "a[href^='/reports/']")
+            driver.get(link.get_attribute("href"))
+            assert driver.find_element(By.TAG_NAME, "h1").text.startswith("Transparency report 2026-")
+            cells = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "table td:first-child")]
+            assert cells == ["all brands", "Velquora"] and "Brisanth" not in driver.page_source
+            plot = driver.find_element(By.CSS_SELECTOR, "img")
+            assert driver.execute_script("return arguments[0].naturalWidth", plot) > 0
     finally:
         portal.close()
 

@@ -42,8 +42,8 @@ async def lifespan(app: FastAPI):
 async def security_headers(request: Request, call_next) -> Response:
     response = await call_next(request)
     response.headers.update(SECURITY_HEADERS)
-    if not request.url.path.startswith(("/docs", "/redoc")):
-        response.headers["Content-Security-Policy"] = PAGE_CSP
+    if not request.url.path.startswith(("/docs", "/redoc")):  # a route may set a stricter one of its own
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
     return response
 
 
