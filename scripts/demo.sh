@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on the bundled synthetic brand world, CPU only.
 #   world -> references -> index -> train (MLflow) -> promote -> score day 1 and day 2 -> review in MLflow
-#   -> simulated reviewer verdicts -> retrain with feedback -> summary table -> sellers report, a case, a
-#   transparency report -> a simulated brand representative answers its portal inbox.
+#   -> simulated reviewer verdicts -> a simulated brand representative answers its portal inbox -> retrain
+#   with both -> summary table -> sellers report, a case, a transparency report.
 # Training uses experiment=fast_cues (ORB logo, no OCR) so the demo fits 10 minutes on 2 cores;
 # DEMO_TRAIN_OVERRIDES="" trains with every cue.
 # Usage: scripts/demo.sh [DEMO_DIR] [WORKSPACE]   (defaults: data/demo data/demo-workspace)
@@ -41,21 +41,8 @@ step "6. a (simulated) reviewer answers day 2's flag/review queue; verdicts go i
 $BS feedback simulate "$WORKSPACE/runs/score/day2" "$DEMO_DIR/listings_day2.csv" --top 150 $WS
 $BS feedback import "$WORKSPACE/runs/score/day2/_verdicts.csv" $WS
 
-step "7. retrain with the reviewed listings (promoted only if it beats the champion on the same validation set)"
-$BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES-experiment=fast_cues}
-$BS review models $WS
-
-step "8. summary against ground truth"
-$BS review summary "$WORKSPACE/runs/score/day1" "$WORKSPACE/runs/score/day2" $WS
-
-step "9. the brand side: sellers across both days, one brand's evidence case, this month's transparency report"
-$BS sellers report $WS
 brand=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["brands"][0]["name"])' "$DEMO_DIR/brands.json")
-$BS case export --brand "$brand" "$WORKSPACE/cases/$brand.zip" $WS
-$BS case verify "$WORKSPACE/cases/$brand.zip"
-$BS report --period "$(date -u +%Y-%m)" $WS
-
-step "10. a (simulated) representative of $brand answers its portal inbox through the JSON API"
+step "7. a (simulated) representative of $brand answers its portal inbox through the JSON API"
 token=$($BS tokens create --brand "$brand" --name demo-representative $WS | tail -n 1)
 port=${DEMO_PORTAL_PORT:-8765}
 $BS serve $WS portal.port="$port" > "$WORKSPACE/portal.log" 2>&1 &
@@ -64,6 +51,19 @@ trap 'kill $portal 2>/dev/null || true' EXIT
 .venv/bin/python scripts/simulate_brand.py "http://127.0.0.1:$port" "$token" "$DEMO_DIR/listings_day2.csv" --answers 30
 kill $portal && wait $portal 2>/dev/null || true
 $BS feedback agreement $WS
+
+step "8. retrain with the reviewer's and the brand's verdicts (promoted only if it beats the champion on the same validation set)"
+$BS train listings="$DEMO_DIR/listings_day1.csv" data.include_feedback=true $WS ${DEMO_TRAIN_OVERRIDES-experiment=fast_cues}
+$BS review models $WS
+
+step "9. summary against ground truth"
+$BS review summary "$WORKSPACE/runs/score/day1" "$WORKSPACE/runs/score/day2" $WS
+
+step "10. the brand side: sellers across both days (also in the admin portal), $brand's evidence case, this month's transparency report"
+$BS sellers report $WS
+$BS case export --brand "$brand" "$WORKSPACE/cases/$brand.zip" $WS
+$BS case verify "$WORKSPACE/cases/$brand.zip"
+$BS report --period "$(date -u +%Y-%m)" $WS
 
 step "done in $(($(date +%s) - started)) s. Open the MLflow UI with:"
 echo "    make ui WORKSPACE=$WORKSPACE      # then http://127.0.0.1:5000"

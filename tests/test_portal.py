@@ -1154,6 +1154,26 @@ def test_a_brand_gets_the_transparency_report_of_its_own_listings_only(inbox):
     assert inbox.get(world.admin, "/api/v1/reports/2026-11").status_code == 403
 
 
+def test_admins_see_the_latest_sellers_report_and_brands_do_not(world):
+    client = TestClient(world.app)
+    assert client.get("/admin/sellers", follow_redirects=False).headers["location"] == "/signin"
+    assert world.sign_in(client, world.admin).status_code == 303
+    missing = client.get("/admin/sellers")
+    assert missing.status_code == 404 and "brandsentry sellers report" in missing.text
+    reports = world.portal.workspace.root / "reports" / "sellers"
+    for stamp in ("20261101T060000000000Z", "20261102T060000000000Z"):
+        (reports / stamp).mkdir(parents=True)
+        (reports / stamp / "sellers.html").write_text(f"<html><body><h1>sellers {stamp}</h1></body></html>")
+    page = client.get("/admin/sellers")
+    assert page.status_code == 200 and "sellers 20261102T060000000000Z" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert 'href="/admin/sellers"' in client.get("/admin/pending").text
+    brand = TestClient(world.app)
+    assert world.sign_in(brand, world.acme).status_code == 303
+    refused = brand.get("/admin/sellers")
+    assert refused.status_code == 403 and "sellers 2026" not in refused.text
+
+
 def test_the_inbox_filters_by_run_decision_and_product(inbox):
     token = inbox.world.acme
 

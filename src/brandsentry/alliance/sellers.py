@@ -259,6 +259,12 @@ def build_seller_tables(
     return seller_tables(listings, window_vectors(listings), authorised, settings)
 
 
+def latest_sellers_page(settings: AllianceSettings) -> Path | None:
+    """The newest report's HTML page (folders are named by their UTC time, so the last in order), if any."""
+    pages = sorted((Path(settings.out) / "sellers").glob(f"*/{PAGE_FILE}"))
+    return pages[-1] if pages else None
+
+
 def write_sellers_report(workspace: Workspace, settings: AllianceSettings, since: str | None = None) -> Path:
     """`reports/sellers/<UTC time>/`: the top sellers and clusters as Parquet and one HTML page."""
     tables = build_seller_tables(workspace, settings, since)

@@ -11,6 +11,8 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from brandsentry.alliance import AllianceSettings
+from brandsentry.alliance.sellers import latest_sellers_page
 from brandsentry.catalog import Reference
 from brandsentry.portal.auth import Principal, new_csrf_token
 from brandsentry.portal.deps import (
@@ -219,7 +221,7 @@ def thumbnail(session: Page, portal: Portal, ref_id: int) -> Response:
     return jpeg_response(portal.thumbnail(signed_in(session), ref_id))
 
 
-# The report is one self-contained file (inline style, its plot a data: image) that loads and runs nothing.
+# Reports are self-contained files (inline style, plots as data: images) that load and run nothing.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
@@ -293,6 +295,18 @@ def pending_page(request: Request, session: Page, portal: Portal) -> Response:
     if session.principal is None:
         return RedirectResponse("/signin", status_code=303)
     return render(request, session, "pending.html", {"items": portal.pending(session.principal)})
+
+
+@router.get("/admin/sellers")
+def sellers_page(session: Page, portal: Portal) -> Response:
+    """The latest `brandsentry sellers report` as it was written; admins only: it names every brand's sellers."""
+    if session.principal is None:
+        return RedirectResponse("/signin", status_code=303)
+    portal.require_admin(session.principal)
+    page = latest_sellers_page(AllianceSettings.from_config(portal.cfg))
+    if page is None:
+        raise NotFound("no sellers report yet: run `brandsentry sellers report` on the workspace")
+    return HTMLResponse(page.read_text(encoding="utf-8"), headers={"Content-Security-Policy": REPORT_CSP})
 
 
 @router.post("/admin/pending/{ref_id}/approve")
