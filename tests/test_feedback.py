@@ -323,6 +323,8 @@ def test_cli_agreement_states_how_often_brand_and_reviewer_agree(workspace, day1
         "reviewer authentic   brand authentic   1" in out
         and "reviewer not_ours    brand counterfeit 1" in out
     )
+    assert main(["review", "models", ws]) == 0  # the registry's versions, then the same agreement
+    assert "judged by both a reviewer and the brand: 2; agreeing: 1 (50%)" in capsys.readouterr().out
 
 
 def test_feedback_sources_choose_the_origins_training_reads():

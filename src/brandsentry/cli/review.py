@@ -265,7 +265,23 @@ def run_models(args, overrides: list[str]) -> int:
     uri = ReviewSettings.from_config(cfg).tracking_uri or Workspace.from_config(cfg).mlflow_uri
     table = model_versions(uri, args.name)
     print(format_table(table) if len(table) else f"no registered versions of {args.name!r} in {uri}")
+    _print_agreement(Workspace.from_config(cfg).ensure(), pairs=False)
     return 0
+
+
+def _print_agreement(workspace, pairs: bool = True) -> None:
+    """How brand answers and reviewer verdicts agree, on the listings both judged (training reads both)."""
+    from brandsentry.feedback import feedback_agreement
+
+    found = feedback_agreement(workspace)
+    if not found.both:
+        print("no listing has both a reviewer verdict and a brand answer yet")
+        return
+    print(
+        f"listings judged by both a reviewer and the brand: {found.both}; agreeing: {found.agree} ({found.rate:.0%})"
+    )
+    for (reviewer, brand), count in sorted(found.pairs.items()) if pairs else ():
+        print(f"  reviewer {reviewer:<11} brand {brand:<11} {count}")
 
 
 def run_export(args, overrides: list[str]) -> int:
@@ -334,17 +350,8 @@ def run_simulate(args, overrides: list[str]) -> int:
 
 def run_agreement(args, overrides: list[str]) -> int:
     from brandsentry.config import Workspace, load_config
-    from brandsentry.feedback import feedback_agreement
 
-    found = feedback_agreement(Workspace.from_config(load_config(overrides)).ensure())
-    if not found.both:
-        print("no listing has both a reviewer verdict and a brand answer yet")
-        return 0
-    print(
-        f"listings judged by both a reviewer and the brand: {found.both}; agreeing: {found.agree} ({found.rate:.0%})"
-    )
-    for (reviewer, brand), count in sorted(found.pairs.items()):
-        print(f"  reviewer {reviewer:<11} brand {brand:<11} {count}")
+    _print_agreement(Workspace.from_config(load_config(overrides)).ensure())
     return 0
 
 
