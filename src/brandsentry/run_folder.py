@@ -32,6 +32,7 @@ RUN_FILE = "_run.json"
 SUMMARY_FILE = "_summary.json"
 SUCCESS_FILE = "_SUCCESS"
 EVIDENCE_DIR = "_evidence"
+EVIDENCE_ITEMS = "items.json"  # in EVIDENCE_DIR: what the evidence page shows, as data (read by the portal)
 VERDICTS_FILE = "_verdicts.csv"
 LOCK_FILE = ".lock"
 # What the layout before the Parquet-dataset folder wrote at the top (a resume refuses such a folder).

@@ -28,7 +28,7 @@ from brandsentry.images import DecodeLimits, ImageDecodeError, decode_image
 from brandsentry.ledger import LEDGER_TABLES
 from brandsentry.portal.auth import AuditLog, Principal
 from brandsentry.portal.errors import Conflict, Forbidden, NotFound, Unprocessable
-from brandsentry.run_folder import EVIDENCE_DIR, ScoringResultsError
+from brandsentry.run_folder import EVIDENCE_DIR, EVIDENCE_ITEMS, ScoringResultsError
 
 INBOX_DECISIONS = ("flag", "review")
 _INBOX_COLUMNS = (
@@ -66,7 +66,7 @@ def _evidence_files(run_dir: str) -> dict[str, Path]:
     empty when the run has no readable evidence page."""
     evidence = Path(run_dir) / EVIDENCE_DIR
     try:
-        items = json.loads((evidence / "items.json").read_text(encoding="utf-8"))
+        items = json.loads((evidence / EVIDENCE_ITEMS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     found = {}

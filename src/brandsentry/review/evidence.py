@@ -28,7 +28,7 @@ from brandsentry.files import atomic_folder
 from brandsentry.review.attribution import CascadePredictor, page_attributions
 from brandsentry.review.settings import ReviewSettings
 from brandsentry.review.tables import fmt_number
-from brandsentry.run_folder import EVIDENCE_DIR
+from brandsentry.run_folder import EVIDENCE_DIR, EVIDENCE_ITEMS
 
 log = logging.getLogger(__name__)
 EVIDENCE_ARTIFACT = "evidence"  # the page's folder among a scoring run's MLflow artifacts
@@ -438,7 +438,7 @@ def build_evidence_page(
         (staging / "index.html").write_text(
             render_evidence_html(items, staging, title, attribution, queue, out_dir), encoding="utf-8"
         )
-        (staging / "items.json").write_text(
+        (staging / EVIDENCE_ITEMS).write_text(
             json.dumps([_item_json(item) for item in items], indent=1), encoding="utf-8"
         )
     final = out_dir / EVIDENCE_DIR
